@@ -1,0 +1,93 @@
+//! The Matrix error codes Gatehouse produces, with the HTTP status each one
+//! is sent with. The HTTP layer turns an [`ErrorKind`] plus a message into the
+//! spec's JSON body; nothing else decides a status code.
+
+/// A Matrix `errcode` and the extra fields it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400: valid JSON with the wrong shape.
+    BadJson,
+    /// 400: the body is not JSON at all.
+    NotJson,
+    /// 400: a required key is absent.
+    MissingParam,
+    /// 400: a key has an unacceptable value.
+    InvalidParam,
+    /// 400 by default: something the server does not understand (e.g. login type).
+    Unknown,
+    /// 403: authentication failed or the action is not allowed.
+    Forbidden,
+    /// 403: the account is deactivated.
+    UserDeactivated,
+    /// 401: no access token was supplied.
+    MissingToken,
+    /// 401: the token is not valid. `soft_logout` tells the client whether it
+    /// may keep its local state and re-authenticate (expired) or must discard
+    /// it (revoked / never valid).
+    UnknownToken { soft_logout: bool },
+    /// 429: rate limited; the client may retry after this many milliseconds.
+    LimitExceeded { retry_after_ms: u64 },
+    /// 404: no such endpoint.
+    UnrecognizedEndpoint,
+    /// 405: the endpoint exists but not with this method.
+    UnrecognizedMethod,
+    /// 404: no such resource.
+    NotFound,
+    /// 413: the body is larger than the configured limit.
+    TooLarge,
+    /// 500: a failure inside the server (storage). The message never carries details.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The `errcode` string of the spec.
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            Self::BadJson => "M_BAD_JSON",
+            Self::NotJson => "M_NOT_JSON",
+            Self::MissingParam => "M_MISSING_PARAM",
+            Self::InvalidParam => "M_INVALID_PARAM",
+            Self::Unknown | Self::Internal => "M_UNKNOWN",
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::MissingToken => "M_MISSING_TOKEN",
+            Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
+            Self::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
+            Self::UnrecognizedEndpoint | Self::UnrecognizedMethod => "M_UNRECOGNIZED",
+            Self::NotFound => "M_NOT_FOUND",
+            Self::TooLarge => "M_TOO_LARGE",
+        }
+    }
+
+    /// The HTTP status code the spec pairs with this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadJson
+            | Self::NotJson
+            | Self::MissingParam
+            | Self::InvalidParam
+            | Self::Unknown => 400,
+            Self::MissingToken | Self::UnknownToken { .. } => 401,
+            Self::Forbidden | Self::UserDeactivated => 403,
+            Self::UnrecognizedEndpoint | Self::NotFound => 404,
+            Self::UnrecognizedMethod => 405,
+            Self::TooLarge => 413,
+            Self::LimitExceeded { .. } => 429,
+            Self::Internal => 500,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        assert_eq!(ErrorKind::UnknownToken { soft_logout: true }.status(), 401);
+        assert_eq!(ErrorKind::UnrecognizedMethod.status(), 405);
+        assert_eq!(ErrorKind::UnrecognizedMethod.errcode(), "M_UNRECOGNIZED");
+        assert_eq!(ErrorKind::LimitExceeded { retry_after_ms: 1 }.status(), 429);
+        assert_eq!(ErrorKind::TooLarge.errcode(), "M_TOO_LARGE");
+    }
+}

@@ -1,0 +1,438 @@
+//! The conformance suite every [`Store`] backend runs.
+//!
+//! Each check gets a fresh, empty store from the factory and panics with a
+//! message naming the broken promise. Backends call [`run_all`] from their
+//! own integration test.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use gatehouse_core::identifier::{Medium, Threepid};
+use gatehouse_core::refresh::{Endpoint, Rejection};
+use gatehouse_core::token::{self, TokenHash};
+use gatehouse_core::user_id::UserId;
+
+use crate::{NewSession, NewTokenPair, NewUser, Store, StoreError};
+
+/// Runs every check against fresh stores made by `factory`.
+pub async fn run_all<S, F, Fut>(factory: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    users_are_unique_and_found(factory().await).await;
+    threepids_resolve_to_their_owner(factory().await).await;
+    sessions_create_devices_and_relogin_revokes(factory().await).await;
+    rotation_keeps_old_token_until_child_used(factory().await).await;
+    rotation_by_access_token_use(factory().await).await;
+    legacy_rotation_is_single_use(factory().await).await;
+    concurrent_refreshes_all_hand_out_live_tokens(Arc::new(factory().await)).await;
+    expired_refresh_tokens_are_refused(factory().await).await;
+    logout_and_logout_all(factory().await).await;
+    deactivation_removes_everything_but_the_name(factory().await).await;
+}
+
+fn uid(local: &str) -> UserId {
+    UserId::new(local, "test").expect("valid test user id")
+}
+
+fn h(s: &str) -> TokenHash {
+    token::hash(s)
+}
+
+fn pair(access: &str, refresh: Option<&str>) -> NewTokenPair {
+    NewTokenPair {
+        access: h(access),
+        access_expires_at: None,
+        refresh: refresh.map(h),
+        refresh_expires_at: None,
+    }
+}
+
+async fn user(store: &impl Store, local: &str) -> UserId {
+    let id = uid(local);
+    store
+        .create_user(NewUser {
+            user_id: id.clone(),
+            password_hash: Some("$hash".into()),
+            is_admin: false,
+            created_at: 1,
+        })
+        .await
+        .expect("create user");
+    id
+}
+
+async fn login(
+    store: &impl Store,
+    user: &UserId,
+    device: &str,
+    access: &str,
+    refresh: Option<&str>,
+) {
+    store
+        .create_session(NewSession {
+            user_id: user.clone(),
+            device_id: device.into(),
+            initial_display_name: Some("phone".into()),
+            tokens: pair(access, refresh),
+            now: 10,
+        })
+        .await
+        .expect("create session");
+}
+
+async fn alive(store: &impl Store, access: &str) -> bool {
+    store
+        .access_token(&h(access))
+        .await
+        .expect("lookup")
+        .is_some()
+}
+
+async fn refresh(
+    store: &impl Store,
+    rt: &str,
+    new_at: &str,
+    new_rt: &str,
+    ep: Endpoint,
+) -> Result<(), Rejection> {
+    store
+        .refresh(&h(rt), ep, pair(new_at, Some(new_rt)), 20)
+        .await
+        .expect("refresh")
+        .map(|_| ())
+}
+
+/// Uses an access token the way the server does: first use completes a rotation.
+async fn use_token(store: &impl Store, access: &str) -> bool {
+    match store.access_token(&h(access)).await.expect("lookup") {
+        None => false,
+        Some(rec) => {
+            if let (Some(parent), Some(with)) = (rec.pending_parent, rec.refresh_id) {
+                store
+                    .complete_rotation(parent, with)
+                    .await
+                    .expect("complete rotation");
+            }
+            true
+        }
+    }
+}
+
+async fn users_are_unique_and_found(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let again = store
+        .create_user(NewUser {
+            user_id: alice.clone(),
+            password_hash: None,
+            is_admin: true,
+            created_at: 2,
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::UserExists)),
+        "duplicate user must be refused"
+    );
+    let rec = store.user(&alice).await.unwrap().expect("user is found");
+    assert_eq!(rec.password_hash.as_deref(), Some("$hash"));
+    assert!(!rec.deactivated && !rec.is_admin);
+    assert!(store.user(&uid("nobody")).await.unwrap().is_none());
+    store.set_password_hash(&alice, "$new").await.unwrap();
+    assert_eq!(
+        store
+            .user(&alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("$new")
+    );
+    assert!(matches!(
+        store.set_password_hash(&uid("nobody"), "$x").await,
+        Err(StoreError::NoSuchUser)
+    ));
+    user(&store, "bob").await;
+    let all: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.user_id)
+        .collect();
+    assert_eq!(all, vec![uid("alice"), uid("bob")]);
+}
+
+async fn threepids_resolve_to_their_owner(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let email = Threepid {
+        medium: Medium::Email,
+        address: "a@example.org".into(),
+    };
+    store.add_threepid(&alice, &email, 5).await.unwrap();
+    assert!(matches!(
+        store.add_threepid(&bob, &email, 6).await,
+        Err(StoreError::ThreepidInUse)
+    ));
+    assert!(matches!(
+        store.add_threepid(&uid("ghost"), &email, 6).await,
+        Err(StoreError::NoSuchUser)
+    ));
+    let owner = store
+        .user_by_threepid(&email)
+        .await
+        .unwrap()
+        .expect("3pid resolves");
+    assert_eq!(owner.user_id, alice);
+    let phone = Threepid {
+        medium: Medium::Msisdn,
+        address: "a@example.org".into(),
+    };
+    assert!(
+        store.user_by_threepid(&phone).await.unwrap().is_none(),
+        "media are distinct"
+    );
+    assert_eq!(store.threepids(&alice).await.unwrap(), vec![email]);
+}
+
+async fn sessions_create_devices_and_relogin_revokes(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    login(&store, &alice, "DEV1", "at1", Some("rt1")).await;
+    login(&store, &alice, "DEV2", "at2", None).await;
+    let rec = store
+        .access_token(&h("at1"))
+        .await
+        .unwrap()
+        .expect("token stored");
+    assert_eq!(
+        (rec.user_id.clone(), rec.device_id.as_str()),
+        (alice.clone(), "DEV1")
+    );
+    assert!(rec.pending_parent.is_none());
+    let devices = store.devices(&alice).await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[0].display_name.as_deref(), Some("phone"));
+    // Logging in again on DEV1 revokes DEV1's old tokens, and only those.
+    login(&store, &alice, "DEV1", "at1b", None).await;
+    assert!(
+        !alive(&store, "at1").await,
+        "old access token of a reused device must die"
+    );
+    assert_eq!(
+        refresh(&store, "rt1", "x", "y", Endpoint::Spec).await,
+        Err(Rejection::Dead)
+    );
+    assert!(alive(&store, "at1b").await && alive(&store, "at2").await);
+    assert_eq!(store.devices(&alice).await.unwrap().len(), 2);
+}
+
+async fn rotation_keeps_old_token_until_child_used(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    login(&store, &alice, "D", "at0", Some("rt0")).await;
+    refresh(&store, "rt0", "at1", "rt1", Endpoint::Spec)
+        .await
+        .expect("first refresh");
+    // The client lost the answer and retries: still allowed.
+    refresh(&store, "rt0", "at2", "rt2", Endpoint::Spec)
+        .await
+        .expect("retry with the old token");
+    assert!(alive(&store, "at1").await && alive(&store, "at2").await);
+    // Using the newest refresh token retires rt0 and the unused sibling.
+    refresh(&store, "rt2", "at3", "rt3", Endpoint::Spec)
+        .await
+        .expect("refresh with the child");
+    assert_eq!(
+        refresh(&store, "rt0", "a", "b", Endpoint::Spec).await,
+        Err(Rejection::Dead)
+    );
+    assert_eq!(
+        refresh(&store, "rt1", "a", "b", Endpoint::Spec).await,
+        Err(Rejection::Dead)
+    );
+    assert!(!alive(&store, "at0").await && !alive(&store, "at1").await);
+    assert!(
+        alive(&store, "at2").await,
+        "the used chain's access token lives on until rotated out"
+    );
+    let rec = store.access_token(&h("at3")).await.unwrap().unwrap();
+    assert_eq!(rec.device_id, "D");
+}
+
+async fn rotation_by_access_token_use(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    login(&store, &alice, "D", "at0", Some("rt0")).await;
+    refresh(&store, "rt0", "at1", "rt1", Endpoint::Spec)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .access_token(&h("at1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .pending_parent
+            .is_some()
+    );
+    assert!(use_token(&store, "at1").await);
+    assert!(
+        store
+            .access_token(&h("at1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .pending_parent
+            .is_none()
+    );
+    assert_eq!(
+        refresh(&store, "rt0", "a", "b", Endpoint::Spec).await,
+        Err(Rejection::Dead)
+    );
+    assert!(
+        !alive(&store, "at0").await,
+        "the parent's access token dies with it"
+    );
+    // complete_rotation is idempotent.
+    let rec = store.access_token(&h("at1")).await.unwrap().unwrap();
+    store
+        .complete_rotation(1, rec.refresh_id.unwrap())
+        .await
+        .unwrap();
+    assert!(alive(&store, "at1").await);
+    refresh(&store, "rt1", "at2", "rt2", Endpoint::Spec)
+        .await
+        .expect("the surviving chain refreshes");
+}
+
+async fn legacy_rotation_is_single_use(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    login(&store, &alice, "D", "at0", Some("rt0")).await;
+    refresh(&store, "rt0", "at1", "rt1", Endpoint::LegacyV1)
+        .await
+        .unwrap();
+    assert_eq!(
+        refresh(&store, "rt0", "a", "b", Endpoint::LegacyV1).await,
+        Err(Rejection::Dead)
+    );
+    let rec = store.access_token(&h("at1")).await.unwrap().unwrap();
+    assert!(
+        rec.pending_parent.is_none(),
+        "legacy tokens need no first-use step"
+    );
+    refresh(&store, "rt1", "at2", "rt2", Endpoint::LegacyV1)
+        .await
+        .unwrap();
+}
+
+async fn concurrent_refreshes_all_hand_out_live_tokens<S: Store>(store: Arc<S>) {
+    let alice = user(&*store, "alice").await;
+    login(&*store, &alice, "D", "at0", Some("rt0")).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (at, rt) = (format!("at-{i}"), format!("rt-{i}"));
+            store
+                .refresh(&h("rt0"), Endpoint::Spec, pair(&at, Some(&rt)), 20)
+                .await
+                .expect("refresh")
+                .map(|_| at)
+        }));
+    }
+    let mut handed_out = Vec::new();
+    for t in tasks {
+        handed_out.push(
+            t.await
+                .expect("task")
+                .expect("every concurrent refresh succeeds"),
+        );
+    }
+    for at in &handed_out {
+        assert!(alive(&*store, at).await, "{at} was handed out dead");
+    }
+    // The first one used wins; the others die then.
+    assert!(use_token(&*store, &handed_out[3]).await);
+    let survivors = {
+        let mut n = 0;
+        for at in &handed_out {
+            n += usize::from(alive(&*store, at).await);
+        }
+        n
+    };
+    assert_eq!(survivors, 1, "exactly one chain survives");
+}
+
+async fn expired_refresh_tokens_are_refused(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let tokens = NewTokenPair {
+        refresh_expires_at: Some(15),
+        ..pair("at0", Some("rt0"))
+    };
+    store
+        .create_session(NewSession {
+            user_id: alice,
+            device_id: "D".into(),
+            initial_display_name: None,
+            tokens,
+            now: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refresh(&store, "rt0", "a", "b", Endpoint::Spec).await,
+        Err(Rejection::Expired)
+    );
+}
+
+async fn logout_and_logout_all(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    login(&store, &alice, "A1", "a1", Some("ra1")).await;
+    login(&store, &alice, "A2", "a2", None).await;
+    login(&store, &bob, "B1", "b1", None).await;
+    store.delete_device(&alice, "A1").await.unwrap();
+    assert!(!alive(&store, "a1").await);
+    assert_eq!(
+        refresh(&store, "ra1", "x", "y", Endpoint::Spec).await,
+        Err(Rejection::Dead)
+    );
+    assert!(alive(&store, "a2").await);
+    assert_eq!(store.devices(&alice).await.unwrap().len(), 1);
+    store.delete_all_devices(&alice).await.unwrap();
+    assert!(!alive(&store, "a2").await);
+    assert!(store.devices(&alice).await.unwrap().is_empty());
+    assert!(
+        alive(&store, "b1").await,
+        "another user's sessions are untouched"
+    );
+}
+
+async fn deactivation_removes_everything_but_the_name(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let email = Threepid {
+        medium: Medium::Email,
+        address: "a@example.org".into(),
+    };
+    store.add_threepid(&alice, &email, 1).await.unwrap();
+    login(&store, &alice, "A1", "a1", Some("ra1")).await;
+    store.deactivate_user(&alice).await.unwrap();
+    let rec = store.user(&alice).await.unwrap().expect("the record stays");
+    assert!(rec.deactivated && rec.password_hash.is_none());
+    assert!(!alive(&store, "a1").await);
+    assert!(store.user_by_threepid(&email).await.unwrap().is_none());
+    assert!(store.devices(&alice).await.unwrap().is_empty());
+    let reuse = store
+        .create_user(NewUser {
+            user_id: alice,
+            password_hash: None,
+            is_admin: false,
+            created_at: 3,
+        })
+        .await;
+    assert!(
+        matches!(reuse, Err(StoreError::UserExists)),
+        "a deactivated name is never reusable"
+    );
+}

@@ -1,0 +1,108 @@
+//! Storage for Gatehouse: one [`Store`] trait, its backends, and the
+//! conformance suite every backend must pass.
+//!
+//! # Adding a backend
+//! Implement [`Store`] (each method documents what it must guarantee), then
+//! add a test that calls [`conformance::run_all`] with a factory for fresh,
+//! empty instances of the backend. Nothing else in the workspace needs to
+//! know which backend it talks to.
+
+pub mod conformance;
+mod model;
+pub mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use gatehouse_core::identifier::Threepid;
+use gatehouse_core::refresh::{Endpoint, Rejection};
+use gatehouse_core::token::TokenHash;
+use gatehouse_core::user_id::UserId;
+use gatehouse_core::{Timestamp, refresh::RefreshId};
+
+/// A storage failure. Domain conflicts are variants; everything else is
+/// `Backend`, whose text is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("user already exists")]
+    UserExists,
+    #[error("third-party identifier already in use")]
+    ThreepidInUse,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("storage backend failure: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Gatehouse keeps. Every method is one atomic unit: it either
+/// happens completely and durably before it returns `Ok`, or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account. `StoreError::UserExists` if the ID was ever taken
+    /// (deactivated accounts keep their name forever).
+    async fn create_user(&self, user: NewUser) -> StoreResult<()>;
+
+    /// The account with this ID, deactivated or not.
+    async fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
+
+    /// The account that owns this canonical third-party ID.
+    async fn user_by_threepid(&self, threepid: &Threepid) -> StoreResult<Option<UserRecord>>;
+
+    /// All accounts, ordered by ID.
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+
+    /// Replaces the password hash. `NoSuchUser` if the account does not exist.
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StoreResult<()>;
+
+    /// Marks the account deactivated and removes its devices, tokens and
+    /// third-party IDs. `NoSuchUser` if it does not exist.
+    async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
+
+    /// Binds a canonical third-party ID to an account.
+    async fn add_threepid(
+        &self,
+        user_id: &UserId,
+        threepid: &Threepid,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// The third-party IDs of an account.
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<Threepid>>;
+
+    /// Starts a session for a login: creates the device if it is new, or, if
+    /// it exists, revokes every token it had; then stores the new access
+    /// token (and refresh token, if any).
+    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+
+    /// Looks up an access token by its hash.
+    async fn access_token(&self, hash: &TokenHash) -> StoreResult<Option<AccessTokenRecord>>;
+
+    /// The first use of an access token minted by a rotation: retires the
+    /// rotation's parent refresh token and its other children (see
+    /// `gatehouse_core::refresh`). Idempotent.
+    async fn complete_rotation(&self, parent: RefreshId, issued_with: RefreshId)
+    -> StoreResult<()>;
+
+    /// Rotates a refresh token in one transaction, following
+    /// `gatehouse_core::refresh::plan_refresh`. The new pair's hashes and
+    /// expiries are given by the caller; the store never sees a token.
+    async fn refresh(
+        &self,
+        presented: &TokenHash,
+        endpoint: Endpoint,
+        pair: NewTokenPair,
+        now: Timestamp,
+    ) -> StoreResult<Result<RefreshedSession, Rejection>>;
+
+    /// Deletes one device and every token bound to it.
+    async fn delete_device(&self, user_id: &UserId, device_id: &str) -> StoreResult<()>;
+
+    /// Deletes every device and token of an account.
+    async fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()>;
+
+    /// The devices of an account, ordered by ID.
+    async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>>;
+}

@@ -1,0 +1,90 @@
+//! The records the store reads and writes.
+
+use gatehouse_core::Timestamp;
+use gatehouse_core::refresh::RefreshId;
+use gatehouse_core::token::TokenHash;
+use gatehouse_core::user_id::UserId;
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub user_id: UserId,
+    /// PHC string; `None` for accounts that cannot log in with a password.
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub created_at: Timestamp,
+}
+
+/// An account as stored.
+#[derive(Clone)]
+pub struct UserRecord {
+    pub user_id: UserId,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub is_guest: bool,
+    pub deactivated: bool,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // The hash stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("user_id", &self.user_id)
+            .field("has_password", &self.password_hash.is_some())
+            .field("is_admin", &self.is_admin)
+            .field("deactivated", &self.deactivated)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hashes and expiries of a freshly minted token pair.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTokenPair {
+    pub access: TokenHash,
+    pub access_expires_at: Option<Timestamp>,
+    /// `None` when the client did not opt into refresh tokens.
+    pub refresh: Option<TokenHash>,
+    pub refresh_expires_at: Option<Timestamp>,
+}
+
+/// A login's session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: UserId,
+    pub device_id: String,
+    /// Used only if the device is new.
+    pub initial_display_name: Option<String>,
+    pub tokens: NewTokenPair,
+    pub now: Timestamp,
+}
+
+/// An access token as stored.
+#[derive(Debug, Clone)]
+pub struct AccessTokenRecord {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub is_guest: bool,
+    pub expires_at: Option<Timestamp>,
+    /// The refresh token minted alongside this access token.
+    pub refresh_id: Option<RefreshId>,
+    /// Set until first use when this token came from a rotation: the parent
+    /// refresh token that first use retires.
+    pub pending_parent: Option<RefreshId>,
+}
+
+/// Who a successful refresh belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshedSession {
+    pub user_id: UserId,
+    pub device_id: String,
+}
+
+/// A device as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_at: Option<Timestamp>,
+}

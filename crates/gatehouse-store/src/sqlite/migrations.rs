@@ -1,0 +1,80 @@
+//! Versioned schema migrations, tracked in SQLite's `user_version`.
+//! Append only: a released migration is never edited.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, third-party IDs, devices, tokens.
+    r"
+    CREATE TABLE users (
+        user_id       TEXT PRIMARY KEY,
+        password_hash TEXT,
+        is_admin      INTEGER NOT NULL DEFAULT 0,
+        is_guest      INTEGER NOT NULL DEFAULT 0,
+        deactivated   INTEGER NOT NULL DEFAULT 0,
+        created_ts    INTEGER NOT NULL
+    );
+    CREATE TABLE threepids (
+        medium     TEXT NOT NULL,
+        address    TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        added_ts   INTEGER NOT NULL,
+        PRIMARY KEY (medium, address)
+    );
+    CREATE INDEX threepids_user ON threepids (user_id);
+    CREATE TABLE devices (
+        user_id      TEXT NOT NULL,
+        device_id    TEXT NOT NULL,
+        display_name TEXT,
+        last_seen_ip TEXT,
+        last_seen_ts INTEGER,
+        created_ts   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, device_id)
+    );
+    CREATE TABLE refresh_tokens (
+        id         INTEGER PRIMARY KEY,
+        token_hash BLOB NOT NULL UNIQUE,
+        user_id    TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        parent_id  INTEGER,
+        expires_ts INTEGER,
+        created_ts INTEGER NOT NULL
+    );
+    CREATE INDEX refresh_tokens_parent ON refresh_tokens (parent_id);
+    CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
+    CREATE TABLE access_tokens (
+        id             INTEGER PRIMARY KEY,
+        token_hash     BLOB NOT NULL UNIQUE,
+        user_id        TEXT NOT NULL,
+        device_id      TEXT NOT NULL,
+        refresh_id     INTEGER,
+        pending_parent INTEGER,
+        expires_ts     INTEGER,
+        created_ts     INTEGER NOT NULL
+    );
+    CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
+    CREATE INDEX access_tokens_refresh ON access_tokens (refresh_id);
+    ",
+];
+
+/// Brings the schema up to date, each step in its own transaction.
+pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema version this build expects.
+pub fn latest() -> usize {
+    MIGRATIONS.len()
+}

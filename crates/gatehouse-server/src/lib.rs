@@ -1,1 +1,125 @@
+//! The Gatehouse server: the Matrix client-server authentication endpoints
+//! over axum, on any [`gatehouse_store::Store`].
+//!
+//! [`router`] builds the service so it can be embedded or tested without a
+//! socket; [`serve`] is what `gatehouse serve` runs.
 
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod hashing;
+mod issue;
+pub mod metrics;
+mod middleware;
+mod password_auth;
+pub mod ratelimit;
+mod routes;
+pub mod sessions;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use routes::router;
+pub use state::AppState;
+
+use gatehouse_core::SystemClock;
+use gatehouse_store::SqliteStore;
+use gatehouse_store::sqlite::Durability;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] gatehouse_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the SQLite store the configuration points at, creating the data
+/// directory and migrating the schema as needed.
+pub fn open_store(config: &Config) -> Result<SqliteStore, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let durability = match config.sqlite.durability {
+        config::Durability::Full => Durability::Full,
+        config::Durability::Normal => Durability::Normal,
+    };
+    Ok(SqliteStore::open(&config.database_path(), durability)?)
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let store = open_store(&config)?;
+    let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
+    let state = AppState::new(config, Arc::new(store), Arc::new(SystemClock));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    if let Some(addr) = metrics_listen {
+        let metrics = state.metrics.clone();
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(%addr, "metrics listening");
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(metrics_listener, app).await });
+    }
+    // stdout, unbuffered: scripts and the benchmark wait for this line.
+    println!("Gatehouse listening on http://{local}");
+    tracing::info!(%local, "listening");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}

@@ -419,7 +419,9 @@ async fn deactivation_removes_everything_but_the_name(store: impl Store) {
     login(&store, &alice, "A1", "a1", Some("ra1")).await;
     store.deactivate_user(&alice).await.unwrap();
     let rec = store.user(&alice).await.unwrap().expect("the record stays");
-    assert!(rec.deactivated && rec.password_hash.is_none());
+    // The hash stays so that a correct password can be answered with
+    // M_USER_DEACTIVATED rather than a misleading M_FORBIDDEN.
+    assert!(rec.deactivated);
     assert!(!alive(&store, "a1").await);
     assert!(store.user_by_threepid(&email).await.unwrap().is_none());
     assert!(store.devices(&alice).await.unwrap().is_empty());

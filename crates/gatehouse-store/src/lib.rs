@@ -58,7 +58,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StoreResult<()>;
 
     /// Marks the account deactivated and removes its devices, tokens and
-    /// third-party IDs. `NoSuchUser` if it does not exist.
+    /// third-party IDs. The password hash is kept, so login can tell a right
+    /// password (`M_USER_DEACTIVATED`) from a wrong one (`M_FORBIDDEN`). `NoSuchUser` if it does not exist.
     async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
 
     /// Binds a canonical third-party ID to an account.

@@ -1,1 +1,135 @@
-fn main() {}
+//! `gatehouse`: the server (`serve`), its configuration helper (`config`)
+//! and the admin commands (`user …`) that work on the same data directory.
+
+mod admin;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse_server::config::{Config, LogFormat, Overrides};
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Matrix authentication server")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory holding the database (default ./gatehouse-data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8008).
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// Matrix server name (default localhost).
+    #[arg(long, global = true)]
+    server_name: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete, commented configuration file.
+    Example,
+    /// Print the configuration in effect (file + environment + flags).
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Config {
+        command: ConfigCommand::Example,
+    } = cli.command
+    {
+        print!("{}", gatehouse_server::config::EXAMPLE);
+        return ExitCode::SUCCESS;
+    }
+    let overrides = Overrides {
+        data_dir: cli.data_dir,
+        listen: cli.listen,
+        server_name: cli.server_name,
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    // Two workers are plenty for an auth server on small machines and keep
+    // idle memory low; the OS decides the rest.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => gatehouse_server::serve(config)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Config {
+                command: ConfigCommand::Show,
+            } => {
+                print!("{}", toml_of(&config));
+                Ok(())
+            }
+            Command::Config {
+                command: ConfigCommand::Example,
+            } => unreachable!("handled above"),
+            Command::User { command } => admin::run(&config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn toml_of(config: &Config) -> String {
+    let mut c = config.clone();
+    if !c.passwords.bcrypt_pepper.is_empty() {
+        c.passwords.bcrypt_pepper = "<redacted>".into();
+    }
+    toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

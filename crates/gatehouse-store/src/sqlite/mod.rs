@@ -329,10 +329,7 @@ impl Store for SqliteStore {
         let id = user_id.as_str().to_owned();
         self.write(move |tx| {
             let n = tx
-                .execute(
-                    "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?1",
-                    [&id],
-                )
+                .execute("UPDATE users SET deactivated = 1 WHERE user_id = ?1", [&id])
                 .map_err(backend)?;
             if n == 0 {
                 return Err(StoreError::NoSuchUser);

@@ -1,0 +1,369 @@
+//! Configuration: defaults, then a TOML file, then `GATEHOUSE_*` environment
+//! variables, then command-line flags; each layer overrides the one before.
+//! Every key is documented in `docs/CONFIG.md` and in [`EXAMPLE`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use gatehouse_core::password::{Argon2Cost, PasswordPolicy};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one server process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The Matrix server name: the part after `:` in user IDs.
+    pub server_name: String,
+    /// Address the client API listens on.
+    pub listen: SocketAddr,
+    /// Directory holding the SQLite database.
+    pub data_dir: PathBuf,
+    /// Public base URL of the client API, announced in `.well-known` and login responses.
+    pub public_baseurl: Option<String>,
+    /// Identity server base URL announced in `.well-known`.
+    pub identity_server: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body_bytes: usize,
+    /// `human` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `gatehouse_server=debug`.
+    pub log_filter: String,
+    /// Address of the Prometheus `/metrics` listener; no listener when absent.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Take the client address from the first `X-Forwarded-For` entry.
+    /// Only enable behind a reverse proxy that sets it.
+    pub trust_x_forwarded_for: bool,
+    pub sqlite: SqliteConfig,
+    pub tokens: TokenConfig,
+    pub passwords: PasswordConfig,
+    pub rate_limits: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A commit survives power loss.
+    #[default]
+    Full,
+    /// A commit survives a process crash; the last ones may be lost on power loss.
+    Normal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Lifetime of access tokens for clients that opted into refresh tokens.
+    pub access_token_lifetime_ms: u64,
+    /// Lifetime of each refresh token; never expires when absent.
+    pub refresh_token_lifetime_ms: Option<u64>,
+    /// How long a validated access token is served from memory. A token
+    /// revoked through another instance is refused here within this bound.
+    pub cache_ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordConfig {
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Appended to passwords before checking imported Synapse bcrypt hashes
+    /// (Synapse's `password_config.pepper`).
+    pub bcrypt_pepper: String,
+    /// Threads that hash passwords; defaults to the number of CPUs.
+    pub hashing_threads: Option<usize>,
+    /// Hash requests allowed to wait for a thread; beyond it logins get 429.
+    pub max_queued_hashes: usize,
+}
+
+/// A leaky bucket: `burst_count` actions at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Login attempts per client IP address.
+    pub login_per_address: Rate,
+    /// Login attempts per account.
+    pub login_per_account: Rate,
+    /// Failed login attempts per account.
+    pub failed_logins_per_account: Rate,
+}
+
+/// Synapse's `rc_login` defaults.
+const SYNAPSE_RC_LOGIN: Rate = Rate {
+    per_second: 0.17,
+    burst_count: 3,
+};
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            data_dir: PathBuf::from("gatehouse-data"),
+            public_baseurl: None,
+            identity_server: None,
+            max_request_body_bytes: 64 * 1024,
+            log_format: LogFormat::Human,
+            log_filter: "info".into(),
+            metrics_listen: None,
+            trust_x_forwarded_for: false,
+            sqlite: SqliteConfig::default(),
+            tokens: TokenConfig::default(),
+            passwords: PasswordConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+        }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            access_token_lifetime_ms: 5 * 60 * 1000,
+            refresh_token_lifetime_ms: None,
+            cache_ttl_ms: 2000,
+        }
+    }
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        let cost = Argon2Cost::default();
+        Self {
+            argon2_memory_kib: cost.memory_kib,
+            argon2_iterations: cost.iterations,
+            argon2_parallelism: cost.parallelism,
+            bcrypt_pepper: String::new(),
+            hashing_threads: None,
+            max_queued_hashes: 1024,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_per_address: SYNAPSE_RC_LOGIN,
+            login_per_account: SYNAPSE_RC_LOGIN,
+            failed_logins_per_account: SYNAPSE_RC_LOGIN,
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub server_name: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← `GATEHOUSE_*` environment ← `overrides`.
+    ///
+    /// Nested keys use a double underscore in the environment:
+    /// `GATEHOUSE_TOKENS__ACCESS_TOKEN_LIFETIME_MS=60000`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Parse(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&["config"]));
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(&e)))?;
+        if let Some(d) = &overrides.data_dir {
+            config.data_dir.clone_from(d);
+        }
+        if let Some(l) = overrides.listen {
+            config.listen = l;
+        }
+        if let Some(s) = &overrides.server_name {
+            config.server_name.clone_from(s);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if self.server_name.is_empty()
+            || !self
+                .server_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
+            return invalid("server_name", "must be a hostname, optionally with :port");
+        }
+        for (key, url) in [
+            ("public_baseurl", &self.public_baseurl),
+            ("identity_server", &self.identity_server),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return invalid(key, "must be an http:// or https:// URL");
+            }
+        }
+        if self.max_request_body_bytes < 1024 {
+            return invalid("max_request_body_bytes", "must be at least 1024");
+        }
+        if self.tokens.access_token_lifetime_ms == 0 {
+            return invalid("tokens.access_token_lifetime_ms", "must be greater than 0");
+        }
+        if self.tokens.refresh_token_lifetime_ms == Some(0) {
+            return invalid("tokens.refresh_token_lifetime_ms", "must be greater than 0");
+        }
+        if let Err(e) = self.password_policy() {
+            return invalid("passwords.argon2_*", &e.to_string());
+        }
+        if self.passwords.hashing_threads == Some(0) {
+            return invalid("passwords.hashing_threads", "must be at least 1");
+        }
+        let limits = &self.rate_limits;
+        for (key, rate) in [
+            ("rate_limits.login_per_address", limits.login_per_address),
+            ("rate_limits.login_per_account", limits.login_per_account),
+            (
+                "rate_limits.failed_logins_per_account",
+                limits.failed_logins_per_account,
+            ),
+        ] {
+            if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
+                return invalid(key, "per_second must be > 0 and burst_count >= 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The password policy these settings describe.
+    pub fn password_policy(&self) -> Result<PasswordPolicy, gatehouse_core::password::CostError> {
+        let p = &self.passwords;
+        PasswordPolicy::new(
+            Argon2Cost {
+                memory_kib: p.argon2_memory_kib,
+                iterations: p.argon2_iterations,
+                parallelism: p.argon2_parallelism,
+            },
+            &p.bcrypt_pepper,
+        )
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("gatehouse.sqlite")
+    }
+}
+
+fn describe(e: &figment::Error) -> String {
+    let mut out = Vec::new();
+    for err in e.clone() {
+        let key = err.path.join(".");
+        let source = err
+            .metadata
+            .as_ref()
+            .map(|m| m.name.to_string())
+            .unwrap_or_default();
+        if key.is_empty() {
+            out.push(format!("{} ({source})", err.kind));
+        } else {
+            out.push(format!(
+                "invalid value for `{key}`: {} ({source})",
+                err.kind
+            ));
+        }
+    }
+    out.join("; ")
+}
+
+/// A complete, commented configuration file with every key at its default.
+pub const EXAMPLE: &str = include_str!("config_example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_the_defaults() {
+        let parsed: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(EXAMPLE))
+            .extract()
+            .unwrap();
+        assert_eq!(parsed, Config::default());
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(
+                "[tokens]\naccess_token_lifetime_ms = \"soon\"",
+            ))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(
+            describe(&err).contains("tokens.access_token_lifetime_ms"),
+            "{}",
+            describe(&err)
+        );
+        let mut c = Config::default();
+        c.rate_limits.login_per_account.per_second = 0.0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rate_limits.login_per_account")
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Extractors: the JSON body (with the spec's error codes for every way a
+//! body can be wrong), the client address, and the authenticated requester.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use gatehouse_core::ErrorKind;
+use gatehouse_core::token::{self, TokenHash, TokenKind};
+use gatehouse_core::user_id::UserId;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON object request body, deserialised into `T`.
+///
+/// * larger than `max_request_body_bytes` → 413 `M_TOO_LARGE`
+/// * not JSON (empty bodies included) → 400 `M_NOT_JSON`
+/// * JSON but not an object → 400 `M_BAD_JSON`
+/// * a key of the wrong type → 400 `M_BAD_JSON`, naming the key
+pub struct MatrixJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.max_request_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                ErrorKind::TooLarge,
+                format!("Request body exceeds {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::NotJson,
+                    "Could not read the request body",
+                ));
+            }
+        };
+        parse_json_object(&bytes).map(MatrixJson)
+    }
+}
+
+/// The parsing half of [`MatrixJson`], usable on bytes already read.
+pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::new(ErrorKind::NotJson, "Content not JSON."))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_json("Request body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_json(inner.to_string())
+        } else {
+            ApiError::bad_json(format!("'{path}': {inner}"))
+        }
+    })
+}
+
+/// The client's IP address, for rate limits and logs.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.config.trust_x_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Ok(Self(ip));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Self(peer.unwrap_or(IpAddr::from([127, 0, 0, 1]))))
+    }
+}
+
+/// The owner of a valid access token.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub is_guest: bool,
+}
+
+/// Where a request's access token came from.
+fn presented_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    // The `access_token` query parameter was removed in v1.20; only the
+    // legacy v1 API, which defined it, still accepts it.
+    if parts.uri.path().starts_with("/_matrix/client/api/v1/") {
+        let query = parts.uri.query()?;
+        return form_urlencoded_get(query, "access_token");
+    }
+    None
+}
+
+fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+impl FromRequestParts<AppState> for Requester {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = presented_token(parts)
+            .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
+        state.sessions.authenticate(&token).await
+    }
+}
+
+/// The hash of the presented access token, for endpoints (logout) that act on it.
+pub fn token_hash_of(parts: &Parts) -> Option<TokenHash> {
+    let token = presented_token(parts)?;
+    token::check(&token, TokenKind::Access).ok()?;
+    Some(token::hash(&token))
+}
+
+/// Reads a body that may be absent (logout takes an empty body).
+pub async fn drain(body: Body) {
+    let _ = Limited::new(body, 64 * 1024).collect().await;
+}

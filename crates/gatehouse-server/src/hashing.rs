@@ -1,0 +1,111 @@
+//! A small pool of low-priority threads for password hashing.
+//!
+//! Argon2 is meant to be slow. Run on the async workers it would stall every
+//! other request; run on tokio's blocking pool it would be unbounded and
+//! compete with token checks at equal priority. These threads are few
+//! (bounded in-flight work), run at nice 10 (the scheduler prefers the async
+//! workers, so `whoami` latency holds during a login storm), and have a
+//! bounded queue (beyond it, callers get a "busy" answer to turn into 429).
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use gatehouse_core::password::{PasswordPolicy, Verdict};
+use tokio::sync::{Semaphore, oneshot};
+use zeroize::Zeroizing;
+
+type Job = Box<dyn FnOnce(&PasswordPolicy) + Send>;
+
+/// The queue is full: too many password checks are waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct Busy;
+
+/// Handle to the hashing threads.
+#[derive(Clone)]
+pub struct HashPool {
+    queue: mpsc::SyncSender<Job>,
+    admission: Arc<Semaphore>,
+    threads: usize,
+}
+
+impl HashPool {
+    /// Starts `threads` hashing threads sharing one policy.
+    pub fn start(policy: PasswordPolicy, threads: usize, max_queued: usize) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Job>(max_queued.max(1));
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let policy = policy.clone();
+            std::thread::Builder::new()
+                .name(format!("gatehouse-hash-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&policy),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawning a hashing thread");
+        }
+        Self {
+            queue: tx,
+            admission: Arc::new(Semaphore::new(threads + max_queued)),
+            threads,
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PasswordPolicy) -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let _permit = self
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |p| {
+            let _ = tx.send(f(p));
+        });
+        self.queue.try_send(job).map_err(|_| Busy)?;
+        rx.await.map_err(|_| Busy)
+    }
+
+    /// Checks a password (or costs the same when `stored` is `None`).
+    pub async fn verify(
+        &self,
+        password: Zeroizing<String>,
+        stored: Option<String>,
+    ) -> Result<Verdict, Busy> {
+        self.run(move |p| p.verify(&password, stored.as_deref()))
+            .await
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Busy> {
+        self.run(move |p| p.hash(&password)).await
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to nice 10.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with valid arguments; on
+    // Linux, PRIO_PROCESS with a thread ID affects only that thread. A
+    // failure (e.g. a seccomp policy) merely leaves the default priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}

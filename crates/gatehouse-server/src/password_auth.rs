@@ -1,0 +1,101 @@
+//! Checking "who is this, and is that their password?" — shared by every
+//! place a password is accepted (login today; UIA's `m.login.password`).
+//!
+//! Unknown accounts cost exactly one Argon2 verification, like wrong
+//! passwords, and get the same answer.
+
+use std::time::Instant;
+
+use gatehouse_core::ErrorKind;
+use gatehouse_core::identifier::{Identifier, IdentifierError, Subject};
+use gatehouse_core::password::Verdict;
+use gatehouse_store::UserRecord;
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::LoginOutcome;
+use crate::state::AppState;
+
+impl From<IdentifierError> for ApiError {
+    fn from(e: IdentifierError) -> Self {
+        match e {
+            IdentifierError::UnknownType(_) => ApiError::new(ErrorKind::Unknown, e.to_string()),
+            _ => ApiError::invalid(e.to_string()),
+        }
+    }
+}
+
+/// Resolves `identifier` and checks `password` against that account,
+/// applying the per-account and failed-attempt rate limits.
+pub async fn check_password(
+    state: &AppState,
+    identifier: &Identifier,
+    password: Zeroizing<String>,
+) -> ApiResult<UserRecord> {
+    let subject = identifier.resolve(&state.config.server_name)?;
+    let (account, limit_key) = match &subject {
+        Subject::User(Some(id)) => (state.store.user(id).await?, id.as_str().to_owned()),
+        Subject::User(None) => (None, format!("?{identifier:?}")),
+        Subject::Threepid(tp) => {
+            let found = state.store.user_by_threepid(tp).await?;
+            let key = found.as_ref().map_or_else(
+                || format!("{}:{}", tp.medium.as_str(), tp.address),
+                |u| u.user_id.to_string(),
+            );
+            (found, key)
+        }
+    };
+    let now = Instant::now();
+    let limits = &state.limits;
+    if let Err(wait) = limits
+        .per_account
+        .check(&limit_key, now)
+        .and_then(|()| limits.failures_per_account.peek(&limit_key, now))
+    {
+        state.metrics.login(LoginOutcome::Limited);
+        return Err(ApiError::limited(wait));
+    }
+    let stored = account.as_ref().and_then(|a| a.password_hash.clone());
+    let verdict = state
+        .hasher
+        .verify(password.clone(), stored)
+        .await
+        .map_err(|_| {
+            state.metrics.login(LoginOutcome::Limited);
+            ApiError::limited(1000)
+        })?;
+    let (account, rehash) = match (account, verdict) {
+        (Some(account), Verdict::Match { rehash }) => (account, rehash),
+        _ => {
+            limits
+                .failures_per_account
+                .record(&limit_key, Instant::now());
+            state.metrics.login(LoginOutcome::Failed);
+            return Err(ApiError::forbidden("Invalid username or password"));
+        }
+    };
+    if account.deactivated {
+        state.metrics.login(LoginOutcome::Failed);
+        return Err(ApiError::new(
+            ErrorKind::UserDeactivated,
+            "This account has been deactivated",
+        ));
+    }
+    if rehash {
+        // An imported bcrypt hash or outdated Argon2 cost: upgrade it now,
+        // while we hold the plain password. A failure here is not the user's.
+        match state.hasher.hash(password).await {
+            Ok(new_hash) => {
+                if let Err(e) = state
+                    .store
+                    .set_password_hash(&account.user_id, &new_hash)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not store the upgraded password hash");
+                }
+            }
+            Err(_) => tracing::warn!("hashing pool busy; password hash upgrade deferred"),
+        }
+    }
+    Ok(account)
+}

@@ -1,0 +1,217 @@
+//! `GET /login` (the flows that work) and `POST /login` (`m.login.password`
+//! with every identifier type, including the deprecated top-level forms).
+
+use axum::Json;
+use axum::extract::State;
+use gatehouse_core::ErrorKind;
+use gatehouse_core::identifier::Identifier;
+use gatehouse_core::token;
+use gatehouse_core::user_id::UserId;
+use gatehouse_store::NewSession;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ClientIp, MatrixJson};
+use crate::issue;
+use crate::metrics::LoginOutcome;
+use crate::password_auth::check_password;
+use crate::state::AppState;
+
+pub const PASSWORD: &str = "m.login.password";
+
+pub async fn flows() -> Json<Value> {
+    Json(json!({ "flows": [ { "type": PASSWORD } ] }))
+}
+
+/// A password from a request body: zeroised on drop, never printed.
+#[derive(Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn take(self) -> Zeroizing<String> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// `identifier` as sent: every field optional so that each absence gets
+/// its own precise error.
+#[derive(Debug, Deserialize, Default)]
+pub struct IdentifierBody {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub user: Option<String>,
+    pub medium: Option<String>,
+    pub address: Option<String>,
+    pub country: Option<String>,
+    pub phone: Option<String>,
+    /// The pre-spec name of `phone`, still sent by older clients.
+    pub number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub identifier: Option<IdentifierBody>,
+    /// Deprecated form of `m.id.user`.
+    pub user: Option<String>,
+    /// Deprecated form of `m.id.thirdparty`.
+    pub medium: Option<String>,
+    pub address: Option<String>,
+    pub password: Option<Secret>,
+    pub device_id: Option<String>,
+    pub initial_device_display_name: Option<String>,
+    #[serde(default)]
+    pub refresh_token: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginResponse {
+    pub user_id: String,
+    pub access_token: String,
+    pub device_id: String,
+    /// Deprecated but still sent: older clients read it.
+    pub home_server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub well_known: Option<Value>,
+}
+
+fn required(value: Option<String>, name: &str) -> ApiResult<String> {
+    value.ok_or_else(|| ApiError::missing(name))
+}
+
+/// Turns the identifier (or its deprecated top-level spellings) into one
+/// [`Identifier`].
+pub fn identifier_of(
+    body: Option<IdentifierBody>,
+    user: Option<String>,
+    medium: Option<String>,
+    address: Option<String>,
+) -> ApiResult<Identifier> {
+    let Some(id) = body else {
+        return match (user, medium, address) {
+            (Some(user), _, _) => Ok(Identifier::User { user }),
+            (None, Some(medium), address) => Ok(Identifier::ThirdParty {
+                medium,
+                address: required(address, "address")?,
+            }),
+            (None, None, _) => Err(ApiError::missing("identifier")),
+        };
+    };
+    // Clients that predate `type` send `{medium, address}` or `{user}` alone.
+    let kind = match id.kind {
+        Some(kind) => kind,
+        None if id.medium.is_some() => "m.id.thirdparty".to_owned(),
+        None if id.user.is_some() => "m.id.user".to_owned(),
+        None => return Err(ApiError::missing("identifier.type")),
+    };
+    match kind.as_str() {
+        "m.id.user" => Ok(Identifier::User {
+            user: required(id.user, "identifier.user")?,
+        }),
+        "m.id.thirdparty" => Ok(Identifier::ThirdParty {
+            medium: required(id.medium, "identifier.medium")?,
+            address: required(id.address, "identifier.address")?,
+        }),
+        "m.id.phone" => Ok(Identifier::Phone {
+            country: required(id.country, "identifier.country")?,
+            phone: required(id.phone.or(id.number), "identifier.phone")?,
+        }),
+        other => Err(ApiError::new(
+            ErrorKind::Unknown,
+            format!("Unknown identifier type: {other}"),
+        )),
+    }
+}
+
+/// Checks a requested device ID: printable, not absurdly long.
+pub fn check_device_id(device_id: Option<String>) -> ApiResult<String> {
+    match device_id {
+        None => Ok(token::generate_device_id()),
+        Some(d) if d.is_empty() || d.len() > 255 || d.chars().any(char::is_control) => Err(
+            ApiError::invalid("device_id must be 1 to 255 printable characters"),
+        ),
+        Some(d) => Ok(d),
+    }
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    MatrixJson(body): MatrixJson<LoginBody>,
+) -> ApiResult<Json<LoginResponse>> {
+    if let Err(wait) = state
+        .limits
+        .per_address
+        .check(&ip, std::time::Instant::now())
+    {
+        state.metrics.login(LoginOutcome::Limited);
+        return Err(ApiError::limited(wait));
+    }
+    let kind = required(body.kind, "type")?;
+    if kind != PASSWORD {
+        return Err(ApiError::new(ErrorKind::Unknown, "Bad login type."));
+    }
+    let identifier = identifier_of(body.identifier, body.user, body.medium, body.address)?;
+    let password = body
+        .password
+        .ok_or_else(|| ApiError::missing("password"))?
+        .take();
+    let device_id = check_device_id(body.device_id)?;
+    let account = check_password(&state, &identifier, password).await?;
+    let response = start_session(
+        &state,
+        account.user_id,
+        device_id,
+        body.initial_device_display_name,
+        body.refresh_token,
+    )
+    .await?;
+    state.metrics.login(LoginOutcome::Ok);
+    Ok(Json(response))
+}
+
+/// Creates (or takes over) the device and hands out its tokens.
+pub async fn start_session(
+    state: &AppState,
+    user_id: UserId,
+    device_id: String,
+    display_name: Option<String>,
+    refreshable: bool,
+) -> ApiResult<LoginResponse> {
+    let minted = issue::mint(state, refreshable);
+    state
+        .store
+        .create_session(NewSession {
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+            initial_display_name: display_name,
+            tokens: minted.pair,
+            now: state.clock.now_ms(),
+        })
+        .await?;
+    state.sessions.invalidate_device(&user_id, &device_id);
+    tracing::info!(user_id = %user_id, device_id = %device_id, "session started");
+    Ok(LoginResponse {
+        user_id: user_id.to_string(),
+        access_token: minted.access_token.to_string(),
+        device_id,
+        home_server: state.config.server_name.clone(),
+        refresh_token: minted.refresh_token.map(|t| t.to_string()),
+        expires_in_ms: minted.expires_in_ms,
+        well_known: state.well_known(),
+    })
+}

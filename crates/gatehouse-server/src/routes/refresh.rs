@@ -1,0 +1,80 @@
+//! `POST /refresh`: rotation as `gatehouse_core::refresh` defines it.
+//!
+//! The `Authorization` header is ignored: clients (matrix-js-sdk among
+//! them) send their expired access token along, and the refresh token alone
+//! is the credential here.
+
+use axum::Json;
+use axum::extract::State;
+use gatehouse_core::refresh::Endpoint;
+use gatehouse_core::token::{self, TokenKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::MatrixJson;
+use crate::issue;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshBody {
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefreshResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// Rotates `presented`; the error for a dead token is the caller's to choose.
+pub async fn rotate(
+    state: &AppState,
+    presented: &str,
+    endpoint: Endpoint,
+) -> ApiResult<Option<RefreshResponse>> {
+    if token::check(presented, TokenKind::Refresh).is_err() {
+        return Ok(None);
+    }
+    let minted = issue::mint(state, true);
+    let outcome = state
+        .store
+        .refresh(
+            &token::hash(presented),
+            endpoint,
+            minted.pair,
+            state.clock.now_ms(),
+        )
+        .await?;
+    let Ok(session) = outcome else {
+        return Ok(None);
+    };
+    // Rotation may have retired older access tokens of this device.
+    state
+        .sessions
+        .invalidate_device(&session.user_id, &session.device_id);
+    Ok(Some(RefreshResponse {
+        access_token: minted.access_token.to_string(),
+        refresh_token: minted
+            .refresh_token
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        expires_in_ms: minted.expires_in_ms,
+    }))
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    MatrixJson(body): MatrixJson<RefreshBody>,
+) -> ApiResult<Json<RefreshResponse>> {
+    let presented = body
+        .refresh_token
+        .ok_or_else(|| ApiError::missing("refresh_token"))?;
+    rotate(&state, &presented, Endpoint::Spec)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::unknown_token(true, "Refresh token is unknown, expired or already used")
+        })
+}

@@ -1,0 +1,128 @@
+//! Access-token authentication, with a short-lived in-memory cache.
+//!
+//! The cache holds validated tokens for `tokens.cache_ttl_ms`. Revocations
+//! made through this instance evict at once; revocations made through
+//! another instance sharing the database are seen within the TTL. Tokens
+//! whose rotation is still pending are never cached, so the first use that
+//! retires a parent refresh token always reaches the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use gatehouse_core::token::{self, TokenHash, TokenKind};
+use gatehouse_core::user_id::UserId;
+use gatehouse_core::{Clock, Timestamp};
+use gatehouse_store::Store;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Requester;
+
+/// Past this many entries the cache is emptied rather than grown.
+const MAX_ENTRIES: usize = 100_000;
+
+struct Cached {
+    requester: Requester,
+    expires_at: Option<Timestamp>,
+    cached_at: Instant,
+}
+
+/// Validates access tokens for every authenticated endpoint.
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    cache: RwLock<HashMap<TokenHash, Cached>>,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl: Duration) -> Self {
+        Self {
+            store,
+            clock,
+            ttl,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The owner of `token`, or the precise reason it is refused:
+    /// malformed/unknown/revoked → `soft_logout: false`; expired → `true`.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Requester> {
+        if token::check(token, TokenKind::Access).is_err() {
+            return Err(ApiError::unknown_token(false, "Unrecognised access token"));
+        }
+        let hash = token::hash(token);
+        let now = self.clock.now_ms();
+        if let Some(hit) = self.cached(&hash, now)? {
+            return Ok(hit);
+        }
+        let record = self
+            .store
+            .access_token(&hash)
+            .await?
+            .ok_or_else(|| ApiError::unknown_token(false, "Unrecognised access token"))?;
+        if record.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiError::unknown_token(true, "Access token has expired"));
+        }
+        let requester = Requester {
+            user_id: record.user_id,
+            device_id: record.device_id,
+            is_guest: record.is_guest,
+        };
+        if let (Some(parent), Some(issued_with)) = (record.pending_parent, record.refresh_id) {
+            self.store.complete_rotation(parent, issued_with).await?;
+            self.invalidate_device(&requester.user_id, &requester.device_id);
+        }
+        self.remember(hash, &requester, record.expires_at);
+        Ok(requester)
+    }
+
+    fn cached(&self, hash: &TokenHash, now: Timestamp) -> ApiResult<Option<Requester>> {
+        if self.ttl.is_zero() {
+            return Ok(None);
+        }
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = cache.get(hash) else {
+            return Ok(None);
+        };
+        if entry.cached_at.elapsed() > self.ttl {
+            return Ok(None);
+        }
+        if entry.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiError::unknown_token(true, "Access token has expired"));
+        }
+        Ok(Some(entry.requester.clone()))
+    }
+
+    fn remember(&self, hash: TokenHash, requester: &Requester, expires_at: Option<Timestamp>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(
+            hash,
+            Cached {
+                requester: requester.clone(),
+                expires_at,
+                cached_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets cached tokens of one device (after logout, re-login, rotation).
+    pub fn invalidate_device(&self, user_id: &UserId, device_id: &str) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, c| {
+            !(c.requester.user_id == *user_id && c.requester.device_id == device_id)
+        });
+    }
+
+    /// Forgets cached tokens of every device of a user.
+    pub fn invalidate_user(&self, user_id: &UserId) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, c| c.requester.user_id != *user_id);
+    }
+}

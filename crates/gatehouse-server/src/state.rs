@@ -1,0 +1,77 @@
+//! What every handler can reach: configuration, store, sessions, the
+//! hashing pool, rate limiters, metrics and the clock.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::Clock;
+use gatehouse_store::Store;
+
+use crate::config::Config;
+use crate::hashing::HashPool;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::sessions::Sessions;
+
+/// Login rate limits (see `rate_limits` in the configuration).
+pub struct LoginLimits {
+    pub per_address: RateLimiter<IpAddr>,
+    pub per_account: RateLimiter<String>,
+    pub failures_per_account: RateLimiter<String>,
+}
+
+/// Shared state, cheap to clone (every field is a handle).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<Sessions>,
+    pub hasher: HashPool,
+    pub limits: Arc<LoginLimits>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Builds the state, starting the hashing threads.
+    pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        let policy = config.password_policy().expect("validated configuration");
+        let threads = config
+            .passwords
+            .hashing_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let hasher = HashPool::start(policy, threads, config.passwords.max_queued_hashes);
+        let rl = &config.rate_limits;
+        let limits = LoginLimits {
+            per_address: RateLimiter::new(rl.login_per_address),
+            per_account: RateLimiter::new(rl.login_per_account),
+            failures_per_account: RateLimiter::new(rl.failed_logins_per_account),
+        };
+        let sessions = Sessions::new(
+            store.clone(),
+            clock.clone(),
+            Duration::from_millis(config.tokens.cache_ttl_ms),
+        );
+        Self {
+            config: Arc::new(config),
+            store,
+            sessions: Arc::new(sessions),
+            hasher,
+            limits: Arc::new(limits),
+            metrics: Arc::new(Metrics::default()),
+            clock,
+        }
+    }
+
+    /// The `well_known` object of `.well-known/matrix/client` and `/login`,
+    /// when a public base URL is configured.
+    pub fn well_known(&self) -> Option<serde_json::Value> {
+        let base = self.config.public_baseurl.as_ref()?;
+        let mut wk = serde_json::json!({ "m.homeserver": { "base_url": base } });
+        if let Some(is) = &self.config.identity_server {
+            wk["m.identity_server"] = serde_json::json!({ "base_url": is });
+        }
+        Some(wk)
+    }
+}

@@ -1,0 +1,194 @@
+//! Admin commands, run against the same database as the server.
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+use gatehouse_core::identifier::{Medium, canonical_threepid};
+use gatehouse_core::user_id::UserId;
+use gatehouse_core::{Clock, SystemClock};
+use gatehouse_server::config::Config;
+use gatehouse_store::{NewUser, Store};
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account.
+    Create {
+        /// Localpart (e.g. alice) or full user ID.
+        name: String,
+        /// The password; prompted for (without echo) when absent.
+        #[arg(long)]
+        password: Option<String>,
+        /// Bind an email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Bind a phone number, in international form (+447400123456).
+        #[arg(long)]
+        phone: Option<String>,
+        /// Make the account a server admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List accounts.
+    List,
+    /// Set an account's password.
+    SetPassword {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Deactivate an account: it can no longer log in, its sessions end, its
+    /// third-party IDs are released; the name is never reused.
+    Deactivate { name: String },
+    /// Bind an email address or phone number to an account.
+    AddThreepid {
+        name: String,
+        #[arg(long, required_unless_present = "phone")]
+        email: Option<String>,
+        #[arg(long, conflicts_with = "email")]
+        phone: Option<String>,
+    },
+}
+
+fn user_id(config: &Config, name: &str) -> Result<UserId, String> {
+    let local = match name.strip_prefix('@') {
+        Some(rest) => {
+            let (local, server) = rest
+                .split_once(':')
+                .ok_or("a full user ID needs a server name")?;
+            if server != config.server_name {
+                return Err(format!(
+                    "{name} is not on this server ({})",
+                    config.server_name
+                ));
+            }
+            local
+        }
+        None => name,
+    };
+    UserId::new(local, &config.server_name).map_err(|e| format!("invalid user name '{name}': {e}"))
+}
+
+fn password_from(arg: Option<String>) -> Result<Zeroizing<String>, String> {
+    if let Some(p) = arg {
+        return Ok(Zeroizing::new(p));
+    }
+    let first =
+        Zeroizing::new(rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?);
+    let second = Zeroizing::new(rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?);
+    if first != second {
+        return Err("passwords do not match".into());
+    }
+    if first.is_empty() {
+        return Err("the password is empty".into());
+    }
+    Ok(first)
+}
+
+fn threepid_of(
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Result<Option<gatehouse_core::identifier::Threepid>, String> {
+    let found = match (email, phone) {
+        (Some(e), _) => Some(canonical_threepid(Medium::Email, e)),
+        (None, Some(p)) => Some(canonical_threepid(Medium::Msisdn, p)),
+        (None, None) => None,
+    };
+    found.transpose().map_err(|e| e.to_string())
+}
+
+pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
+    let store: Arc<dyn Store> =
+        Arc::new(gatehouse_server::open_store(config).map_err(|e| e.to_string())?);
+    let now = SystemClock.now_ms();
+    let policy = config.password_policy().map_err(|e| e.to_string())?;
+    match command {
+        UserCommand::Create {
+            name,
+            password,
+            email,
+            phone,
+            admin,
+        } => {
+            let id = user_id(config, &name)?;
+            let mut threepids = Vec::new();
+            if let Some(tp) = threepid_of(email.as_deref(), None)? {
+                threepids.push(tp);
+            }
+            if let Some(tp) = threepid_of(None, phone.as_deref())? {
+                threepids.push(tp);
+            }
+            let password = password_from(password)?;
+            let hash = tokio::task::spawn_blocking(move || policy.hash(&password))
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .create_user(NewUser {
+                    user_id: id.clone(),
+                    password_hash: Some(hash),
+                    is_admin: admin,
+                    created_at: now,
+                })
+                .await
+                .map_err(|e| format!("cannot create {id}: {e}"))?;
+            for tp in threepids {
+                store
+                    .add_threepid(&id, &tp, now)
+                    .await
+                    .map_err(|e| format!("cannot bind {}: {e}", tp.address))?;
+            }
+            println!("created {id}");
+        }
+        UserCommand::List => {
+            for u in store.list_users().await.map_err(|e| e.to_string())? {
+                let mut flags = Vec::new();
+                if u.is_admin {
+                    flags.push("admin");
+                }
+                if u.deactivated {
+                    flags.push("deactivated");
+                }
+                let threepids = store
+                    .threepids(&u.user_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let tps: Vec<String> = threepids
+                    .iter()
+                    .map(|t| format!("{}:{}", t.medium.as_str(), t.address))
+                    .collect();
+                println!("{}\t{}\t{}", u.user_id, flags.join(","), tps.join(","));
+            }
+        }
+        UserCommand::SetPassword { name, password } => {
+            let id = user_id(config, &name)?;
+            let password = password_from(password)?;
+            let hash = tokio::task::spawn_blocking(move || policy.hash(&password))
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .set_password_hash(&id, &hash)
+                .await
+                .map_err(|e| format!("{id}: {e}"))?;
+            println!("password set for {id}");
+        }
+        UserCommand::Deactivate { name } => {
+            let id = user_id(config, &name)?;
+            store
+                .deactivate_user(&id)
+                .await
+                .map_err(|e| format!("{id}: {e}"))?;
+            println!("deactivated {id}");
+        }
+        UserCommand::AddThreepid { name, email, phone } => {
+            let id = user_id(config, &name)?;
+            let tp = threepid_of(email.as_deref(), phone.as_deref())?
+                .ok_or("give --email or --phone")?;
+            store
+                .add_threepid(&id, &tp, now)
+                .await
+                .map_err(|e| format!("cannot bind {}: {e}", tp.address))?;
+            println!("bound {}:{} to {id}", tp.medium.as_str(), tp.address);
+        }
+    }
+    Ok(())
+}

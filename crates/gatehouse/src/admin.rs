@@ -1,5 +1,6 @@
 //! Admin commands, run against the same database as the server.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use clap::Subcommand;
@@ -72,6 +73,18 @@ fn user_id(config: &Config, name: &str) -> Result<UserId, String> {
 fn password_from(arg: Option<String>) -> Result<Zeroizing<String>, String> {
     if let Some(p) = arg {
         return Ok(Zeroizing::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        // Scripts pipe the password in: one line, no prompt, no echo to worry about.
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let password = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        if password.is_empty() {
+            return Err("the password is empty".into());
+        }
+        return Ok(password);
     }
     let first =
         Zeroizing::new(rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?);

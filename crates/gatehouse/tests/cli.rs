@@ -1,0 +1,209 @@
+//! The `gatehouse` command line: configuration handling and admin commands.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{BIN, Server, assert_error};
+use serde_json::json;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_example_is_complete_and_loads() {
+    let out = run(&["config", "example"], &[]);
+    assert!(out.status.success());
+    let example = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "server_name",
+        "listen",
+        "data_dir",
+        "public_baseurl",
+        "max_request_body_bytes",
+        "metrics_listen",
+        "access_token_lifetime_ms",
+        "cache_ttl_ms",
+        "argon2_memory_kib",
+        "bcrypt_pepper",
+        "login_per_address",
+        "failed_logins_per_account",
+        "durability",
+        "log_format",
+        "trust_x_forwarded_for",
+    ] {
+        assert!(example.contains(key), "example lacks {key}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gatehouse.toml");
+    std::fs::write(&file, &example).unwrap();
+    let shown = run(&["--config", file.to_str().unwrap(), "config", "show"], &[]);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+}
+
+#[test]
+fn invalid_configuration_names_the_key_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[tokens]\naccess_token_lifetime_ms = \"soon\"\n").unwrap();
+    let out = run(&["--config", file.to_str().unwrap(), "serve"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokens.access_token_lifetime_ms"), "{err}");
+
+    std::fs::write(&file, "srever_name = \"typo.example\"\n").unwrap();
+    let out = run(&["--config", file.to_str().unwrap(), "serve"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("srever_name"),
+        "unknown keys are refused"
+    );
+
+    let out = run(
+        &["config", "show"],
+        &[("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND", "-1")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate_limits.login_per_account"));
+
+    let out = run(
+        &["config", "show"],
+        &[("GATEHOUSE_PUBLIC_BASEURL", "matrix.example.org")],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public_baseurl"));
+    assert!(
+        !run(&["--config", "/nonexistent.toml", "serve"], &[])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn layers_override_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.toml");
+    std::fs::write(
+        &file,
+        "server_name = \"from-file.example\"\nlisten = \"127.0.0.1:9000\"\n",
+    )
+    .unwrap();
+    let show = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--config", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["config", "show"]);
+        String::from_utf8(run(&all, env).stdout).unwrap()
+    };
+    assert!(show(&[], &[]).contains("server_name = \"from-file.example\""));
+    let env = [("GATEHOUSE_SERVER_NAME", "from-env.example")];
+    assert!(show(&[], &env).contains("server_name = \"from-env.example\""));
+    assert!(
+        show(&["--server-name", "from-flag.example"], &env)
+            .contains("server_name = \"from-flag.example\"")
+    );
+    assert!(show(&[], &[("GATEHOUSE_TOKENS__CACHE_TTL_MS", "5")]).contains("cache_ttl_ms = 5"));
+}
+
+#[tokio::test]
+async fn admin_commands_manage_accounts() {
+    let server = Server::start(&[]);
+    server.create_user(
+        "alice",
+        "old-pw",
+        &["--email", "alice@example.org", "--admin"],
+    );
+    // The password can come from standard input (no terminal to prompt on).
+    let mut child = Command::new(BIN)
+        .args(["user", "create", "bob"])
+        .envs(server.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"bob-pw\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.login("bob", "bob-pw", json!({})).await;
+
+    let dup = server.admin(&["user", "create", "alice", "--password", "x"]);
+    assert!(!dup.status.success());
+    let bad = server.admin(&["user", "create", "Not Valid", "--password", "x"]);
+    assert!(!bad.status.success());
+
+    assert!(
+        server
+            .admin(&["user", "set-password", "alice", "--password", "new-pw"])
+            .status
+            .success()
+    );
+    assert_error(
+        &server
+            .post(
+                "/_matrix/client/v3/login",
+                json!({"type": "m.login.password", "user": "alice", "password": "old-pw"}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    server.login("alice", "new-pw", json!({})).await;
+
+    assert!(
+        server
+            .admin(&["user", "add-threepid", "bob", "--phone", "+1 201 555 0123"])
+            .status
+            .success()
+    );
+    let (status, v) = server
+        .post(
+            "/_matrix/client/v3/login",
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.phone", "country": "US", "phone": "(201) 555-0123"}, "password": "bob-pw"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["user_id"].as_str()),
+        (200, Some("@bob:localhost"))
+    );
+    let taken = server.admin(&[
+        "user",
+        "add-threepid",
+        "bob",
+        "--email",
+        "ALICE@example.org",
+    ]);
+    assert!(!taken.status.success(), "an email belongs to one account");
+
+    assert!(
+        server
+            .admin(&["user", "deactivate", "bob"])
+            .status
+            .success()
+    );
+    let list = String::from_utf8(server.admin(&["user", "list"]).stdout).unwrap();
+    assert!(
+        list.contains("@alice:localhost\tadmin\temail:alice@example.org"),
+        "{list}"
+    );
+    assert!(list.contains("@bob:localhost\tdeactivated"), "{list}");
+    assert!(
+        !server
+            .admin(&["user", "deactivate", "nobody"])
+            .status
+            .success()
+    );
+}

@@ -1,0 +1,222 @@
+//! A real `gatehouse serve` process on a loopback port with a temporary
+//! SQLite database, and helpers to speak HTTP to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// Settings every test server gets unless a test overrides them: cheap
+/// hashing (the cost is a benchmark's business) and generous rate limits.
+pub fn base_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("GATEHOUSE_LISTEN", "127.0.0.1:0"),
+        ("GATEHOUSE_LOG_FILTER", "debug"),
+        ("GATEHOUSE_PASSWORDS__ARGON2_MEMORY_KIB", "256"),
+        ("GATEHOUSE_PASSWORDS__ARGON2_ITERATIONS", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for limit in [
+        "LOGIN_PER_ADDRESS",
+        "LOGIN_PER_ACCOUNT",
+        "FAILED_LOGINS_PER_ACCOUNT",
+    ] {
+        env.push((
+            format!("GATEHOUSE_RATE_LIMITS__{limit}__PER_SECOND"),
+            "1000".into(),
+        ));
+        env.push((
+            format!("GATEHOUSE_RATE_LIMITS__{limit}__BURST_COUNT"),
+            "1000".into(),
+        ));
+    }
+    env
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// A server on a fresh data directory, with `extra` settings on top of [`base_env`].
+    pub fn start(extra: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_in(tmp.path(), extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on an existing data directory (for restart tests).
+    pub fn start_in(dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let mut env = base_env();
+        env.push(("GATEHOUSE_DATA_DIR".into(), dir.display().to_string()));
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let log = dir.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn gatehouse");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read stdout");
+        let base = line
+            .trim()
+            .strip_prefix("Gatehouse listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Self {
+            child,
+            base,
+            data_dir: dir.to_owned(),
+            env,
+            log,
+            _tmp: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Runs an admin command against this server's data.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run admin")
+    }
+
+    /// Creates a user, panicking on failure.
+    pub fn create_user(&self, name: &str, password: &str, extra: &[&str]) {
+        let mut args = vec!["user", "create", name, "--password", password];
+        args.extend_from_slice(extra);
+        let out = self.admin(&args);
+        assert!(
+            out.status.success(),
+            "user create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn post_auth(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON response ({status}): {text}"));
+        (status, value)
+    }
+
+    /// Logs in with `m.id.user`, returning the response body.
+    pub async fn login(&self, user: &str, password: &str, extra: Value) -> Value {
+        let mut body = serde_json::json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, resp) = self.post("/_matrix/client/v3/login", body).await;
+        assert_eq!(status, 200, "login failed: {resp}");
+        resp
+    }
+
+    pub async fn whoami(&self, token: &str) -> (u16, Value) {
+        self.get("/_matrix/client/v3/account/whoami", Some(token))
+            .await
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process without any chance to flush (a crash).
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+pub fn s(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string '{key}' in {v}"))
+        .to_owned()
+}
+
+/// Asserts a Matrix error response.
+#[track_caller]
+pub fn assert_error(got: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(got.0, status, "status of {}", got.1);
+    assert_eq!(got.1["errcode"], errcode, "errcode of {}", got.1);
+    assert!(
+        got.1["error"].is_string(),
+        "error message missing in {}",
+        got.1
+    );
+}

@@ -1,0 +1,289 @@
+//! HTTP-level behaviour: errors for every malformed request, CORS, body
+//! limits, rate limits, metrics, and what the logs must never contain.
+
+mod common;
+
+use common::{Server, assert_error, s};
+use serde_json::json;
+
+#[tokio::test]
+async fn malformed_requests_get_matrix_errors() {
+    let server = Server::start(&[]);
+    let login = server.url("/_matrix/client/v3/login");
+    let raw = |body: &'static str| {
+        server
+            .http
+            .post(&login)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    assert_error(&server.send(raw("{not json")).await, 400, "M_NOT_JSON");
+    assert_error(&server.send(raw("")).await, 400, "M_NOT_JSON");
+    assert_error(&server.send(raw("[1,2]")).await, 400, "M_BAD_JSON");
+    assert_error(&server.send(raw("\"x\"")).await, 400, "M_BAD_JSON");
+    assert_error(
+        &server
+            .send(server.http.post(&login).body(vec![0xff, 0xfe]))
+            .await,
+        400,
+        "M_NOT_JSON",
+    );
+    assert_error(
+        &server.get("/_matrix/client/v3/nowhere", None).await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(&server.get("/", None).await, 404, "M_UNRECOGNIZED");
+    assert_error(
+        &server.send(server.http.delete(&login)).await,
+        405,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(
+        &server.get("/_matrix/client/v3/refresh", None).await,
+        405,
+        "M_UNRECOGNIZED",
+    );
+    let big = format!(
+        "{{\"type\":\"m.login.password\",\"password\":\"{}\"}}",
+        "x".repeat(100_000)
+    );
+    assert_error(
+        &server.send(server.http.post(&login).body(big)).await,
+        413,
+        "M_TOO_LARGE",
+    );
+    // A body that lies about (omits) its length is still cut off.
+    let stream = futures_stream(200_000);
+    assert_error(
+        &server.send(server.http.post(&login).body(stream)).await,
+        413,
+        "M_TOO_LARGE",
+    );
+}
+
+fn futures_stream(n: usize) -> reqwest::Body {
+    // A chunked body: no Content-Length header is sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(b"{\"type\":\"".to_vec())).await;
+        for _ in 0..(n / 10_000) {
+            if tx.send(Ok(vec![b'a'; 10_000])).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(b"\"}".to_vec())).await;
+    });
+    reqwest::Body::wrap_stream(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn cors_on_every_response_and_options_answered() {
+    let server = Server::start(&[]);
+    for req in [
+        server.http.get(server.url("/_matrix/client/versions")),
+        server.http.get(server.url("/_matrix/client/v3/unknown")),
+        server.http.request(
+            reqwest::Method::OPTIONS,
+            server.url("/_matrix/client/v3/login"),
+        ),
+        server
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                server.url("/_matrix/client/v3/account/whoami"),
+            )
+            .header("Origin", "https://app.example")
+            .header("Access-Control-Request-Method", "GET")
+            .header("Access-Control-Request-Headers", "authorization"),
+    ] {
+        let resp = req.send().await.unwrap();
+        let h = resp.headers();
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert_eq!(
+            h["access-control-allow-methods"],
+            "GET, POST, PUT, DELETE, OPTIONS"
+        );
+        assert_eq!(
+            h["access-control-allow-headers"],
+            "X-Requested-With, Content-Type, Authorization"
+        );
+    }
+    // OPTIONS runs no endpoint logic: no token needed, no 401.
+    let resp = server
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url("/_matrix/client/v3/logout"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn login_rate_limits_per_address_and_per_account() {
+    let server = Server::start(&[
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_PER_ADDRESS__PER_SECOND",
+            "0.5",
+        ),
+        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ADDRESS__BURST_COUNT", "3"),
+        (
+            "GATEHOUSE_RATE_LIMITS__FAILED_LOGINS_PER_ACCOUNT__PER_SECOND",
+            "0.5",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__FAILED_LOGINS_PER_ACCOUNT__BURST_COUNT",
+            "2",
+        ),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let attempt = |ip: &'static str, pw: &'static str| {
+        server
+            .http
+            .post(server.url("/_matrix/client/v3/login"))
+            .header("X-Forwarded-For", ip)
+            .json(&json!({"type": "m.login.password", "user": "alice", "password": pw}))
+    };
+    // Per address: three attempts, then 429 with Retry-After.
+    for _ in 0..3 {
+        assert_eq!(server.send(attempt("10.0.0.1", "pw")).await.0, 200);
+    }
+    let resp = attempt("10.0.0.1", "pw").send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    let ms = body["retry_after_ms"].as_u64().unwrap();
+    assert!(
+        (1..=2000).contains(&ms) && retry_after == ms.div_ceil(1000),
+        "{ms} ms vs Retry-After {retry_after}"
+    );
+    // Per account, failures only: two wrong passwords from different
+    // addresses, then even the right password is held back.
+    assert_error(
+        &server.send(attempt("10.0.0.2", "bad")).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server.send(attempt("10.0.0.3", "bad")).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server.send(attempt("10.0.0.4", "pw")).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        server.send(attempt("10.0.0.5", "pw")).await.0,
+        200,
+        "the bucket drains"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_only_where_configured() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let server = Server::start(&[("GATEHOUSE_METRICS_LISTEN", &addr)]);
+    server.create_user("alice", "pw", &[]);
+    server.login("alice", "pw", json!({})).await;
+    let _ = server
+        .post(
+            "/_matrix/client/v3/login",
+            json!({"type": "m.login.password", "user": "alice", "password": "no"}),
+        )
+        .await;
+    assert_error(&server.get("/metrics", None).await, 404, "M_UNRECOGNIZED");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("gatehouse_logins_total{outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gatehouse_logins_total{outcome=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"/_matrix/client/v3/login\""),
+        "{text}"
+    );
+    assert!(text.contains("status=\"403\""), "{text}");
+    assert!(
+        text.contains("gatehouse_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let server = Server::start(&[("GATEHOUSE_LOG_FILTER", "trace")]);
+    let password = "correct-horse-battery-staple";
+    server.create_user("alice", password, &[]);
+    let login = server
+        .login("alice", password, json!({"refresh_token": true}))
+        .await;
+    let _ = server
+        .post(
+            "/_matrix/client/v3/login",
+            json!({"type": "m.login.password", "user": "alice", "password": "wrong-password-xyz"}),
+        )
+        .await;
+    let (_, r) = server
+        .post(
+            "/_matrix/client/v3/refresh",
+            json!({"refresh_token": s(&login, "refresh_token")}),
+        )
+        .await;
+    server.whoami(&s(&r, "access_token")).await;
+    let at = s(&r, "access_token");
+    let _ = server
+        .send(
+            server
+                .http
+                .post(server.url(&format!("/_matrix/client/api/v1/logout?access_token={at}")))
+                .json(&json!({})),
+        )
+        .await;
+    let logs = server.logs();
+    assert!(logs.contains("session started"), "logging works: {logs}");
+    for secret in [
+        password,
+        "wrong-password-xyz",
+        &s(&login, "access_token"),
+        &s(&login, "refresh_token"),
+        &at,
+    ] {
+        assert!(!logs.contains(secret), "secret leaked into logs");
+    }
+    for fragment in ["ghat_", "ghrt_"] {
+        assert!(
+            !logs.contains(fragment),
+            "a token prefix appears in the logs"
+        );
+    }
+}

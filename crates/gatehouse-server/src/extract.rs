@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
 use gatehouse_core::ErrorKind;
-use gatehouse_core::token::{self, TokenHash, TokenKind};
 use gatehouse_core::user_id::UserId;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
@@ -39,12 +38,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let mut body = req.into_body();
         if declared.is_some_and(|n| n > limit as u64) {
+            linger(body, declared.unwrap_or(0)).await;
             return Err(too_large());
         }
-        let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        let bytes = match Limited::new(&mut body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                linger(body, 0).await;
+                return Err(too_large());
+            }
             Err(_) => {
                 return Err(ApiError::new(
                     ErrorKind::NotJson,
@@ -143,14 +147,15 @@ impl FromRequestParts<AppState> for Requester {
     }
 }
 
-/// The hash of the presented access token, for endpoints (logout) that act on it.
-pub fn token_hash_of(parts: &Parts) -> Option<TokenHash> {
-    let token = presented_token(parts)?;
-    token::check(&token, TokenKind::Access).ok()?;
-    Some(token::hash(&token))
-}
+/// Bodies up to this size are read and discarded before a 413 is sent.
+const LINGER_MAX: u64 = 1024 * 1024;
 
-/// Reads a body that may be absent (logout takes an empty body).
-pub async fn drain(body: Body) {
-    let _ = Limited::new(body, 64 * 1024).collect().await;
+/// Reads and discards the rest of a too-large body (when it is not
+/// enormous), so that the client, still sending, is not answered with a
+/// connection reset that would swallow our 413 — nginx's "lingering close".
+async fn linger(body: Body, declared: u64) {
+    if declared > LINGER_MAX {
+        return;
+    }
+    let _ = Limited::new(body, LINGER_MAX as usize).collect().await;
 }

@@ -6,15 +6,16 @@
 //! (bounded in-flight work), run at nice 10 (the scheduler prefers the async
 //! workers, so `whoami` latency holds during a login storm), and have a
 //! bounded queue (beyond it, callers get a "busy" answer to turn into 429).
+//! Each thread keeps its Argon2 working memory between verifications.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use gatehouse_core::password::{PasswordPolicy, Verdict};
+use gatehouse_core::password::{MemoryBlocks, PasswordPolicy, Verdict};
 use tokio::sync::{Semaphore, oneshot};
 use zeroize::Zeroizing;
 
-type Job = Box<dyn FnOnce(&PasswordPolicy) + Send>;
+type Job = Box<dyn FnOnce(&PasswordPolicy, &mut MemoryBlocks) + Send>;
 
 /// The queue is full: too many password checks are waiting.
 #[derive(Debug, Clone, Copy)]
@@ -40,13 +41,14 @@ impl HashPool {
                 .name(format!("gatehouse-hash-{i}"))
                 .spawn(move || {
                     lower_priority();
+                    let mut memory = MemoryBlocks::default();
                     loop {
                         let job = match rx.lock() {
                             Ok(guard) => guard.recv(),
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(&policy),
+                            Ok(job) => job(&policy, &mut memory),
                             Err(_) => return,
                         }
                     }
@@ -66,7 +68,7 @@ impl HashPool {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&PasswordPolicy) -> T + Send + 'static,
+        f: impl FnOnce(&PasswordPolicy, &mut MemoryBlocks) -> T + Send + 'static,
     ) -> Result<T, Busy> {
         let _permit = self
             .admission
@@ -74,8 +76,8 @@ impl HashPool {
             .try_acquire_owned()
             .map_err(|_| Busy)?;
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |p| {
-            let _ = tx.send(f(p));
+        let job: Job = Box::new(move |p, m| {
+            let _ = tx.send(f(p, m));
         });
         self.queue.try_send(job).map_err(|_| Busy)?;
         rx.await.map_err(|_| Busy)
@@ -87,13 +89,13 @@ impl HashPool {
         password: Zeroizing<String>,
         stored: Option<String>,
     ) -> Result<Verdict, Busy> {
-        self.run(move |p| p.verify(&password, stored.as_deref()))
+        self.run(move |p, m| p.verify_with(&password, stored.as_deref(), m))
             .await
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Busy> {
-        self.run(move |p| p.hash(&password)).await
+        self.run(move |p, _| p.hash(&password)).await
     }
 }
 

@@ -2,22 +2,61 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::extract::MatchedPath;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The route template a request matched. Holding axum's `MatchedPath`
+/// (an `Arc<str>`) keeps label construction free of allocations.
+#[derive(Clone, Debug)]
+pub enum RouteLabel {
+    Matched(MatchedPath),
+    Unmatched,
+}
+
+impl RouteLabel {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(m) => m.as_str(),
+            Self::Unmatched => "unmatched",
+        }
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for RouteLabel {}
+impl std::hash::Hash for RouteLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: RouteLabel,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: RouteLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +119,24 @@ impl Metrics {
             LoginOutcome::Limited => "limited",
         };
         self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts one request (and its latency, when it reached a route).
+    pub fn record(&self, method: &'static str, route: RouteLabel, status: u16, elapsed: Duration) {
+        if let RouteLabel::Matched(_) = route {
+            self.latency
+                .get_or_create(&RouteLabels {
+                    route: route.clone(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

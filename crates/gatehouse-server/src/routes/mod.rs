@@ -8,53 +8,84 @@ mod login;
 mod logout;
 mod refresh;
 
-use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::extract::State;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use gatehouse_core::ErrorKind;
+use serde_json::json;
+use tower::util::MapResponseLayer;
 
 use crate::error::ApiError;
 use crate::middleware;
 use crate::state::AppState;
 
 /// Endpoints served under both `/_matrix/client/v3` and the `r0` alias.
-fn client_api() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login::flows).post(login::login))
-        .route("/refresh", post(refresh::refresh))
-        .route("/logout", post(logout::logout))
-        .route("/logout/all", post(logout::logout_all))
-        .route("/account/whoami", get(account::whoami))
+/// Registered as full paths rather than with `nest`, which would strip a
+/// prefix on every request.
+fn client_api(router: Router<AppState>) -> Router<AppState> {
+    let endpoints = [
+        ("/login", get(login::flows).post(login::login)),
+        ("/refresh", post(refresh::refresh)),
+        ("/logout", post(logout::logout)),
+        ("/logout/all", post(logout::logout_all)),
+        ("/account/whoami", get(account::whoami)),
+    ];
+    endpoints
+        .into_iter()
+        .fold(router, |router, (path, handler)| {
+            router
+                .route(&format!("/_matrix/client/v3{path}"), handler.clone())
+                .route(&format!("/_matrix/client/r0{path}"), handler)
+        })
 }
 
 /// The whole router, ready to serve.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    client_api(Router::new())
         .route("/_matrix/client/versions", get(discovery::versions))
         .route("/.well-known/matrix/client", get(discovery::well_known))
-        .nest("/_matrix/client/v3", client_api())
-        .nest("/_matrix/client/r0", client_api())
         .route("/_matrix/client/api/v1/login", post(legacy::login))
         .route(
             "/_matrix/client/api/v1/tokenrefresh",
             post(legacy::token_refresh),
         )
         .route("/_matrix/client/api/v1/logout", post(logout::logout))
-        .route_layer(from_fn(middleware::tag_route))
+        .route_layer(middleware::ObserveLayer {
+            metrics: state.metrics.clone(),
+        })
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(wrong_method)
-        .layer(from_fn(middleware::cors))
-        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .layer(MapResponseLayer::new(middleware::add_cors_headers))
         .with_state(state)
 }
 
-async fn unknown_endpoint() -> ApiError {
-    ApiError::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request")
+/// Every endpoint supports `OPTIONS` (for CORS) without running any of its
+/// logic; since no route declares it, it lands in one of these fallbacks.
+fn options_or(state: &AppState, method: &Method, error: ApiError) -> Response {
+    if *method == Method::OPTIONS {
+        return Json(json!({})).into_response();
+    }
+    middleware::observe_unmatched(&state.metrics, method, error.kind.status());
+    error.into_response()
 }
 
-async fn wrong_method() -> ApiError {
-    ApiError::new(
-        ErrorKind::UnrecognizedMethod,
-        "Method not allowed for this endpoint",
+async fn unknown_endpoint(State(state): State<AppState>, method: Method) -> Response {
+    options_or(
+        &state,
+        &method,
+        ApiError::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request"),
+    )
+}
+
+async fn wrong_method(State(state): State<AppState>, method: Method) -> Response {
+    options_or(
+        &state,
+        &method,
+        ApiError::new(
+            ErrorKind::UnrecognizedMethod,
+            "Method not allowed for this endpoint",
+        ),
     )
 }

@@ -43,9 +43,15 @@ pub struct SqliteStore {
 struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Bounds the reader connections (each holds its own page cache).
+    reader_slots: tokio::sync::Semaphore,
     path: std::path::PathBuf,
     durability: Durability,
 }
+
+/// Reader connections open at most: enough to keep both cores busy while
+/// one reader waits on disk, few enough to bound page-cache memory.
+const MAX_READERS: usize = 4;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -60,6 +66,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                reader_slots: tokio::sync::Semaphore::new(MAX_READERS),
                 path: path.to_owned(),
                 durability,
             }),
@@ -77,6 +84,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let _slot = self.inner.reader_slots.acquire().await.map_err(backend)?;
         tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().map_err(backend)?.pop();
             let conn = match pooled {

@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
         serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bench"}, "password": "bench-password"})
             .to_string(),
     );
-    let storm: Vec<FixedPost> = (0..cores * 4)
+    let storm: Vec<FixedPost> = (0..cores * 8)
         .map(|_| FixedPost {
             path: "/_matrix/client/v3/login".into(),
             body: storm_body.clone(),

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse_core::token::{self, TokenHash, TokenKind};
 use gatehouse_core::user_id::UserId;
@@ -24,14 +24,15 @@ const MAX_ENTRIES: usize = 100_000;
 struct Cached {
     requester: Requester,
     expires_at: Option<Timestamp>,
-    cached_at: Instant,
+    /// When it was cached, by the injected clock (one clock read per request).
+    cached_at: Timestamp,
 }
 
 /// Validates access tokens for every authenticated endpoint.
 pub struct Sessions {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    ttl: Duration,
+    ttl_ms: u64,
     cache: RwLock<HashMap<TokenHash, Cached>>,
 }
 
@@ -40,7 +41,7 @@ impl Sessions {
         Self {
             store,
             clock,
-            ttl,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             cache: RwLock::new(HashMap::new()),
         }
     }
@@ -73,19 +74,19 @@ impl Sessions {
             self.store.complete_rotation(parent, issued_with).await?;
             self.invalidate_device(&requester.user_id, &requester.device_id);
         }
-        self.remember(hash, &requester, record.expires_at);
+        self.remember(hash, &requester, record.expires_at, now);
         Ok(requester)
     }
 
     fn cached(&self, hash: &TokenHash, now: Timestamp) -> ApiResult<Option<Requester>> {
-        if self.ttl.is_zero() {
+        if self.ttl_ms == 0 {
             return Ok(None);
         }
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = cache.get(hash) else {
             return Ok(None);
         };
-        if entry.cached_at.elapsed() > self.ttl {
+        if now.saturating_sub(entry.cached_at) > self.ttl_ms {
             return Ok(None);
         }
         if entry.expires_at.is_some_and(|at| at <= now) {
@@ -94,8 +95,14 @@ impl Sessions {
         Ok(Some(entry.requester.clone()))
     }
 
-    fn remember(&self, hash: TokenHash, requester: &Requester, expires_at: Option<Timestamp>) {
-        if self.ttl.is_zero() {
+    fn remember(
+        &self,
+        hash: TokenHash,
+        requester: &Requester,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) {
+        if self.ttl_ms == 0 {
             return;
         }
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -107,7 +114,7 @@ impl Sessions {
             Cached {
                 requester: requester.clone(),
                 expires_at,
-                cached_at: Instant::now(),
+                cached_at: now,
             },
         );
     }

@@ -10,6 +10,7 @@ use gatehouse_core::ErrorKind;
 use gatehouse_core::user_id::UserId;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use zeroize::Zeroize;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -56,7 +57,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
                 ));
             }
         };
-        parse_json_object(&bytes).map(MatrixJson)
+        let parsed = parse_json_object(&bytes).map(MatrixJson);
+        // Bodies carry passwords: wipe our copy once parsed.
+        if let Ok(mut owned) = bytes.try_into_mut() {
+            owned.as_mut().zeroize();
+        }
+        parsed
     }
 }
 

@@ -287,3 +287,25 @@ async fn secrets_never_reach_the_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let server = Server::start(&[
+        ("GATEHOUSE_LOG_FORMAT", "json"),
+        ("GATEHOUSE_LOG_FILTER", "debug"),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    server.login("alice", "pw", json!({})).await;
+    let logs = server.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(
+        logs.contains("\"route\":\"/_matrix/client/v3/login\""),
+        "request logs carry the route: {logs}"
+    );
+}

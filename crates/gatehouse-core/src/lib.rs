@@ -11,6 +11,7 @@ pub mod identifier;
 pub mod password;
 pub mod refresh;
 pub mod token;
+pub mod uia;
 pub mod user_id;
 
 pub use clock::{Clock, SystemClock, Timestamp};

@@ -12,7 +12,10 @@ use gatehouse_core::refresh::{Endpoint, Rejection};
 use gatehouse_core::token::{self, TokenHash};
 use gatehouse_core::user_id::UserId;
 
-use crate::{NewSession, NewTokenPair, NewUser, Store, StoreError};
+use crate::{
+    NewRegistration, NewSession, NewTokenPair, NewUser, RegistrationToken, Store, StoreError,
+    ThreepidValidation, UiaSessionRecord,
+};
 
 /// Runs every check against fresh stores made by `factory`.
 pub async fn run_all<S, F, Fut>(factory: F)
@@ -31,6 +34,321 @@ where
     expired_refresh_tokens_are_refused(factory().await).await;
     logout_and_logout_all(factory().await).await;
     deactivation_removes_everything_but_the_name(factory().await).await;
+    devices_are_managed(factory().await).await;
+    registration_tokens_count_uses(factory().await).await;
+    registration_is_atomic(factory().await).await;
+    uia_sessions_are_consumed_once(Arc::new(factory().await)).await;
+    threepid_validations_are_idempotent(factory().await).await;
+    cross_signing_keys_are_replaced(factory().await).await;
+}
+
+async fn devices_are_managed(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    for (d, t) in [("A", "a"), ("B", "b"), ("C", "c")] {
+        login(&store, &alice, d, t, None).await;
+    }
+    assert!(
+        store
+            .rename_device(&alice, "A", Some("Laptop"))
+            .await
+            .unwrap()
+    );
+    assert!(!store.rename_device(&alice, "Z", Some("x")).await.unwrap());
+    assert_eq!(
+        store
+            .device(&alice, "A")
+            .await
+            .unwrap()
+            .unwrap()
+            .display_name
+            .as_deref(),
+        Some("Laptop")
+    );
+    store
+        .touch_device(&alice, "A", "10.1.2.3", 77)
+        .await
+        .unwrap();
+    let a = store.device(&alice, "A").await.unwrap().unwrap();
+    assert_eq!(
+        (a.last_seen_ip.as_deref(), a.last_seen_at),
+        (Some("10.1.2.3"), Some(77))
+    );
+    let rec = store.access_token(&h("a")).await.unwrap().unwrap();
+    assert_eq!(rec.last_seen_at, Some(77));
+    store
+        .delete_devices(&alice, &["B".into(), "nope".into()])
+        .await
+        .unwrap();
+    assert!(!alive(&store, "b").await);
+    store.delete_other_devices(&alice, "A").await.unwrap();
+    assert!(alive(&store, "a").await && !alive(&store, "c").await);
+    assert_eq!(store.devices(&alice).await.unwrap().len(), 1);
+}
+
+async fn registration_tokens_count_uses(store: impl Store) {
+    let t = RegistrationToken {
+        token: "tok".into(),
+        uses_allowed: Some(2),
+        pending: 0,
+        completed: 0,
+        expiry: Some(100),
+    };
+    store.create_registration_token(&t, 1).await.unwrap();
+    assert!(matches!(
+        store.create_registration_token(&t, 1).await,
+        Err(StoreError::TokenExists)
+    ));
+    assert!(store.reserve_registration_token("tok", 10).await.unwrap());
+    assert!(store.reserve_registration_token("tok", 10).await.unwrap());
+    assert!(
+        !store.reserve_registration_token("tok", 10).await.unwrap(),
+        "pending uses count"
+    );
+    store.release_registration_token("tok").await.unwrap();
+    assert!(store.reserve_registration_token("tok", 10).await.unwrap());
+    assert!(!store.reserve_registration_token("nope", 10).await.unwrap());
+    let got = store.registration_token("tok").await.unwrap().unwrap();
+    assert_eq!((got.pending, got.completed), (2, 0));
+    assert!(!got.usable(10));
+    let late = RegistrationToken {
+        token: "late".into(),
+        uses_allowed: None,
+        pending: 0,
+        completed: 0,
+        expiry: Some(100),
+    };
+    store.create_registration_token(&late, 1).await.unwrap();
+    assert!(
+        !store.reserve_registration_token("late", 100).await.unwrap(),
+        "expired"
+    );
+    assert_eq!(store.registration_tokens().await.unwrap().len(), 2);
+    assert!(store.delete_registration_token("late").await.unwrap());
+    assert!(!store.delete_registration_token("late").await.unwrap());
+}
+
+async fn registration_is_atomic(store: impl Store) {
+    let t = RegistrationToken {
+        token: "tok".into(),
+        uses_allowed: Some(1),
+        pending: 0,
+        completed: 0,
+        expiry: None,
+    };
+    store.create_registration_token(&t, 1).await.unwrap();
+    assert!(store.reserve_registration_token("tok", 2).await.unwrap());
+    let email = Threepid {
+        medium: Medium::Email,
+        address: "new@example.org".into(),
+    };
+    let reg = |local: &str, token: Option<&str>| NewRegistration {
+        user: NewUser {
+            user_id: uid(local),
+            password_hash: Some("$h".into()),
+            is_admin: false,
+            created_at: 3,
+        },
+        threepids: vec![email.clone()],
+        registration_token: token.map(str::to_owned),
+        session: Some(NewSession {
+            user_id: uid(local),
+            device_id: "D".into(),
+            initial_display_name: None,
+            tokens: pair(&format!("at-{local}"), None),
+            now: 3,
+        }),
+    };
+    store.register(reg("newbie", Some("tok"))).await.unwrap();
+    assert!(alive(&store, "at-newbie").await);
+    assert_eq!(
+        store
+            .user_by_threepid(&email)
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        uid("newbie")
+    );
+    let t = store.registration_token("tok").await.unwrap().unwrap();
+    assert_eq!((t.pending, t.completed), (0, 1));
+    // The email is taken: nothing of the second registration remains.
+    assert!(matches!(
+        store.register(reg("second", None)).await,
+        Err(StoreError::ThreepidInUse)
+    ));
+    assert!(store.user(&uid("second")).await.unwrap().is_none());
+    assert!(!alive(&store, "at-second").await);
+    // A token with no reserved use cannot complete a registration.
+    let mut third = reg("third", Some("tok"));
+    third.threepids.clear();
+    assert!(matches!(
+        store.register(third).await,
+        Err(StoreError::TokenUnusable)
+    ));
+    assert!(store.user(&uid("third")).await.unwrap().is_none());
+}
+
+async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
+    let binding = gatehouse_core::uia::Binding::new(
+        Some("@a:test"),
+        "POST",
+        "/x",
+        &serde_json::json!({"a": 1}),
+    );
+    let session = UiaSessionRecord {
+        id: "sess".into(),
+        binding: binding.clone(),
+        completed: vec![],
+        data: serde_json::json!({"registration_token": "tok"}),
+        created_at: 1,
+        expires_at: 100,
+        consumed: false,
+    };
+    store.create_uia_session(&session, 1).await.unwrap();
+    assert_eq!(store.uia_session("sess").await.unwrap().unwrap(), session);
+    assert!(
+        store
+            .update_uia_session(
+                "sess",
+                &["m.login.dummy".into()],
+                &serde_json::json!({"x": 1})
+            )
+            .await
+            .unwrap()
+    );
+    let got = store.uia_session("sess").await.unwrap().unwrap();
+    assert_eq!(got.completed, vec!["m.login.dummy".to_owned()]);
+    assert_eq!(got.binding, binding);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.consume_uia_session("sess").await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1, "exactly one concurrent completion wins");
+    assert!(
+        !store
+            .update_uia_session("sess", &[], &serde_json::json!({}))
+            .await
+            .unwrap()
+    );
+    assert!(store.uia_session("sess").await.unwrap().unwrap().consumed);
+    // Creating a session later expires old ones, releasing reserved token uses.
+    let t = RegistrationToken {
+        token: "tok".into(),
+        uses_allowed: Some(1),
+        pending: 0,
+        completed: 0,
+        expiry: None,
+    };
+    store.create_registration_token(&t, 1).await.unwrap();
+    assert!(store.reserve_registration_token("tok", 1).await.unwrap());
+    let pending = UiaSessionRecord {
+        id: "p".into(),
+        consumed: false,
+        ..session.clone()
+    };
+    store.create_uia_session(&pending, 2).await.unwrap();
+    let next = UiaSessionRecord {
+        id: "q".into(),
+        data: serde_json::json!({}),
+        created_at: 200,
+        expires_at: 300,
+        ..session
+    };
+    store.create_uia_session(&next, 200).await.unwrap();
+    assert!(
+        store.uia_session("p").await.unwrap().is_none(),
+        "expired sessions are removed"
+    );
+    assert_eq!(
+        store
+            .registration_token("tok")
+            .await
+            .unwrap()
+            .unwrap()
+            .pending,
+        0,
+        "and their reserved uses released"
+    );
+}
+
+async fn threepid_validations_are_idempotent(store: impl Store) {
+    let tp = Threepid {
+        medium: Medium::Email,
+        address: "a@example.org".into(),
+    };
+    let v = ThreepidValidation {
+        sid: "sid1".into(),
+        client_secret: "secret".into(),
+        threepid: tp.clone(),
+        token_hash: h("t1"),
+        send_attempt: 1,
+        validated_at: None,
+        created_at: 1,
+        expires_at: 100,
+    };
+    assert_eq!(
+        store.upsert_threepid_validation(&v).await.unwrap().sid,
+        "sid1"
+    );
+    let again = ThreepidValidation {
+        sid: "sid2".into(),
+        token_hash: h("t2"),
+        ..v.clone()
+    };
+    let got = store.upsert_threepid_validation(&again).await.unwrap();
+    assert_eq!(
+        (got.sid.as_str(), got.token_hash),
+        ("sid1", h("t1")),
+        "same send_attempt: same session, nothing new"
+    );
+    let next = ThreepidValidation {
+        sid: "sid3".into(),
+        token_hash: h("t3"),
+        send_attempt: 2,
+        ..v.clone()
+    };
+    let got = store.upsert_threepid_validation(&next).await.unwrap();
+    assert_eq!(
+        (got.sid.as_str(), got.token_hash),
+        ("sid1", h("t3")),
+        "new attempt: same session, new token"
+    );
+    assert!(store.mark_threepid_validated("sid1", 50).await.unwrap());
+    assert!(store.mark_threepid_validated("sid1", 60).await.unwrap());
+    assert_eq!(
+        store
+            .threepid_validation("sid1")
+            .await
+            .unwrap()
+            .unwrap()
+            .validated_at,
+        Some(50)
+    );
+    assert!(!store.mark_threepid_validated("nope", 1).await.unwrap());
+}
+
+async fn cross_signing_keys_are_replaced(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    assert!(store.cross_signing_keys(&alice).await.unwrap().is_none());
+    store
+        .set_cross_signing_keys(&alice, &serde_json::json!({"master_key": 1}), 1)
+        .await
+        .unwrap();
+    store
+        .set_cross_signing_keys(&alice, &serde_json::json!({"master_key": 2}), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cross_signing_keys(&alice).await.unwrap(),
+        Some(serde_json::json!({"master_key": 2}))
+    );
 }
 
 fn uid(local: &str) -> UserId {

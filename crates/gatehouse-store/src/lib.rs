@@ -31,6 +31,10 @@ pub enum StoreError {
     ThreepidInUse,
     #[error("no such user")]
     NoSuchUser,
+    #[error("registration token already exists")]
+    TokenExists,
+    #[error("registration token is not usable")]
+    TokenUnusable,
     #[error("storage backend failure: {0}")]
     Backend(String),
 }
@@ -106,4 +110,105 @@ pub trait Store: Send + Sync + 'static {
 
     /// The devices of an account, ordered by ID.
     async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>>;
+
+    /// One device of an account.
+    async fn device(&self, user_id: &UserId, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
+
+    /// Sets a device's display name; `false` if there is no such device.
+    async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> StoreResult<bool>;
+
+    /// Deletes several devices and their tokens (unknown IDs are ignored).
+    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> StoreResult<()>;
+
+    /// Deletes every device (and token) of an account except one.
+    async fn delete_other_devices(&self, user_id: &UserId, keep: &str) -> StoreResult<()>;
+
+    /// Records where and when a device was last seen.
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ip: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Unbinds a third-party ID; `false` if it was not bound to this account.
+    async fn delete_threepid(&self, user_id: &UserId, threepid: &Threepid) -> StoreResult<bool>;
+
+    /// Registers an account atomically: the user, its validated 3PIDs, the
+    /// registration token's use, and its first session.
+    async fn register(&self, registration: NewRegistration) -> StoreResult<()>;
+
+    /// Stores a new UIA session, first expiring old ones (releasing the
+    /// registration tokens they had reserved).
+    async fn create_uia_session(
+        &self,
+        session: &UiaSessionRecord,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// A UIA session by ID, expired or not.
+    async fn uia_session(&self, id: &str) -> StoreResult<Option<UiaSessionRecord>>;
+
+    /// Saves a session's progress; `false` if it was consumed meanwhile.
+    async fn update_uia_session(
+        &self,
+        id: &str,
+        completed: &[String],
+        data: &serde_json::Value,
+    ) -> StoreResult<bool>;
+
+    /// Marks a session used, exactly once: `true` for the one caller that wins.
+    async fn consume_uia_session(&self, id: &str) -> StoreResult<bool>;
+
+    /// Creates a registration token.
+    async fn create_registration_token(
+        &self,
+        token: &RegistrationToken,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// All registration tokens.
+    async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>>;
+
+    /// One registration token.
+    async fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>>;
+
+    /// Deletes a registration token; `false` if it did not exist.
+    async fn delete_registration_token(&self, token: &str) -> StoreResult<bool>;
+
+    /// Reserves one use of a token (pending + 1) if it is usable now.
+    async fn reserve_registration_token(&self, token: &str, now: Timestamp) -> StoreResult<bool>;
+
+    /// Gives back a reserved use (a registration that did not happen).
+    async fn release_registration_token(&self, token: &str) -> StoreResult<()>;
+
+    /// Starts (or, for a repeated `send_attempt`, finds) a 3PID validation.
+    /// Returns the stored record: a repeated request gets the original `sid`.
+    async fn upsert_threepid_validation(
+        &self,
+        validation: &ThreepidValidation,
+    ) -> StoreResult<ThreepidValidation>;
+
+    /// A validation by session ID.
+    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>>;
+
+    /// Marks a validation done; `false` if unknown.
+    async fn mark_threepid_validated(&self, sid: &str, now: Timestamp) -> StoreResult<bool>;
+
+    /// The user's cross-signing keys, as uploaded.
+    async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>>;
+
+    /// Replaces the user's cross-signing keys.
+    async fn set_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: &serde_json::Value,
+        now: Timestamp,
+    ) -> StoreResult<()>;
 }

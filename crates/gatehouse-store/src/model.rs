@@ -71,6 +71,9 @@ pub struct AccessTokenRecord {
     /// Set until first use when this token came from a rotation: the parent
     /// refresh token that first use retires.
     pub pending_parent: Option<RefreshId>,
+    /// When and from where the device was last seen.
+    pub last_seen_at: Option<Timestamp>,
+    pub last_seen_ip: Option<String>,
 }
 
 /// Who a successful refresh belongs to.
@@ -87,4 +90,66 @@ pub struct DeviceRecord {
     pub display_name: Option<String>,
     pub last_seen_ip: Option<String>,
     pub last_seen_at: Option<Timestamp>,
+}
+
+/// A user-interactive authentication session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UiaSessionRecord {
+    pub id: String,
+    pub binding: gatehouse_core::uia::Binding,
+    /// Stage types completed, in order.
+    pub completed: Vec<String>,
+    /// What completed stages established (registration token reserved,
+    /// 3PIDs validated, the user a password reset is for…).
+    pub data: serde_json::Value,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub consumed: bool,
+}
+
+/// A registration token and its use counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationToken {
+    pub token: String,
+    pub uses_allowed: Option<u32>,
+    /// Registrations that completed the token stage but not yet registration.
+    pub pending: u32,
+    pub completed: u32,
+    pub expiry: Option<Timestamp>,
+}
+
+impl RegistrationToken {
+    /// Whether one more registration may use it.
+    pub fn usable(&self, now: Timestamp) -> bool {
+        self.expiry.is_none_or(|e| e > now)
+            && self
+                .uses_allowed
+                .is_none_or(|allowed| self.pending + self.completed < allowed)
+    }
+}
+
+/// An account registration, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewRegistration {
+    pub user: NewUser,
+    /// Third-party IDs validated during registration.
+    pub threepids: Vec<gatehouse_core::identifier::Threepid>,
+    /// The registration token whose pending use becomes a completed one.
+    pub registration_token: Option<String>,
+    /// `None` with `inhibit_login`.
+    pub session: Option<NewSession>,
+}
+
+/// A request to prove ownership of an email address or phone number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreepidValidation {
+    pub sid: String,
+    pub client_secret: String,
+    pub threepid: gatehouse_core::identifier::Threepid,
+    /// Hash of the secret token sent by email/SMS.
+    pub token_hash: TokenHash,
+    pub send_attempt: u64,
+    pub validated_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }

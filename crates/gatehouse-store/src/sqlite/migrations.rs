@@ -55,6 +55,48 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
     CREATE INDEX access_tokens_refresh ON access_tokens (refresh_id);
     ",
+    // 2: user-interactive auth, registration tokens, 3PID validation, cross-signing keys.
+    r"
+    CREATE TABLE uia_sessions (
+        id         TEXT PRIMARY KEY,
+        user_id    TEXT,
+        method     TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        body_hash  BLOB NOT NULL,
+        completed  TEXT NOT NULL DEFAULT '[]',
+        data       TEXT NOT NULL DEFAULT '{}',
+        created_ts INTEGER NOT NULL,
+        expires_ts INTEGER NOT NULL,
+        consumed   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX uia_sessions_expiry ON uia_sessions (expires_ts);
+    CREATE TABLE registration_tokens (
+        token        TEXT PRIMARY KEY,
+        uses_allowed INTEGER,
+        pending      INTEGER NOT NULL DEFAULT 0,
+        completed    INTEGER NOT NULL DEFAULT 0,
+        expiry_ts    INTEGER,
+        created_ts   INTEGER NOT NULL
+    );
+    CREATE TABLE threepid_validations (
+        sid           TEXT PRIMARY KEY,
+        client_secret TEXT NOT NULL,
+        medium        TEXT NOT NULL,
+        address       TEXT NOT NULL,
+        token_hash    BLOB NOT NULL,
+        send_attempt  INTEGER NOT NULL,
+        validated_ts  INTEGER,
+        created_ts    INTEGER NOT NULL,
+        expires_ts    INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX threepid_validations_request
+        ON threepid_validations (client_secret, medium, address);
+    CREATE TABLE cross_signing_keys (
+        user_id    TEXT PRIMARY KEY,
+        keys       TEXT NOT NULL,
+        updated_ts INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

@@ -19,9 +19,11 @@ use gatehouse_core::user_id::UserId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::{
-    AccessTokenRecord, DeviceRecord, NewSession, NewTokenPair, NewUser, RefreshedSession, Store,
-    StoreError, StoreResult, UserRecord,
+    AccessTokenRecord, DeviceRecord, NewRegistration, NewSession, NewTokenPair, NewUser,
+    RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidValidation,
+    UiaSessionRecord, UserRecord,
 };
+use gatehouse_core::uia::Binding;
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -265,6 +267,94 @@ fn delete_device_tokens(
     Ok(())
 }
 
+fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        device_id: r.get(0)?,
+        display_name: r.get(1)?,
+        last_seen_ip: r.get(2)?,
+        last_seen_at: from_ts(r.get(3)?),
+    })
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistrationToken> {
+    Ok(RegistrationToken {
+        token: r.get(0)?,
+        uses_allowed: r.get(1)?,
+        pending: r.get(2)?,
+        completed: r.get(3)?,
+        expiry: from_ts(r.get(4)?),
+    })
+}
+
+const VALIDATION_COLUMNS: &str = "sid, client_secret, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts";
+
+fn validation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreepidValidation> {
+    let medium: String = r.get(2)?;
+    let hash: Vec<u8> = r.get(4)?;
+    let bad = |what: &str| rusqlite::Error::InvalidColumnName(what.to_owned());
+    Ok(ThreepidValidation {
+        sid: r.get(0)?,
+        client_secret: r.get(1)?,
+        threepid: Threepid {
+            medium: Medium::parse(&medium).ok_or_else(|| bad("medium"))?,
+            address: r.get(3)?,
+        },
+        token_hash: TokenHash(hash.try_into().map_err(|_| bad("token_hash"))?),
+        send_attempt: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+        validated_at: from_ts(r.get(6)?),
+        created_at: from_ts(r.get(7)?).unwrap_or(0),
+        expires_at: from_ts(r.get(8)?).unwrap_or(0),
+    })
+}
+
+/// Deletes expired, unused UIA sessions, releasing the registration-token
+/// uses they had reserved.
+fn expire_uia_sessions(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<()> {
+    let now = ts(Some(now));
+    let reserved: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT json_extract(data, '$.registration_token') FROM uia_sessions
+                 WHERE expires_ts <= ?1 AND consumed = 0 AND json_extract(data, '$.registration_token') IS NOT NULL",
+            )
+            .map_err(backend)?;
+        let rows = stmt.query_map([now], |r| r.get(0)).map_err(backend)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(backend)?
+    };
+    for token in reserved {
+        tx.execute(
+            "UPDATE registration_tokens SET pending = pending - 1 WHERE token = ?1 AND pending > 0",
+            [token],
+        )
+        .map_err(backend)?;
+    }
+    tx.execute("DELETE FROM uia_sessions WHERE expires_ts <= ?1", [now])
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Creates (or takes over) a device and stores its first token pair.
+fn start_session(tx: &Transaction<'_>, s: &NewSession) -> StoreResult<()> {
+    let uid = s.user_id.as_str();
+    let existed: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2)",
+            [uid, &s.device_id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    if existed {
+        delete_device_tokens(tx, uid, Some(&s.device_id))?;
+    } else {
+        tx.execute(
+            "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?1, ?2, ?3, ?4)",
+            params![uid, s.device_id, s.initial_display_name, ts(Some(s.now))],
+        )
+        .map_err(backend)?;
+    }
+    insert_pair(tx, uid, &s.device_id, &s.tokens, None, s.now)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<()> {
@@ -399,35 +489,17 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, s: NewSession) -> StoreResult<()> {
-        self.write(move |tx| {
-            let uid = s.user_id.as_str();
-            let existed: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2)",
-                    [uid, &s.device_id],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
-            if existed {
-                delete_device_tokens(tx, uid, Some(&s.device_id))?;
-            } else {
-                tx.execute(
-                    "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?1, ?2, ?3, ?4)",
-                    params![uid, s.device_id, s.initial_display_name, ts(Some(s.now))],
-                )
-                .map_err(backend)?;
-            }
-            insert_pair(tx, uid, &s.device_id, &s.tokens, None, s.now)
-        })
-        .await
+        self.write(move |tx| start_session(tx, &s)).await
     }
 
     async fn access_token(&self, hash: &TokenHash) -> StoreResult<Option<AccessTokenRecord>> {
         let hash = *hash;
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT a.user_id, a.device_id, u.is_guest, a.expires_ts, a.refresh_id, a.pending_parent
+                "SELECT a.user_id, a.device_id, u.is_guest, a.expires_ts, a.refresh_id, a.pending_parent,
+                        d.last_seen_ts, d.last_seen_ip
                  FROM access_tokens a JOIN users u ON u.user_id = a.user_id
+                 LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id
                  WHERE a.token_hash = ?1",
             )?
             .query_row([&hash.0[..]], |r| {
@@ -438,6 +510,8 @@ impl Store for SqliteStore {
                     expires_at: from_ts(r.get(3)?),
                     refresh_id: r.get(4)?,
                     pending_parent: r.get(5)?,
+                    last_seen_at: from_ts(r.get(6)?),
+                    last_seen_ip: r.get(7)?,
                 })
             })
             .optional()
@@ -530,15 +604,463 @@ impl Store for SqliteStore {
                 "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
                  WHERE user_id = ?1 ORDER BY device_id",
             )?
-            .query_map([id], |r| {
-                Ok(DeviceRecord {
-                    device_id: r.get(0)?,
-                    display_name: r.get(1)?,
-                    last_seen_ip: r.get(2)?,
-                    last_seen_at: from_ts(r.get(3)?),
-                })
-            })?
+            .query_map([id], device_from_row)?
             .collect()
+        })
+        .await
+    }
+
+    async fn device(&self, user_id: &UserId, device_id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let (id, device) = (user_id.as_str().to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+                 WHERE user_id = ?1 AND device_id = ?2",
+            )?
+            .query_row([id, device], device_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (id, device, name) = (
+            user_id.as_str().to_owned(),
+            device_id.to_owned(),
+            name.map(str::to_owned),
+        );
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
+                    params![id, device, name],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> StoreResult<()> {
+        let (id, devices) = (user_id.as_str().to_owned(), device_ids.to_vec());
+        self.write(move |tx| {
+            for device in &devices {
+                delete_device_tokens(tx, &id, Some(device))?;
+                tx.execute(
+                    "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+                    [&id, device],
+                )
+                .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_other_devices(&self, user_id: &UserId, keep: &str) -> StoreResult<()> {
+        let (id, keep) = (user_id.as_str().to_owned(), keep.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id != ?2",
+                [&id, &keep],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE user_id = ?1 AND device_id != ?2",
+                [&id, &keep],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM devices WHERE user_id = ?1 AND device_id != ?2",
+                [&id, &keep],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ip: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (id, device, ip) = (
+            user_id.as_str().to_owned(),
+            device_id.to_owned(),
+            ip.to_owned(),
+        );
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE devices SET last_seen_ip = ?3, last_seen_ts = ?4 WHERE user_id = ?1 AND device_id = ?2",
+                params![id, device, ip, ts(Some(now))],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_threepid(&self, user_id: &UserId, threepid: &Threepid) -> StoreResult<bool> {
+        let (id, medium, address) = (
+            user_id.as_str().to_owned(),
+            threepid.medium.as_str(),
+            threepid.address.clone(),
+        );
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM threepids WHERE user_id = ?1 AND medium = ?2 AND address = ?3",
+                    params![id, medium, address],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn register(&self, r: NewRegistration) -> StoreResult<()> {
+        self.write(move |tx| {
+            let uid = r.user.user_id.as_str();
+            tx.execute(
+                "INSERT INTO users (user_id, password_hash, is_admin, created_ts) VALUES (?1, ?2, ?3, ?4)",
+                params![uid, r.user.password_hash, r.user.is_admin, ts(Some(r.user.created_at))],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::UserExists } else { backend(e) })?;
+            for tp in &r.threepids {
+                tx.execute(
+                    "INSERT INTO threepids (medium, address, user_id, added_ts) VALUES (?1, ?2, ?3, ?4)",
+                    params![tp.medium.as_str(), tp.address, uid, ts(Some(r.user.created_at))],
+                )
+                .map_err(|e| if is_unique_violation(&e) { StoreError::ThreepidInUse } else { backend(e) })?;
+            }
+            if let Some(token) = &r.registration_token {
+                let n = tx
+                    .execute(
+                        "UPDATE registration_tokens SET pending = pending - 1, completed = completed + 1
+                         WHERE token = ?1 AND pending > 0",
+                        [token],
+                    )
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(StoreError::TokenUnusable);
+                }
+            }
+            if let Some(session) = &r.session {
+                start_session(tx, session)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_uia_session(
+        &self,
+        session: &UiaSessionRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let s = session.clone();
+        self.write(move |tx| {
+            expire_uia_sessions(tx, now)?;
+            tx.execute(
+                "INSERT INTO uia_sessions (id, user_id, method, path, body_hash, completed, data, created_ts, expires_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    s.id,
+                    s.binding.user_id,
+                    s.binding.method,
+                    s.binding.path,
+                    &s.binding.body_hash[..],
+                    serde_json::to_string(&s.completed).map_err(backend)?,
+                    s.data.to_string(),
+                    ts(Some(s.created_at)),
+                    ts(Some(s.expires_at)),
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn uia_session(&self, id: &str) -> StoreResult<Option<UiaSessionRecord>> {
+        let id = id.to_owned();
+        let row = self
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT id, user_id, method, path, body_hash, completed, data, created_ts, expires_ts, consumed
+                     FROM uia_sessions WHERE id = ?1",
+                )?
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, bool>(9)?,
+                    ))
+                })
+                .optional()
+            })
+            .await?;
+        let Some((id, user_id, method, path, hash, completed, data, created, expires, consumed)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let body_hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| backend("corrupt UIA body hash"))?;
+        Ok(Some(UiaSessionRecord {
+            id,
+            binding: Binding {
+                user_id,
+                method,
+                path,
+                body_hash,
+            },
+            completed: serde_json::from_str(&completed).map_err(backend)?,
+            data: serde_json::from_str(&data).map_err(backend)?,
+            created_at: from_ts(created).unwrap_or(0),
+            expires_at: from_ts(expires).unwrap_or(0),
+            consumed,
+        }))
+    }
+
+    async fn update_uia_session(
+        &self,
+        id: &str,
+        completed: &[String],
+        data: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let (id, completed, data) = (
+            id.to_owned(),
+            serde_json::to_string(completed).map_err(backend)?,
+            data.to_string(),
+        );
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE uia_sessions SET completed = ?2, data = ?3 WHERE id = ?1 AND consumed = 0",
+                    params![id, completed, data],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn consume_uia_session(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE uia_sessions SET consumed = 1 WHERE id = ?1 AND consumed = 0",
+                    [id],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_registration_token(
+        &self,
+        t: &RegistrationToken,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let t = t.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO registration_tokens (token, uses_allowed, pending, completed, expiry_ts, created_ts)
+                 VALUES (?1, ?2, 0, 0, ?3, ?4)",
+                params![t.token, t.uses_allowed, ts(t.expiry), ts(Some(now))],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::TokenExists } else { backend(e) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>> {
+        self.read(|c| {
+            c.prepare("SELECT token, uses_allowed, pending, completed, expiry_ts FROM registration_tokens ORDER BY token")?
+                .query_map([], token_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>> {
+        let token = token.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT token, uses_allowed, pending, completed, expiry_ts FROM registration_tokens WHERE token = ?1",
+            )?
+            .query_row([token], token_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_registration_token(&self, token: &str) -> StoreResult<bool> {
+        let token = token.to_owned();
+        self.write(move |tx| {
+            Ok(tx
+                .execute("DELETE FROM registration_tokens WHERE token = ?1", [token])
+                .map_err(backend)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn reserve_registration_token(&self, token: &str, now: Timestamp) -> StoreResult<bool> {
+        let token = token.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE registration_tokens SET pending = pending + 1
+                     WHERE token = ?1
+                       AND (expiry_ts IS NULL OR expiry_ts > ?2)
+                       AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
+                    params![token, ts(Some(now))],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn release_registration_token(&self, token: &str) -> StoreResult<()> {
+        let token = token.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE registration_tokens SET pending = pending - 1 WHERE token = ?1 AND pending > 0",
+                [token],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_threepid_validation(
+        &self,
+        v: &ThreepidValidation,
+    ) -> StoreResult<ThreepidValidation> {
+        let v = v.clone();
+        self.write(move |tx| {
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {VALIDATION_COLUMNS} FROM threepid_validations
+                              WHERE client_secret = ?1 AND medium = ?2 AND address = ?3"),
+                    params![v.client_secret, v.threepid.medium.as_str(), v.threepid.address],
+                    validation_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            match existing {
+                // The same attempt again: nothing new is sent; same session.
+                Some(old) if old.send_attempt >= v.send_attempt => Ok(old),
+                // A new attempt: a new token for the same session.
+                Some(old) => {
+                    tx.execute(
+                        "UPDATE threepid_validations SET token_hash = ?2, send_attempt = ?3, expires_ts = ?4 WHERE sid = ?1",
+                        params![old.sid, &v.token_hash.0[..], i64::try_from(v.send_attempt).unwrap_or(i64::MAX), ts(Some(v.expires_at))],
+                    )
+                    .map_err(backend)?;
+                    Ok(ThreepidValidation { sid: old.sid, validated_at: old.validated_at, created_at: old.created_at, ..v })
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO threepid_validations
+                           (sid, client_secret, medium, address, token_hash, send_attempt, created_ts, expires_ts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            v.sid,
+                            v.client_secret,
+                            v.threepid.medium.as_str(),
+                            v.threepid.address,
+                            &v.token_hash.0[..],
+                            i64::try_from(v.send_attempt).unwrap_or(i64::MAX),
+                            ts(Some(v.created_at)),
+                            ts(Some(v.expires_at)),
+                        ],
+                    )
+                    .map_err(backend)?;
+                    Ok(v)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>> {
+        let sid = sid.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {VALIDATION_COLUMNS} FROM threepid_validations WHERE sid = ?1"
+            ))?
+            .query_row([sid], validation_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn mark_threepid_validated(&self, sid: &str, now: Timestamp) -> StoreResult<bool> {
+        let sid = sid.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE threepid_validations SET validated_ts = COALESCE(validated_ts, ?2) WHERE sid = ?1",
+                    params![sid, ts(Some(now))],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>> {
+        let id = user_id.as_str().to_owned();
+        let text: Option<String> = self
+            .read(move |c| {
+                c.prepare_cached("SELECT keys FROM cross_signing_keys WHERE user_id = ?1")?
+                    .query_row([id], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        text.map(|t| serde_json::from_str(&t).map_err(backend))
+            .transpose()
+    }
+
+    async fn set_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: &serde_json::Value,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (id, keys) = (user_id.as_str().to_owned(), keys.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO cross_signing_keys (user_id, keys, updated_ts) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET keys = excluded.keys, updated_ts = excluded.updated_ts",
+                params![id, keys, ts(Some(now))],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }

@@ -37,6 +37,28 @@ pub enum ErrorKind {
     TooLarge,
     /// 500: a failure inside the server (storage). The message never carries details.
     Internal,
+    /// 400: the user ID is taken.
+    UserInUse,
+    /// 400: the user ID is not acceptable.
+    InvalidUsername,
+    /// 400: the user ID is reserved.
+    Exclusive,
+    /// 400: the 3PID belongs to another account.
+    ThreepidInUse,
+    /// 400: no such 3PID (on this account / in the validation sessions).
+    ThreepidNotFound,
+    /// 400: the 3PID was not validated.
+    ThreepidAuthFailed,
+    /// 400: the server does not permit this 3PID.
+    ThreepidDenied,
+    /// 401: not correctly authorised (a UIA stage that failed).
+    Unauthorized,
+    /// 403: guest access is off.
+    GuestAccessForbidden,
+    /// 401 inside UIA: the captcha answer was wrong.
+    CaptchaInvalid,
+    /// 401: a user-interactive authentication challenge (no errcode).
+    UiaChallenge,
 }
 
 impl ErrorKind {
@@ -56,6 +78,16 @@ impl ErrorKind {
             Self::UnrecognizedEndpoint | Self::UnrecognizedMethod => "M_UNRECOGNIZED",
             Self::NotFound => "M_NOT_FOUND",
             Self::TooLarge => "M_TOO_LARGE",
+            Self::UserInUse => "M_USER_IN_USE",
+            Self::InvalidUsername => "M_INVALID_USERNAME",
+            Self::Exclusive => "M_EXCLUSIVE",
+            Self::ThreepidInUse => "M_THREEPID_IN_USE",
+            Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            Self::ThreepidDenied => "M_THREEPID_DENIED",
+            Self::Unauthorized | Self::UiaChallenge => "M_UNAUTHORIZED",
+            Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            Self::CaptchaInvalid => "M_CAPTCHA_INVALID",
         }
     }
 
@@ -66,9 +98,20 @@ impl ErrorKind {
             | Self::NotJson
             | Self::MissingParam
             | Self::InvalidParam
-            | Self::Unknown => 400,
-            Self::MissingToken | Self::UnknownToken { .. } => 401,
-            Self::Forbidden | Self::UserDeactivated => 403,
+            | Self::Unknown
+            | Self::UserInUse
+            | Self::InvalidUsername
+            | Self::Exclusive
+            | Self::ThreepidInUse
+            | Self::ThreepidNotFound
+            | Self::ThreepidAuthFailed
+            | Self::ThreepidDenied => 400,
+            Self::MissingToken
+            | Self::UnknownToken { .. }
+            | Self::Unauthorized
+            | Self::CaptchaInvalid
+            | Self::UiaChallenge => 401,
+            Self::Forbidden | Self::UserDeactivated | Self::GuestAccessForbidden => 403,
             Self::UnrecognizedEndpoint | Self::NotFound => 404,
             Self::UnrecognizedMethod => 405,
             Self::TooLarge => 413,

@@ -39,6 +39,74 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
     pub rate_limits: RateLimitConfig,
+    pub registration: RegistrationConfig,
+    pub uia: UiaConfig,
+}
+
+/// Who may register, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Whether `POST /register` creates accounts at all.
+    pub enabled: bool,
+    /// The UIA flows registration offers, e.g. `[["m.login.dummy"]]`,
+    /// `[["m.login.registration_token"]]`, `[["m.login.email.identity"]]`.
+    pub flows: Vec<Vec<String>>,
+    /// Localparts nobody may register (answered with `M_EXCLUSIVE`).
+    pub reserved_localparts: Vec<String>,
+}
+
+/// User-interactive authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiaConfig {
+    /// How long a UIA session lives.
+    pub session_lifetime_ms: u64,
+    /// Flows for operations by a logged-in user (password change, device
+    /// deletion, deactivation, cross-signing reset, 3PID changes). Each user
+    /// is offered only the flows whose stages they can complete.
+    pub flows: Vec<Vec<String>>,
+    /// Policies for the `m.login.terms` stage, by name.
+    pub terms: std::collections::BTreeMap<String, Policy>,
+}
+
+/// One policy document of the `m.login.terms` stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub version: String,
+    /// Language code → `{name, url}`.
+    pub languages: std::collections::BTreeMap<String, PolicyText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyText {
+    pub name: String,
+    pub url: String,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            flows: vec![vec!["m.login.dummy".into()]],
+            reserved_localparts: Vec::new(),
+        }
+    }
+}
+
+impl Default for UiaConfig {
+    fn default() -> Self {
+        Self {
+            session_lifetime_ms: 15 * 60 * 1000,
+            flows: vec![
+                vec!["m.login.password".into()],
+                vec!["m.login.email.identity".into()],
+            ],
+            terms: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -134,6 +202,8 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             passwords: PasswordConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            registration: RegistrationConfig::default(),
+            uia: UiaConfig::default(),
         }
     }
 }
@@ -283,6 +353,38 @@ impl Config {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
                 return invalid(key, "per_second must be > 0 and burst_count >= 1");
             }
+        }
+        for (key, flows) in [
+            ("registration.flows", &self.registration.flows),
+            ("uia.flows", &self.uia.flows),
+        ] {
+            for stage in flows.iter().flatten() {
+                if !gatehouse_core::uia::KNOWN_STAGES.contains(&stage.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!("unknown stage type {stage}"),
+                    });
+                }
+            }
+            if flows.iter().any(Vec::is_empty) {
+                return invalid(key, "a flow needs at least one stage");
+            }
+        }
+        if self.uia.session_lifetime_ms == 0 {
+            return invalid("uia.session_lifetime_ms", "must be greater than 0");
+        }
+        let wants_terms = self
+            .registration
+            .flows
+            .iter()
+            .chain(&self.uia.flows)
+            .flatten()
+            .any(|s| s == "m.login.terms");
+        if wants_terms && self.uia.terms.is_empty() {
+            return invalid(
+                "uia.terms",
+                "the m.login.terms stage needs at least one policy",
+            );
         }
         Ok(())
     }

@@ -15,6 +15,10 @@ use serde_json::{Map, Value};
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: Cow<'static, str>,
+    /// More top-level keys (a UIA challenge's `flows`, `session`…).
+    pub extra: Option<Box<Map<String, Value>>>,
+    /// A status other than the kind's own (a failed UIA stage is always 401).
+    pub status: Option<u16>,
 }
 
 impl ApiError {
@@ -22,7 +26,15 @@ impl ApiError {
         Self {
             kind,
             message: message.into(),
+            extra: None,
+            status: None,
         }
+    }
+    /// Adds top-level keys to the error body and overrides its status.
+    pub fn with_body(mut self, extra: Map<String, Value>, status: u16) -> Self {
+        self.extra = Some(Box::new(extra));
+        self.status = Some(status);
+        self
     }
     pub fn bad_json(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::BadJson, message)
@@ -63,11 +75,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = Map::new();
-        body.insert("errcode".into(), Value::from(self.kind.errcode()));
-        body.insert("error".into(), Value::from(self.message.into_owned()));
+        let status = StatusCode::from_u16(self.status.unwrap_or_else(|| self.kind.status()))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = self.extra.map(|b| *b).unwrap_or_default();
+        // A UIA challenge is not an error: the spec's body has no errcode.
+        if self.kind != ErrorKind::UiaChallenge {
+            body.insert("errcode".into(), Value::from(self.kind.errcode()));
+            body.insert("error".into(), Value::from(self.message.into_owned()));
+        }
         let mut retry_after = None;
         match self.kind {
             ErrorKind::UnknownToken { soft_logout } => {

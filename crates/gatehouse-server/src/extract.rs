@@ -66,6 +66,35 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
     }
 }
 
+/// A JSON object body kept as a value: UIA needs the exact body it
+/// authorises, and the handler deserialises it with [`typed`]. An empty
+/// body counts as `{}` (DELETE requests often have none).
+pub struct RawJson(pub serde_json::Value);
+
+impl FromRequest<AppState> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v == "0");
+        if empty {
+            return Ok(Self(serde_json::json!({})));
+        }
+        let MatrixJson(value) = MatrixJson::<serde_json::Value>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Deserialises a body already known to be a JSON object.
+pub fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_json(format!("'{path}': {}", e.into_inner()))
+    })
+}
+
 /// The parsing half of [`MatrixJson`], usable on bytes already read.
 pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
@@ -149,7 +178,26 @@ impl FromRequestParts<AppState> for Requester {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = presented_token(parts)
             .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
-        state.sessions.authenticate(&token).await
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        state.sessions.authenticate(&token, ip).await
+    }
+}
+
+/// `Option<Requester>`: `None` when no token is presented at all (password
+/// reset by email); a presented but invalid token is still refused.
+impl axum::extract::OptionalFromRequestParts<AppState> for Requester {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        if presented_token(parts).is_none() {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 

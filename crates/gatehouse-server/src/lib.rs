@@ -16,6 +16,7 @@ pub mod ratelimit;
 mod routes;
 pub mod sessions;
 pub mod state;
+pub mod uia;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

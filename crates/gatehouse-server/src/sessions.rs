@@ -18,6 +18,9 @@ use gatehouse_store::Store;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Requester;
 
+/// A device's last-seen time is refreshed at most this often.
+const LAST_SEEN_RESOLUTION_MS: u64 = 60_000;
+
 /// Past this many entries the cache is emptied rather than grown.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -48,7 +51,7 @@ impl Sessions {
 
     /// The owner of `token`, or the precise reason it is refused:
     /// malformed/unknown/revoked → `soft_logout: false`; expired → `true`.
-    pub async fn authenticate(&self, token: &str) -> ApiResult<Requester> {
+    pub async fn authenticate(&self, token: &str, ip: std::net::IpAddr) -> ApiResult<Requester> {
         if token::check(token, TokenKind::Access).is_err() {
             return Err(ApiError::unknown_token(false, "Unrecognised access token"));
         }
@@ -70,6 +73,25 @@ impl Sessions {
             device_id: record.device_id,
             is_guest: record.is_guest,
         };
+        // Last seen: written on cache misses only, and only when stale or
+        // from a new address — never on every request.
+        let ip = ip.to_string();
+        if record
+            .last_seen_at
+            .is_none_or(|t| now.saturating_sub(t) > LAST_SEEN_RESOLUTION_MS)
+            || record.last_seen_ip.as_deref() != Some(ip.as_str())
+        {
+            let (store, user, device) = (
+                self.store.clone(),
+                requester.user_id.clone(),
+                requester.device_id.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_device(&user, &device, &ip, now).await {
+                    tracing::warn!(error = %e, "could not record device last-seen");
+                }
+            });
+        }
         if let (Some(parent), Some(issued_with)) = (record.pending_parent, record.refresh_id) {
             self.store.complete_rotation(parent, issued_with).await?;
             self.invalidate_device(&requester.user_id, &requester.device_id);

@@ -18,6 +18,7 @@ fn app(dir: &std::path::Path) -> axum::Router {
     let mut config = Config::default();
     config.passwords.argon2_memory_kib = 64;
     config.passwords.argon2_iterations = 1;
+    config.registration.enabled = true;
     let store = SqliteStore::open(&dir.join("db.sqlite"), Durability::Normal).unwrap();
     router(AppState::new(
         config,
@@ -38,6 +39,17 @@ const PATHS: &[&str] = &[
     "/_matrix/client/versions",
     "/.well-known/matrix/client",
     "/_matrix/client/v3/nonexistent",
+    "/_matrix/client/v3/register",
+    "/_matrix/client/v3/register/available?username=x",
+    "/_matrix/client/v1/register/m.login.registration_token/validity?token=x",
+    "/_matrix/client/v3/account/password",
+    "/_matrix/client/v3/account/deactivate",
+    "/_matrix/client/v3/account/3pid",
+    "/_matrix/client/v3/account/3pid/delete",
+    "/_matrix/client/v3/devices",
+    "/_matrix/client/v3/devices/ABC",
+    "/_matrix/client/v3/delete_devices",
+    "/_matrix/client/v3/keys/device_signing/upload",
 ];
 
 /// JSON values shaped like login bodies, with random types in every slot.
@@ -56,6 +68,8 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             Just("msisdn"),
             Just("GB"),
             Just("ghrt_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_000000"),
+            Just("m.login.dummy"),
+            Just("m.login.registration_token"),
         ]
         .prop_map(serde_json::Value::from),
     ];
@@ -76,6 +90,12 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
                     Just("device_id".to_owned()),
                     Just("refresh_token".to_owned()),
                     Just("initial_device_display_name".to_owned()),
+                    Just("auth".to_owned()),
+                    Just("session".to_owned()),
+                    Just("username".to_owned()),
+                    Just("new_password".to_owned()),
+                    Just("devices".to_owned()),
+                    Just("master_key".to_owned()),
                     "[a-z_]{1,8}",
                 ],
                 inner,

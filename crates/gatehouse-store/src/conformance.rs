@@ -513,7 +513,12 @@ async fn threepids_resolve_to_their_owner(store: impl Store) {
         store.user_by_threepid(&phone).await.unwrap().is_none(),
         "media are distinct"
     );
-    assert_eq!(store.threepids(&alice).await.unwrap(), vec![email]);
+    let bound = store.threepids(&alice).await.unwrap();
+    assert_eq!(
+        bound.iter().map(|t| t.threepid.clone()).collect::<Vec<_>>(),
+        vec![email]
+    );
+    assert_eq!(bound[0].added_at, 5);
 }
 
 async fn sessions_create_devices_and_relogin_revokes(store: impl Store) {

@@ -75,7 +75,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// The third-party IDs of an account.
-    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<Threepid>>;
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>>;
 
     /// Starts a session for a login: creates the device if it is new, or, if
     /// it exists, revokes every token it had; then stores the new access

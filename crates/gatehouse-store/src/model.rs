@@ -153,3 +153,10 @@ pub struct ThreepidValidation {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }
+
+/// A third-party ID bound to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreepidRecord {
+    pub threepid: gatehouse_core::identifier::Threepid,
+    pub added_at: Timestamp,
+}

@@ -8,7 +8,7 @@ use gatehouse_core::identifier::{Medium, canonical_threepid};
 use gatehouse_core::user_id::UserId;
 use gatehouse_core::{Clock, SystemClock};
 use gatehouse_server::config::Config;
-use gatehouse_store::{NewUser, Store};
+use gatehouse_store::{NewUser, RegistrationToken, Store};
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
@@ -167,7 +167,7 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
                 let tps: Vec<String> = threepids
                     .iter()
-                    .map(|t| format!("{}:{}", t.medium.as_str(), t.address))
+                    .map(|t| format!("{}:{}", t.threepid.medium.as_str(), t.threepid.address))
                     .collect();
                 println!("{}\t{}\t{}", u.user_id, flags.join(","), tps.join(","));
             }
@@ -201,6 +201,97 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot bind {}: {e}", tp.address))?;
             println!("bound {}:{} to {id}", tp.medium.as_str(), tp.address);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it.
+    Create {
+        /// The token (letters, digits, '.', '_', '~', '-'); random when absent.
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations may use it; unlimited when absent.
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Validity in seconds from now; forever when absent.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List tokens with their use counts.
+    List,
+    /// Revoke a token.
+    Revoke { token: String },
+}
+
+pub async fn run_tokens(config: &Config, command: TokenCommand) -> Result<(), String> {
+    let store: Arc<dyn Store> =
+        Arc::new(gatehouse_server::open_store(config).map_err(|e| e.to_string())?);
+    let now = SystemClock.now_ms();
+    match command {
+        TokenCommand::Create {
+            token,
+            uses,
+            expires_in,
+        } => {
+            let token = token.unwrap_or_else(|| {
+                let raw = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
+                raw[5..21].to_owned()
+            });
+            let grammar = |b: u8| b.is_ascii_alphanumeric() || b"._~-".contains(&b);
+            if token.is_empty() || token.len() > 64 || !token.bytes().all(grammar) {
+                return Err(
+                    "a token is 1-64 characters of A-Z, a-z, 0-9, '.', '_', '~', '-'".into(),
+                );
+            }
+            let expiry = expires_in.map(|s| now.saturating_add(s.saturating_mul(1000)));
+            let record = RegistrationToken {
+                token: token.clone(),
+                uses_allowed: uses,
+                pending: 0,
+                completed: 0,
+                expiry,
+            };
+            store
+                .create_registration_token(&record, now)
+                .await
+                .map_err(|e| format!("{token}: {e}"))?;
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            for t in store
+                .registration_tokens()
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let uses = t
+                    .uses_allowed
+                    .map_or_else(|| "unlimited".to_owned(), |u| u.to_string());
+                let expiry = t
+                    .expiry
+                    .map_or_else(|| "never".to_owned(), |e| e.to_string());
+                let state = if t.usable(now) {
+                    "valid"
+                } else {
+                    "exhausted-or-expired"
+                };
+                println!(
+                    "{}\tuses={uses}\tpending={}\tcompleted={}\texpiry_ms={expiry}\t{state}",
+                    t.token, t.pending, t.completed
+                );
+            }
+        }
+        TokenCommand::Revoke { token } => {
+            if !store
+                .delete_registration_token(&token)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no such token: {token}"));
+            }
+            println!("revoked {token}");
         }
     }
     Ok(())

@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::UserCommand,
     },
+    /// Manage registration tokens (for `m.login.registration_token`).
+    RegistrationToken {
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
                 command: ConfigCommand::Example,
             } => unreachable!("handled above"),
             Command::User { command } => admin::run(&config, command).await,
+            Command::RegistrationToken { command } => admin::run_tokens(&config, command).await,
         }
     });
     match result {

@@ -1,9 +1,18 @@
-//! `GET /account/whoami`.
+//! Account endpoints: `whoami`, password change, deactivation, 3PIDs.
 
 use axum::Json;
-use serde::Serialize;
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use gatehouse_core::ErrorKind;
+use gatehouse_core::identifier::{Medium, canonical_threepid};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-use crate::extract::Requester;
+use super::login::Secret;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{RawJson, Requester, typed};
+use crate::state::AppState;
+use crate::uia::{self, Operation, Subject};
 
 #[derive(Serialize)]
 pub struct WhoamiResponse {
@@ -18,4 +27,160 @@ pub async fn whoami(requester: Requester) -> Json<WhoamiResponse> {
         device_id: requester.device_id,
         is_guest: requester.is_guest,
     })
+}
+
+/// The UIA subject for a logged-in requester: what they can authenticate with.
+pub async fn subject_of(state: &AppState, requester: &Requester) -> ApiResult<Subject> {
+    let user = state.store.user(&requester.user_id).await?;
+    Ok(Subject {
+        user_id: Some(requester.user_id.to_string()),
+        has_password: user.is_some_and(|u| u.password_hash.is_some()),
+        threepids: state
+            .store
+            .threepids(&requester.user_id)
+            .await?
+            .into_iter()
+            .map(|t| t.threepid)
+            .collect(),
+    })
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    new_password: Option<Secret>,
+    #[serde(default = "yes")]
+    logout_devices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /account/password`: re-authenticate, then set the new password;
+/// by default every other device is logged out, the current one is kept.
+pub async fn change_password(
+    State(state): State<AppState>,
+    requester: Option<Requester>,
+    method: Method,
+    uri: Uri,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let body: PasswordBody = typed(&raw)?;
+    let Some(requester) = requester else {
+        return Err(ApiError::new(
+            ErrorKind::MissingToken,
+            "Missing access token",
+        ));
+    };
+    let new_password = body
+        .new_password
+        .ok_or_else(|| ApiError::missing("new_password"))?
+        .take();
+    if new_password.is_empty() {
+        return Err(ApiError::invalid("new_password must not be empty"));
+    }
+    let subject = subject_of(&state, &requester).await?;
+    uia::authorise(
+        &state,
+        Operation::Sensitive,
+        &subject,
+        &method,
+        uri.path(),
+        &raw,
+    )
+    .await?;
+    let hash = state
+        .hasher
+        .hash(new_password)
+        .await
+        .map_err(|_| ApiError::limited(1000))?;
+    state
+        .store
+        .set_password_hash(&requester.user_id, &hash)
+        .await?;
+    if body.logout_devices {
+        state
+            .store
+            .delete_other_devices(&requester.user_id, &requester.device_id)
+            .await?;
+        state.sessions.invalidate_user(&requester.user_id);
+    }
+    tracing::info!(user_id = %requester.user_id, "password changed");
+    Ok(Json(json!({})))
+}
+
+/// `POST /account/deactivate`: re-authenticate, then deactivate for good.
+pub async fn deactivate(
+    State(state): State<AppState>,
+    requester: Requester,
+    method: Method,
+    uri: Uri,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let subject = subject_of(&state, &requester).await?;
+    uia::authorise(
+        &state,
+        Operation::Sensitive,
+        &subject,
+        &method,
+        uri.path(),
+        &raw,
+    )
+    .await?;
+    state.store.deactivate_user(&requester.user_id).await?;
+    state.sessions.invalidate_user(&requester.user_id);
+    tracing::info!(user_id = %requester.user_id, erase = raw["erase"].as_bool().unwrap_or(false), "deactivated");
+    // Gatehouse keeps no identity-server bindings to undo.
+    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+}
+
+/// `GET /account/3pid`.
+pub async fn threepids(
+    State(state): State<AppState>,
+    requester: Requester,
+) -> ApiResult<Json<Value>> {
+    let list = state.store.threepids(&requester.user_id).await?;
+    let threepids: Vec<Value> = list
+        .into_iter()
+        .map(|t| {
+            json!({
+                "medium": t.threepid.medium.as_str(),
+                "address": t.threepid.address,
+                "added_at": t.added_at,
+                "validated_at": t.added_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "threepids": threepids })))
+}
+
+#[derive(Deserialize)]
+struct DeleteThreepidBody {
+    medium: Option<String>,
+    address: Option<String>,
+}
+
+/// `POST /account/3pid/delete`.
+pub async fn delete_threepid(
+    State(state): State<AppState>,
+    requester: Requester,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let body: DeleteThreepidBody = typed(&raw)?;
+    let medium = body.medium.ok_or_else(|| ApiError::missing("medium"))?;
+    let address = body.address.ok_or_else(|| ApiError::missing("address"))?;
+    let medium = Medium::parse(&medium)
+        .ok_or_else(|| ApiError::invalid(format!("Unsupported medium {medium}")))?;
+    let threepid = canonical_threepid(medium, &address)?;
+    if !state
+        .store
+        .delete_threepid(&requester.user_id, &threepid)
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorKind::ThreepidNotFound,
+            "That third-party ID is not bound to your account",
+        ));
+    }
+    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }

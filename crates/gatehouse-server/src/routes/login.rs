@@ -170,8 +170,17 @@ pub async fn login(
         .password
         .ok_or_else(|| ApiError::missing("password"))?
         .take();
+    let requested_device = body.device_id.is_some();
     let device_id = check_device_id(body.device_id)?;
     let account = check_password(&state, &identifier, password).await?;
+    if requested_device
+        && let Some(keys) = state.store.cross_signing_keys(&account.user_id).await?
+        && super::keys::key_ids(&keys).contains(&device_id)
+    {
+        return Err(ApiError::forbidden(
+            "device_id is the ID of a cross-signing key",
+        ));
+    }
     let response = start_session(
         &state,
         account.user_id,

@@ -2,11 +2,14 @@
 //! like the spec's description of its endpoint.
 
 mod account;
+mod devices;
 mod discovery;
+mod keys;
 mod legacy;
-mod login;
+pub(crate) mod login;
 mod logout;
 mod refresh;
+mod register;
 
 use axum::extract::State;
 use axum::http::Method;
@@ -31,6 +34,21 @@ fn client_api(router: Router<AppState>) -> Router<AppState> {
         ("/logout", post(logout::logout)),
         ("/logout/all", post(logout::logout_all)),
         ("/account/whoami", get(account::whoami)),
+        ("/register", post(register::register)),
+        ("/register/available", get(register::available)),
+        ("/account/password", post(account::change_password)),
+        ("/account/deactivate", post(account::deactivate)),
+        ("/account/3pid", get(account::threepids)),
+        ("/account/3pid/delete", post(account::delete_threepid)),
+        ("/devices", get(devices::list)),
+        (
+            "/devices/{device_id}",
+            get(devices::get)
+                .put(devices::rename)
+                .delete(devices::delete),
+        ),
+        ("/delete_devices", post(devices::delete_many)),
+        ("/keys/device_signing/upload", post(keys::upload)),
     ];
     endpoints
         .into_iter()
@@ -52,6 +70,10 @@ pub fn router(state: AppState) -> Router {
             post(legacy::token_refresh),
         )
         .route("/_matrix/client/api/v1/logout", post(logout::logout))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(register::token_validity),
+        )
         .route_layer(middleware::ObserveLayer {
             metrics: state.metrics.clone(),
         })

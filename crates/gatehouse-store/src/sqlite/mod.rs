@@ -20,8 +20,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::{
     AccessTokenRecord, DeviceRecord, NewRegistration, NewSession, NewTokenPair, NewUser,
-    RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidValidation,
-    UiaSessionRecord, UserRecord,
+    RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidRecord,
+    ThreepidValidation, UiaSessionRecord, UserRecord,
 };
 use gatehouse_core::uia::Binding;
 
@@ -467,20 +467,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<Threepid>> {
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>> {
         let id = user_id.as_str().to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT medium, address FROM threepids WHERE user_id = ?1 ORDER BY medium, address",
+                "SELECT medium, address, added_ts FROM threepids WHERE user_id = ?1 ORDER BY medium, address",
             )?;
             let rows = stmt.query_map([id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (medium, address) = row?;
+                let (medium, address, added) = row?;
                 if let Some(medium) = Medium::parse(&medium) {
-                    out.push(Threepid { medium, address });
+                    out.push(ThreepidRecord {
+                        threepid: Threepid { medium, address },
+                        added_at: from_ts(added).unwrap_or(0),
+                    });
                 }
             }
             Ok(out)

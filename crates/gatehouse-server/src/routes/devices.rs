@@ -1,0 +1,140 @@
+//! Device management: list, get, rename, delete (one or several, under UIA).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use gatehouse_core::ErrorKind;
+use gatehouse_store::DeviceRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::account::subject_of;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{RawJson, Requester, typed};
+use crate::state::AppState;
+use crate::uia::{self, Operation};
+
+fn device_json(d: &DeviceRecord) -> Value {
+    let mut v = json!({ "device_id": d.device_id });
+    if let Some(name) = &d.display_name {
+        v["display_name"] = json!(name);
+    }
+    if let Some(ip) = &d.last_seen_ip {
+        v["last_seen_ip"] = json!(ip);
+    }
+    if let Some(ts) = d.last_seen_at {
+        v["last_seen_ts"] = json!(ts);
+    }
+    v
+}
+
+pub async fn list(State(state): State<AppState>, requester: Requester) -> ApiResult<Json<Value>> {
+    let devices = state.store.devices(&requester.user_id).await?;
+    Ok(Json(
+        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
+    ))
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "No such device")
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(device_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let device = state
+        .store
+        .device(&requester.user_id, &device_id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(device_json(&device)))
+}
+
+#[derive(Deserialize)]
+struct RenameBody {
+    display_name: Option<String>,
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(device_id): Path<String>,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let body: RenameBody = typed(&raw)?;
+    if body.display_name.as_ref().is_some_and(|n| n.len() > 100) {
+        return Err(ApiError::invalid("display_name is longer than 100 bytes"));
+    }
+    if !state
+        .store
+        .rename_device(&requester.user_id, &device_id, body.display_name.as_deref())
+        .await?
+    {
+        return Err(not_found());
+    }
+    Ok(Json(json!({})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(device_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let subject = subject_of(&state, &requester).await?;
+    uia::authorise(
+        &state,
+        Operation::Sensitive,
+        &subject,
+        &method,
+        uri.path(),
+        &raw,
+    )
+    .await?;
+    state
+        .store
+        .delete_devices(&requester.user_id, std::slice::from_ref(&device_id))
+        .await?;
+    state
+        .sessions
+        .invalidate_device(&requester.user_id, &device_id);
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct DeleteDevicesBody {
+    devices: Option<Vec<String>>,
+}
+
+pub async fn delete_many(
+    State(state): State<AppState>,
+    requester: Requester,
+    method: Method,
+    uri: Uri,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let body: DeleteDevicesBody = typed(&raw)?;
+    let devices = body.devices.ok_or_else(|| ApiError::missing("devices"))?;
+    let subject = subject_of(&state, &requester).await?;
+    uia::authorise(
+        &state,
+        Operation::Sensitive,
+        &subject,
+        &method,
+        uri.path(),
+        &raw,
+    )
+    .await?;
+    state
+        .store
+        .delete_devices(&requester.user_id, &devices)
+        .await?;
+    for d in &devices {
+        state.sessions.invalidate_device(&requester.user_id, d);
+    }
+    Ok(Json(json!({})))
+}

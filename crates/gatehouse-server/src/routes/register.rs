@@ -1,0 +1,217 @@
+//! Registration: `POST /register`, `GET /register/available`, and
+//! `GET /v1/register/m.login.registration_token/validity`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{Method, Uri};
+use gatehouse_core::ErrorKind;
+use gatehouse_core::user_id::{LocalpartError, UserId};
+use gatehouse_store::{NewRegistration, NewSession, NewUser, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::login::{LoginResponse, check_device_id};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{RawJson, typed};
+use crate::issue;
+use crate::state::AppState;
+use crate::uia::{self, Operation, Subject};
+
+#[derive(Deserialize)]
+pub struct KindQuery {
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: Option<String>,
+    password: Option<super::login::Secret>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    inhibit_login: bool,
+    #[serde(default)]
+    refresh_token: bool,
+}
+
+/// Checks a wanted localpart: grammar, reservation, availability.
+async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
+    let id = UserId::new(username, &state.config.server_name).map_err(|e| {
+        let why = match e {
+            LocalpartError::Empty => "User ID cannot be empty",
+            LocalpartError::InvalidCharacter => {
+                "User ID can only contain characters a-z, 0-9, or '=_-./+'"
+            }
+            LocalpartError::TooLong => "User ID is too long",
+        };
+        ApiError::new(ErrorKind::InvalidUsername, why)
+    })?;
+    if state
+        .config
+        .registration
+        .reserved_localparts
+        .iter()
+        .any(|r| r == username)
+    {
+        return Err(ApiError::new(
+            ErrorKind::Exclusive,
+            "This user ID is reserved",
+        ));
+    }
+    if state.store.user(&id).await?.is_some() {
+        return Err(ApiError::new(ErrorKind::UserInUse, "User ID already taken"));
+    }
+    Ok(id)
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Query(query): Query<KindQuery>,
+    method: Method,
+    uri: Uri,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<LoginResponse>> {
+    match query.kind.as_deref() {
+        None | Some("user") => {}
+        Some("guest") => {
+            return Err(ApiError::new(
+                ErrorKind::GuestAccessForbidden,
+                "Guest access is disabled",
+            ));
+        }
+        Some(other) => return Err(ApiError::invalid(format!("Unknown kind: {other}"))),
+    }
+    if !state.config.registration.enabled {
+        return Err(ApiError::forbidden("Registration is disabled"));
+    }
+    let body: RegisterBody = typed(&raw)?;
+    let username = body
+        .username
+        .clone()
+        .ok_or_else(|| ApiError::missing("username"))?;
+    let user_id = check_username(&state, &username).await?;
+    let device_id = check_device_id(body.device_id.clone())?;
+    if body.password.is_none() {
+        return Err(ApiError::missing("password"));
+    }
+    let authorised = uia::authorise(
+        &state,
+        Operation::Register,
+        &Subject::default(),
+        &method,
+        uri.path(),
+        &raw,
+    )
+    .await?;
+    let token = authorised.registration_token();
+    let password = body
+        .password
+        .map(super::login::Secret::take)
+        .unwrap_or_else(|| Zeroizing::new(String::new()));
+    let hash = state
+        .hasher
+        .hash(password)
+        .await
+        .map_err(|_| ApiError::limited(1000))?;
+    let now = state.clock.now_ms();
+    let minted = (!body.inhibit_login).then(|| issue::mint(&state, body.refresh_token));
+    let registration = NewRegistration {
+        user: NewUser {
+            user_id: user_id.clone(),
+            password_hash: Some(hash),
+            is_admin: false,
+            created_at: now,
+        },
+        threepids: authorised.validated_threepids(),
+        registration_token: token.clone(),
+        session: minted.as_ref().map(|m| NewSession {
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+            initial_display_name: body.initial_device_display_name.clone(),
+            tokens: m.pair,
+            now,
+        }),
+    };
+    if let Err(e) = state.store.register(registration).await {
+        if let Some(t) = &token {
+            state.store.release_registration_token(t).await?;
+        }
+        return Err(match e {
+            StoreError::UserExists => ApiError::new(ErrorKind::UserInUse, "User ID already taken"),
+            StoreError::ThreepidInUse => {
+                ApiError::new(ErrorKind::ThreepidInUse, "Third-party ID already in use")
+            }
+            StoreError::TokenUnusable => ApiError::new(
+                ErrorKind::Unauthorized,
+                "Registration token no longer valid",
+            ),
+            other => other.into(),
+        });
+    }
+    tracing::info!(user_id = %user_id, "registered");
+    Ok(Json(LoginResponse {
+        user_id: user_id.to_string(),
+        access_token: minted
+            .as_ref()
+            .map(|m| m.access_token.to_string())
+            .unwrap_or_default(),
+        device_id: if minted.is_some() {
+            device_id
+        } else {
+            String::new()
+        },
+        home_server: state.config.server_name.clone(),
+        refresh_token: minted
+            .as_ref()
+            .and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
+        expires_in_ms: minted.as_ref().and_then(|m| m.expires_in_ms),
+        well_known: None,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct UsernameQuery {
+    username: Option<String>,
+}
+
+pub async fn available(
+    State(state): State<AppState>,
+    Query(q): Query<UsernameQuery>,
+) -> ApiResult<Json<Value>> {
+    if !state.config.registration.enabled {
+        return Err(ApiError::forbidden("Registration is disabled"));
+    }
+    let username = q.username.ok_or_else(|| ApiError::missing("username"))?;
+    check_username(&state, &username).await?;
+    Ok(Json(json!({ "available": true })))
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+pub async fn token_validity(
+    State(state): State<AppState>,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Json<Value>> {
+    if !state
+        .config
+        .registration
+        .flows
+        .iter()
+        .flatten()
+        .any(|s| s == gatehouse_core::uia::REGISTRATION_TOKEN)
+    {
+        return Err(ApiError::forbidden("Registration tokens are not in use"));
+    }
+    let token = q.token.ok_or_else(|| ApiError::missing("token"))?;
+    let now = state.clock.now_ms();
+    let valid = state
+        .store
+        .registration_token(&token)
+        .await?
+        .is_some_and(|t| t.usable(now));
+    Ok(Json(json!({ "valid": valid })))
+}

@@ -1,0 +1,289 @@
+//! User-Interactive Authentication over HTTP: challenges, stage checks and
+//! session state, for every endpoint that needs (re-)authentication.
+//!
+//! A protected handler calls [`authorise`] with the request's identity and
+//! body; it gets back the completed session (with what its stages proved)
+//! or an error that is already the right 401/403/400 answer.
+
+use axum::http::Method;
+use gatehouse_core::ErrorKind;
+use gatehouse_core::identifier::{Medium, Threepid};
+use gatehouse_core::uia::{self, Binding, Flow};
+use gatehouse_store::UiaSessionRecord;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::password_auth::check_password;
+use crate::routes::login::identifier_of;
+use crate::state::AppState;
+
+/// The operation a session authorises; it decides the flows offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Register,
+    /// Password change, device deletion, deactivation, cross-signing reset,
+    /// 3PID changes: a logged-in user proves it is them.
+    Sensitive,
+}
+
+/// Who is asking: the logged-in user (with what they can authenticate
+/// with), or nobody yet.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub user_id: Option<String>,
+    pub has_password: bool,
+    pub threepids: Vec<Threepid>,
+}
+
+/// A completed session and what its stages established.
+#[derive(Debug, Clone)]
+pub struct Authorised {
+    pub session: UiaSessionRecord,
+}
+
+impl Authorised {
+    /// The registration token whose use this session reserved.
+    pub fn registration_token(&self) -> Option<String> {
+        self.session.data["registration_token"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Third-party IDs validated by email/msisdn stages.
+    pub fn validated_threepids(&self) -> Vec<Threepid> {
+        self.session.data["threepids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                Some(Threepid {
+                    medium: Medium::parse(t["medium"].as_str()?)?,
+                    address: t["address"].as_str()?.to_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The flows `subject` can complete for `op`.
+fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
+    let configured = match op {
+        Operation::Register => &state.config.registration.flows,
+        Operation::Sensitive => &state.config.uia.flows,
+    };
+    uia::completable(configured, |stage| match stage {
+        uia::PASSWORD => subject.user_id.is_some() && subject.has_password,
+        uia::EMAIL | uia::MSISDN => false,
+        uia::TERMS => !state.config.uia.terms.is_empty(),
+        uia::RECAPTCHA => false,
+        uia::DUMMY | uia::REGISTRATION_TOKEN => true,
+        _ => false,
+    })
+}
+
+fn params(state: &AppState, flows: &[Flow]) -> Value {
+    let mut params = Map::new();
+    if flows.iter().flatten().any(|s| s == uia::TERMS) {
+        let mut policies = Map::new();
+        for (name, policy) in &state.config.uia.terms {
+            let mut p = Map::new();
+            p.insert("version".into(), json!(policy.version));
+            for (lang, text) in &policy.languages {
+                p.insert(lang.clone(), json!({"name": text.name, "url": text.url}));
+            }
+            policies.insert(name.clone(), Value::Object(p));
+        }
+        params.insert(uia::TERMS.into(), json!({ "policies": policies }));
+    }
+    Value::Object(params)
+}
+
+/// The 401 body: flows, params, session, completed (and errcode/error when
+/// a stage failed).
+fn challenge(
+    state: &AppState,
+    flows: &[Flow],
+    session: &UiaSessionRecord,
+    failure: Option<ApiError>,
+) -> ApiError {
+    let mut body = Map::new();
+    body.insert(
+        "flows".into(),
+        Value::Array(flows.iter().map(|f| json!({ "stages": f })).collect()),
+    );
+    body.insert("params".into(), params(state, flows));
+    body.insert("session".into(), json!(session.id));
+    if !session.completed.is_empty() {
+        body.insert("completed".into(), json!(session.completed));
+    }
+    let base = failure.unwrap_or_else(|| ApiError::new(ErrorKind::UiaChallenge, ""));
+    base.with_body(body, 401)
+}
+
+fn new_session_id() -> String {
+    // 24 letters from the OS RNG: unguessable, and safe in URLs (fallback pages).
+    let raw = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
+    raw[5..29].to_owned()
+}
+
+/// Runs user-interactive authentication for one request.
+pub async fn authorise(
+    state: &AppState,
+    op: Operation,
+    subject: &Subject,
+    method: &Method,
+    path: &str,
+    body: &Value,
+) -> ApiResult<Authorised> {
+    let flows = flows_for(state, op, subject);
+    if flows.is_empty() {
+        return Err(ApiError::forbidden(
+            "There is no way for this account to authenticate this request",
+        ));
+    }
+    let binding = Binding::new(subject.user_id.as_deref(), method.as_str(), path, body);
+    let now = state.clock.now_ms();
+    let auth = match body.get("auth") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(a)) => Some(a),
+        Some(_) => return Err(ApiError::bad_json("'auth' must be an object")),
+    };
+    let session_id = auth.and_then(|a| a.get("session")).and_then(Value::as_str);
+    let mut session = match session_id {
+        None => {
+            let session = UiaSessionRecord {
+                id: new_session_id(),
+                binding: binding.clone(),
+                completed: Vec::new(),
+                data: json!({}),
+                created_at: now,
+                expires_at: now.saturating_add(state.config.uia.session_lifetime_ms),
+                consumed: false,
+            };
+            state.store.create_uia_session(&session, now).await?;
+            session
+        }
+        Some(id) => {
+            let session = state
+                .store
+                .uia_session(id)
+                .await?
+                .filter(|s| s.expires_at > now);
+            let session = session.ok_or_else(|| {
+                ApiError::new(ErrorKind::Unknown, "Unknown or expired UIA session")
+            })?;
+            if session.consumed {
+                return Err(ApiError::forbidden(
+                    "This UIA session has already been used",
+                ));
+            }
+            if let Some(reason) = session.binding.mismatch(&binding) {
+                return Err(ApiError::forbidden(reason));
+            }
+            session
+        }
+    };
+    let Some(auth) = auth else {
+        return Err(challenge(state, &flows, &session, None));
+    };
+    if let Some(stage) = auth.get("type").and_then(Value::as_str) {
+        if !uia::stage_allowed(&flows, &session.completed, stage) {
+            let failure = ApiError::new(
+                ErrorKind::Unauthorized,
+                format!("Stage {stage} is not the next stage of any flow"),
+            );
+            return Err(challenge(state, &flows, &session, Some(failure)));
+        }
+        match check_stage(state, stage, auth, subject, &mut session.data).await {
+            Ok(()) => {
+                uia::record(&mut session.completed, stage);
+                if !state
+                    .store
+                    .update_uia_session(&session.id, &session.completed, &session.data)
+                    .await?
+                {
+                    return Err(ApiError::forbidden(
+                        "This UIA session has already been used",
+                    ));
+                }
+            }
+            Err(e) if e.kind.status() == 429 || e.kind == ErrorKind::Internal => return Err(e),
+            Err(e) => return Err(challenge(state, &flows, &session, Some(e))),
+        }
+    }
+    if !uia::is_complete(&flows, &session.completed) {
+        return Err(challenge(state, &flows, &session, None));
+    }
+    if !state.store.consume_uia_session(&session.id).await? {
+        return Err(ApiError::forbidden(
+            "This UIA session has already been used",
+        ));
+    }
+    session.consumed = true;
+    Ok(Authorised { session })
+}
+
+/// Checks one stage's submission; records what it proved in `data`.
+async fn check_stage(
+    state: &AppState,
+    stage: &str,
+    auth: &Map<String, Value>,
+    subject: &Subject,
+    data: &mut Value,
+) -> ApiResult<()> {
+    let text = |key: &str| auth.get(key).and_then(Value::as_str).map(str::to_owned);
+    match stage {
+        uia::DUMMY | uia::TERMS => Ok(()),
+        uia::PASSWORD => {
+            let identifier_body = auth
+                .get("identifier")
+                .map(|v| serde_json::from_value(v.clone()))
+                .transpose()
+                .map_err(|e| ApiError::bad_json(format!("'auth.identifier': {e}")))?;
+            let identifier = identifier_of(
+                identifier_body,
+                text("user"),
+                text("medium"),
+                text("address"),
+            )?;
+            let password =
+                Zeroizing::new(text("password").ok_or_else(|| ApiError::missing("auth.password"))?);
+            let account = check_password(state, &identifier, password).await?;
+            if subject.user_id.as_deref() != Some(account.user_id.as_str()) {
+                return Err(ApiError::forbidden(
+                    "That password belongs to another account",
+                ));
+            }
+            Ok(())
+        }
+        uia::REGISTRATION_TOKEN => {
+            let token = text("token").ok_or_else(|| ApiError::missing("auth.token"))?;
+            if data["registration_token"].as_str() == Some(token.as_str()) {
+                return Ok(());
+            }
+            if data["registration_token"].is_string() {
+                return Err(ApiError::new(
+                    ErrorKind::Unauthorized,
+                    "A registration token was already used in this session",
+                ));
+            }
+            if !state
+                .store
+                .reserve_registration_token(&token, state.clock.now_ms())
+                .await?
+            {
+                return Err(ApiError::new(
+                    ErrorKind::Unauthorized,
+                    "Invalid registration token",
+                ));
+            }
+            data["registration_token"] = json!(token);
+            Ok(())
+        }
+        _ => Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            format!("Stage {stage} is not available"),
+        )),
+    }
+}

@@ -1,0 +1,705 @@
+//! Registration and User-Interactive Authentication, end to end.
+
+mod common;
+
+use common::{Server, assert_error, s};
+use serde_json::{Value, json};
+
+const REG: &str = "/_matrix/client/v3/register";
+
+fn open_registration(flows: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+        ("GATEHOUSE_REGISTRATION__FLOWS", flows.to_owned()),
+    ]
+}
+
+fn start(settings: &[(&'static str, String)]) -> Server {
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(&pairs)
+}
+
+fn stages(v: &Value) -> Vec<Vec<String>> {
+    v["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::from_value(f["stages"].clone()).unwrap())
+        .collect()
+}
+
+async fn delete(server: &Server, path: &str, token: &str, body: Value) -> (u16, Value) {
+    server
+        .send(
+            server
+                .http
+                .delete(server.url(path))
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn registration_with_dummy_and_username_rules() {
+    let closed = Server::start(&[]);
+    assert_error(
+        &closed
+            .post(REG, json!({"username": "x", "password": "pw"}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    let mut settings = open_registration(r#"[["m.login.dummy"]]"#);
+    settings.push((
+        "GATEHOUSE_REGISTRATION__RESERVED_LOCALPARTS",
+        r#"["admin"]"#.into(),
+    ));
+    let server = start(&settings);
+    let body = json!({"username": "newbie", "password": "pw", "initial_device_display_name": "Phone", "refresh_token": true});
+    let (status, challenge) = server.post(REG, body.clone()).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert_eq!(stages(&challenge), vec![vec!["m.login.dummy".to_owned()]]);
+    assert!(
+        challenge.get("errcode").is_none(),
+        "a challenge is not an error: {challenge}"
+    );
+    assert!(challenge["params"].is_object());
+    let session = s(&challenge, "session");
+    let mut with_auth = body.clone();
+    with_auth["auth"] = json!({"type": "m.login.dummy", "session": session});
+    let (status, done) = server.post(REG, with_auth.clone()).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["user_id"], "@newbie:localhost");
+    assert!(done["refresh_token"].is_string() && done["expires_in_ms"].is_u64());
+    let (status, me) = server.whoami(&s(&done, "access_token")).await;
+    assert_eq!(
+        (status, me["user_id"].as_str()),
+        (200, Some("@newbie:localhost"))
+    );
+    // Replaying the completed request is refused (the name is taken first).
+    assert_error(&server.post(REG, with_auth).await, 400, "M_USER_IN_USE");
+    // The name is taken now, and the rules are checked before any UIA.
+    assert_error(&server.post(REG, body.clone()).await, 400, "M_USER_IN_USE");
+    assert_error(
+        &server
+            .post(REG, json!({"username": "Bad Name", "password": "pw"}))
+            .await,
+        400,
+        "M_INVALID_USERNAME",
+    );
+    assert_error(
+        &server
+            .post(REG, json!({"username": "admin", "password": "pw"}))
+            .await,
+        400,
+        "M_EXCLUSIVE",
+    );
+    assert_error(
+        &server.post(&format!("{REG}?kind=guest"), json!({})).await,
+        403,
+        "M_GUEST_ACCESS_FORBIDDEN",
+    );
+    let avail = |u: &str| {
+        let path = format!("{REG}/available?username={u}");
+        let server = &server;
+        async move { server.get(&path, None).await }
+    };
+    assert_eq!(avail("free").await, (200, json!({"available": true})));
+    assert_error(&avail("newbie").await, 400, "M_USER_IN_USE");
+    assert_error(&avail("UPPER").await, 400, "M_INVALID_USERNAME");
+    assert_error(&avail("admin").await, 400, "M_EXCLUSIVE");
+    // A dummy stage sent without a session starts one and completes at once.
+    let (status, v) = server
+        .post(REG, json!({"username": "quick", "password": "pw", "inhibit_login": true, "auth": {"type": "m.login.dummy"}}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v.get("access_token").is_none_or(|t| t == ""),
+        "inhibit_login gives no session: {v}"
+    );
+    server.login("quick", "pw", json!({})).await;
+}
+
+#[tokio::test]
+async fn registration_tokens_are_consumed_only_on_success() {
+    let mut settings = open_registration(r#"[["m.login.registration_token"]]"#);
+    settings.push(("GATEHOUSE_UIA__SESSION_LIFETIME_MS", "1500".into()));
+    let server = start(&settings);
+    let out = server.admin(&[
+        "registration-token",
+        "create",
+        "--token",
+        "invite-1",
+        "--uses",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let validity = |t: &str| {
+        let path =
+            format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={t}");
+        let server = &server;
+        async move { server.get(&path, None).await }
+    };
+    assert_eq!(validity("invite-1").await, (200, json!({"valid": true})));
+    assert_eq!(validity("nope").await, (200, json!({"valid": false})));
+
+    // Session A completes the token stage but never finishes registering.
+    let (_, a) = server
+        .post(REG, json!({"username": "alice", "password": "pw"}))
+        .await;
+    let wrong = server
+        .post(REG, json!({"username": "alice", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "nope", "session": s(&a, "session")}}))
+        .await;
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong.1["errcode"], "M_UNAUTHORIZED");
+    assert_eq!(
+        wrong.1["session"], a["session"],
+        "a failed stage keeps the session"
+    );
+    // (A different body than the session was started with is refused.)
+    let changed = server
+        .post(REG, json!({"username": "mallory", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "invite-1", "session": s(&a, "session")}}))
+        .await;
+    assert_error(&changed, 403, "M_FORBIDDEN");
+    // Pretend alice's client crashes after the token stage: make it complete
+    // in a two-stage config is not needed — with one stage, registration
+    // succeeds immediately; so reserve through a session that expires.
+    let (_, b) = server
+        .post(REG, json!({"username": "bob", "password": "pw"}))
+        .await;
+    let list = String::from_utf8(server.admin(&["registration-token", "list"]).stdout).unwrap();
+    assert!(list.contains("pending=0\tcompleted=0"), "{list}");
+    let (status, done) = server
+        .post(REG, json!({"username": "bob", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "invite-1", "session": s(&b, "session")}}))
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let list = String::from_utf8(server.admin(&["registration-token", "list"]).stdout).unwrap();
+    assert!(list.contains("pending=0\tcompleted=1"), "{list}");
+    assert_eq!(
+        validity("invite-1").await,
+        (200, json!({"valid": false})),
+        "exhausted"
+    );
+    let again = server
+        .post(REG, json!({"username": "carol", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "invite-1"}}))
+        .await;
+    assert_eq!(
+        (again.0, again.1["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED"))
+    );
+    // Expiry: alice's session is gone after its lifetime.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let expired = server
+        .post(REG, json!({"username": "alice", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "invite-1", "session": s(&a, "session")}}))
+        .await;
+    assert_error(&expired, 400, "M_UNKNOWN");
+    assert!(
+        server
+            .admin(&["registration-token", "revoke", "invite-1"])
+            .status
+            .success()
+    );
+    assert_eq!(validity("invite-1").await, (200, json!({"valid": false})));
+}
+
+#[tokio::test]
+async fn pending_token_uses_count_and_are_released_on_expiry() {
+    let mut settings = open_registration(r#"[["m.login.registration_token", "m.login.dummy"]]"#);
+    settings.push(("GATEHOUSE_UIA__SESSION_LIFETIME_MS", "1000".into()));
+    let server = start(&settings);
+    assert!(
+        server
+            .admin(&[
+                "registration-token",
+                "create",
+                "--token",
+                "t1",
+                "--uses",
+                "1"
+            ])
+            .status
+            .success()
+    );
+    let validity = || {
+        server.get(
+            "/_matrix/client/v1/register/m.login.registration_token/validity?token=t1",
+            None,
+        )
+    };
+    let body = json!({"username": "alice", "password": "pw"});
+    let (_, a) = server.post(REG, body.clone()).await;
+    let mut step = body.clone();
+    step["auth"] =
+        json!({"type": "m.login.registration_token", "token": "t1", "session": s(&a, "session")});
+    let (status, v) = server.post(REG, step).await;
+    assert_eq!(status, 401);
+    assert_eq!(v["completed"], json!(["m.login.registration_token"]));
+    assert_eq!(validity().await.1["valid"], false, "a pending use counts");
+    // Stage order is enforced: dummy first is refused.
+    let (_, other) = server
+        .post(REG, json!({"username": "zed", "password": "pw"}))
+        .await;
+    let out_of_order = server
+        .post(REG, json!({"username": "zed", "password": "pw", "auth": {"type": "m.login.dummy", "session": s(&other, "session")}}))
+        .await;
+    assert_eq!(
+        (out_of_order.0, out_of_order.1["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Any new session sweeps expired ones and releases their reservations.
+    server
+        .post(REG, json!({"username": "sweep", "password": "pw"}))
+        .await;
+    assert_eq!(validity().await.1["valid"], true, "released after expiry");
+}
+
+#[tokio::test]
+async fn terms_stage_offers_policies() {
+    let mut settings = open_registration(r#"[["m.login.terms", "m.login.dummy"]]"#);
+    settings.push(("GATEHOUSE_UIA__TERMS__PRIVACY__VERSION", "\"1.2\"".into()));
+    settings.push((
+        "GATEHOUSE_UIA__TERMS__PRIVACY__LANGUAGES",
+        r#"{en = {name = "Privacy", url = "https://example.org/p.html"}}"#.into(),
+    ));
+    let server = start(&settings);
+    let (status, c) = server
+        .post(REG, json!({"username": "t", "password": "pw"}))
+        .await;
+    assert_eq!(status, 401, "{c}");
+    assert_eq!(
+        c["params"]["m.login.terms"],
+        json!({"policies": {"privacy": {"version": "1.2", "en": {"name": "Privacy", "url": "https://example.org/p.html"}}}})
+    );
+    let session = s(&c, "session");
+    let (status, v) = server.post(REG, json!({"username": "t", "password": "pw", "auth": {"type": "m.login.terms", "session": session}})).await;
+    assert_eq!(
+        (status, v["completed"].clone()),
+        (401, json!(["m.login.terms"]))
+    );
+    let (status, v) = server.post(REG, json!({"username": "t", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}})).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+async fn password_auth(
+    server: &Server,
+    path: &str,
+    token: &str,
+    mut body: Value,
+    user: &str,
+    pw: &str,
+) -> (u16, Value) {
+    let (status, c) = server.post_auth(path, token, body.clone()).await;
+    assert_eq!(status, 401, "{c}");
+    body["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": pw, "session": s(&c, "session")});
+    server.post_auth(path, token, body).await
+}
+
+#[tokio::test]
+async fn password_change_under_uia() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "old", &[]);
+    let keep = server.login("alice", "old", json!({})).await;
+    let other = server.login("alice", "old", json!({})).await;
+    let at = s(&keep, "access_token");
+    let path = "/_matrix/client/v3/account/password";
+    let body = json!({"new_password": "new"});
+    let (status, c) = server.post_auth(path, &at, body.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        stages(&c),
+        vec![vec!["m.login.password".to_owned()]],
+        "only stages alice can complete"
+    );
+    let session = s(&c, "session");
+    let mut wrong = body.clone();
+    wrong["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "nope", "session": session});
+    let (status, v) = server.post_auth(path, &at, wrong).await;
+    assert_eq!(
+        (status, v["errcode"].as_str(), v["session"].as_str()),
+        (401, Some("M_FORBIDDEN"), Some(session.as_str()))
+    );
+    assert!(
+        v["flows"].is_array(),
+        "a failed stage repeats the challenge: {v}"
+    );
+    let mut right = body.clone();
+    right["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "old", "session": session});
+    assert_eq!(server.post_auth(path, &at, right).await, (200, json!({})));
+    assert_error(
+        &server
+            .post(
+                "/_matrix/client/v3/login",
+                json!({"type": "m.login.password", "user": "alice", "password": "old"}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    server.login("alice", "new", json!({})).await;
+    assert_eq!(
+        server.whoami(&at).await.0,
+        200,
+        "the current device is kept"
+    );
+    assert_eq!(
+        server.whoami(&s(&other, "access_token")).await.0,
+        401,
+        "other devices are logged out"
+    );
+    // logout_devices: false keeps them.
+    let third = server.login("alice", "new", json!({})).await;
+    let (status, _) = password_auth(
+        &server,
+        path,
+        &at,
+        json!({"new_password": "newer", "logout_devices": false}),
+        "alice",
+        "new",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.whoami(&s(&third, "access_token")).await.0, 200);
+    assert_error(
+        &server.post(path, json!({"new_password": "x"})).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}
+
+#[tokio::test]
+async fn sessions_are_bound_to_user_operation_and_used_once() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    server.create_user("bob", "pw", &[]);
+    let alice = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let bob = s(&server.login("bob", "pw", json!({})).await, "access_token");
+    let (_, c) = server
+        .post_auth(
+            "/_matrix/client/v3/account/password",
+            &alice,
+            json!({"new_password": "x"}),
+        )
+        .await;
+    let session = s(&c, "session");
+    let auth = |user: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "pw", "session": session});
+    // Another operation.
+    let other_op = server
+        .post_auth(
+            "/_matrix/client/v3/account/deactivate",
+            &alice,
+            json!({"auth": auth("alice")}),
+        )
+        .await;
+    assert_error(&other_op, 403, "M_FORBIDDEN");
+    assert!(
+        other_op.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("another operation")
+    );
+    // Another user.
+    let other_user = server
+        .post_auth(
+            "/_matrix/client/v3/account/password",
+            &bob,
+            json!({"new_password": "x", "auth": auth("bob")}),
+        )
+        .await;
+    assert_error(&other_user, 403, "M_FORBIDDEN");
+    // Bob's password inside alice's session.
+    let (status, v) = server
+        .post_auth(
+            "/_matrix/client/v3/account/password",
+            &alice,
+            json!({"new_password": "x", "auth": auth("bob")}),
+        )
+        .await;
+    assert_eq!((status, v["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
+    // Concurrent completion: exactly one wins.
+    let req = || {
+        server.post_auth(
+            "/_matrix/client/v3/account/password",
+            &alice,
+            json!({"new_password": "x", "auth": auth("alice")}),
+        )
+    };
+    let (a, b) = tokio::join!(req(), req());
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 403], "{a:?} {b:?}");
+    assert_error(&req().await, 403, "M_FORBIDDEN");
+    assert_error(
+        &server.post_auth("/_matrix/client/v3/account/password", &alice, json!({"new_password": "x", "auth": {"type": "m.login.dummy", "session": "nonexistent"}})).await,
+        400,
+        "M_UNKNOWN",
+    );
+}
+
+#[tokio::test]
+async fn devices_are_listed_renamed_and_deleted_under_uia() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    let a = server
+        .login(
+            "alice",
+            "pw",
+            json!({"device_id": "AAA", "initial_device_display_name": "Laptop"}),
+        )
+        .await;
+    let b = server
+        .login("alice", "pw", json!({"device_id": "BBB"}))
+        .await;
+    let c = server
+        .login("alice", "pw", json!({"device_id": "CCC"}))
+        .await;
+    let at = s(&a, "access_token");
+    let (status, list) = server.get("/_matrix/client/v3/devices", Some(&at)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["AAA", "BBB", "CCC"]);
+    let (status, dev) = server
+        .get("/_matrix/client/v3/devices/AAA", Some(&at))
+        .await;
+    assert_eq!(
+        (status, dev["display_name"].as_str()),
+        (200, Some("Laptop"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (_, dev) = server
+        .get("/_matrix/client/v3/devices/AAA", Some(&at))
+        .await;
+    assert_eq!(dev["last_seen_ip"], "127.0.0.1", "{dev}");
+    assert!(dev["last_seen_ts"].as_u64().unwrap() > 0);
+    let rename = server
+        .send(
+            server
+                .http
+                .put(server.url("/_matrix/client/v3/devices/BBB"))
+                .bearer_auth(&at)
+                .json(&json!({"display_name": "Phone"})),
+        )
+        .await;
+    assert_eq!(rename, (200, json!({})));
+    assert_eq!(
+        server
+            .get("/_matrix/client/v3/devices/BBB", Some(&at))
+            .await
+            .1["display_name"],
+        "Phone"
+    );
+    assert_error(
+        &server
+            .get("/_matrix/client/v3/devices/ZZZ", Some(&at))
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let missing = server
+        .send(
+            server
+                .http
+                .put(server.url("/_matrix/client/v3/devices/ZZZ"))
+                .bearer_auth(&at)
+                .json(&json!({"display_name": "x"})),
+        )
+        .await;
+    assert_error(&missing, 404, "M_NOT_FOUND");
+
+    let (status, ch) = delete(&server, "/_matrix/client/v3/devices/BBB", &at, json!({})).await;
+    assert_eq!(status, 401, "{ch}");
+    let auth = json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw", "session": s(&ch, "session")}});
+    assert_eq!(
+        delete(&server, "/_matrix/client/v3/devices/BBB", &at, auth).await,
+        (200, json!({}))
+    );
+    assert_eq!(server.whoami(&s(&b, "access_token")).await.0, 401);
+    let (status, _) = password_auth(
+        &server,
+        "/_matrix/client/v3/delete_devices",
+        &at,
+        json!({"devices": ["CCC", "NOPE"]}),
+        "alice",
+        "pw",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.whoami(&s(&c, "access_token")).await.0, 401);
+    let (_, list) = server.get("/_matrix/client/v3/devices", Some(&at)).await;
+    assert_eq!(list["devices"].as_array().unwrap().len(), 1);
+    assert_error(
+        &server
+            .post_auth("/_matrix/client/v3/delete_devices", &at, json!({}))
+            .await,
+        400,
+        "M_MISSING_PARAM",
+    );
+}
+
+#[tokio::test]
+async fn deactivation_under_uia() {
+    let mut settings = open_registration(r#"[["m.login.dummy"]]"#);
+    settings.push(("GATEHOUSE_LOG_FILTER", "info".into()));
+    let server = start(&settings);
+    server.create_user("alice", "pw", &["--email", "alice@example.org"]);
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let (status, v) = password_auth(
+        &server,
+        "/_matrix/client/v3/account/deactivate",
+        &at,
+        json!({"erase": true}),
+        "alice",
+        "pw",
+    )
+    .await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"id_server_unbind_result": "no-support"}))
+    );
+    assert_eq!(server.whoami(&at).await.0, 401);
+    assert_error(
+        &server
+            .post(
+                "/_matrix/client/v3/login",
+                json!({"type": "m.login.password", "user": "alice", "password": "pw"}),
+            )
+            .await,
+        403,
+        "M_USER_DEACTIVATED",
+    );
+    assert_error(
+        &server
+            .post(REG, json!({"username": "alice", "password": "pw"}))
+            .await,
+        400,
+        "M_USER_IN_USE",
+    );
+}
+
+#[tokio::test]
+async fn threepids_are_listed_and_deleted() {
+    let server = Server::start(&[]);
+    server.create_user(
+        "alice",
+        "pw",
+        &["--email", "Alice@Example.org", "--phone", "+447400123456"],
+    );
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let (status, v) = server
+        .get("/_matrix/client/v3/account/3pid", Some(&at))
+        .await;
+    assert_eq!(status, 200);
+    let list = v["threepids"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0]["medium"].as_str(), list[0]["address"].as_str()),
+        (Some("email"), Some("alice@example.org"))
+    );
+    assert!(list[0]["added_at"].as_u64().unwrap() > 0 && list[0]["validated_at"].is_u64());
+    let del = server
+        .post_auth(
+            "/_matrix/client/v3/account/3pid/delete",
+            &at,
+            json!({"medium": "email", "address": "ALICE@example.org"}),
+        )
+        .await;
+    assert_eq!(del, (200, json!({"id_server_unbind_result": "no-support"})));
+    let again = server
+        .post_auth(
+            "/_matrix/client/v3/account/3pid/delete",
+            &at,
+            json!({"medium": "email", "address": "alice@example.org"}),
+        )
+        .await;
+    assert_error(&again, 400, "M_THREEPID_NOT_FOUND");
+    assert_eq!(
+        server
+            .get("/_matrix/client/v3/account/3pid", Some(&at))
+            .await
+            .1["threepids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn key(user: &str, usage: &str, id: &str) -> Value {
+    json!({"user_id": user, "usage": [usage], "keys": {format!("ed25519:{id}"): id}})
+}
+
+#[tokio::test]
+async fn cross_signing_upload_needs_uia_only_to_replace() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let path = "/_matrix/client/v3/keys/device_signing/upload";
+    let (m1, s1, u1) = ("A".repeat(43), "B".repeat(43), "C".repeat(43));
+    let first = json!({
+        "master_key": key("@alice:localhost", "master", &m1),
+        "self_signing_key": key("@alice:localhost", "self_signing", &s1),
+        "user_signing_key": key("@alice:localhost", "user_signing", &u1),
+    });
+    assert_eq!(
+        server.post_auth(path, &at, first.clone()).await,
+        (200, json!({})),
+        "first upload needs no UIA"
+    );
+    assert_eq!(
+        server.post_auth(path, &at, first).await,
+        (200, json!({})),
+        "re-uploading the same keys needs none either"
+    );
+    let replace = json!({"master_key": key("@alice:localhost", "master", &"D".repeat(43))});
+    let (status, _) = server.post_auth(path, &at, replace.clone()).await;
+    assert_eq!(status, 401, "replacing keys needs UIA");
+    let (status, v) = password_auth(&server, path, &at, replace, "alice", "pw").await;
+    assert_eq!(status, 200, "{v}");
+    let bad = server
+        .post_auth(
+            path,
+            &at,
+            json!({"master_key": key("@bob:localhost", "master", &m1)}),
+        )
+        .await;
+    assert_error(&bad, 400, "M_INVALID_PARAM");
+    let bad = server
+        .post_auth(
+            path,
+            &at,
+            json!({"master_key": key("@alice:localhost", "self_signing", &m1)}),
+        )
+        .await;
+    assert_error(&bad, 400, "M_INVALID_PARAM");
+    // A login may not take a cross-signing key ID as its device ID.
+    let clash = server
+        .post(
+            "/_matrix/client/v3/login",
+            json!({"type": "m.login.password", "user": "alice", "password": "pw", "device_id": s1}),
+        )
+        .await;
+    assert_error(&clash, 403, "M_FORBIDDEN");
+}

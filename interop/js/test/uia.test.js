@@ -1,0 +1,620 @@
+// matrix-js-sdk's InteractiveAuth (seeds 001 and 002) against a real Gatehouse
+// server: registration, password change, devices, deactivation, cross-signing
+// keys, fallback pages. Written against the Matrix spec.
+//
+// Every test here skips while the server does not have these endpoints yet:
+// a plain server is probed first, and GET /register/available answering 404
+// M_UNRECOGNIZED means "not implemented". Once it answers anything else the
+// tests run and must pass.
+
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+
+import { rawJson, startServer } from "../lib/harness.js";
+import {
+  AuthType,
+  ClientPrefix,
+  Method,
+  NoAuthFlowFoundError,
+} from "../lib/sdk.js";
+import {
+  clientFromLogin,
+  clientWithToken,
+  expectMatrixError,
+  login,
+  passwordLogin,
+  tempClient,
+} from "../lib/util.js";
+import {
+  answerPassword,
+  makeCrossSigningKeys,
+  passwordAuthDict,
+  runInteractiveAuth,
+  submitFallbackForm,
+  uploadSigningKeys,
+} from "../lib/uia.js";
+
+// ---------------------------------------------------------------------------
+// Server configuration for registration. Adjust here (or with the
+// INTEROP_REGISTRATION_DUMMY_ENV / INTEROP_REGISTRATION_TOKEN_ENV variables,
+// each a JSON object of GATEHOUSE_* variables) once the keys are final.
+
+function envFrom(variable, fallback) {
+  const value = process.env[variable];
+  return value ? JSON.parse(value) : fallback;
+}
+
+/** Open registration: one flow, m.login.dummy. */
+const REGISTRATION_DUMMY_ENV = envFrom("INTEROP_REGISTRATION_DUMMY_ENV", {
+  GATEHOUSE_REGISTRATION__ENABLED: "true",
+  GATEHOUSE_REGISTRATION__FLOWS: '[["m.login.dummy"]]',
+});
+
+/**
+ * Token-gated registration. The flow must have a stage after the token stage
+ * (the session-resume test stops between the two), as Synapse's does.
+ */
+const REGISTRATION_TOKEN_ENV = envFrom("INTEROP_REGISTRATION_TOKEN_ENV", {
+  GATEHOUSE_REGISTRATION__ENABLED: "true",
+  GATEHOUSE_REGISTRATION__FLOWS: '[["m.login.registration_token", "m.login.dummy"]]',
+});
+
+/**
+ * Make a registration token on `server` and return it. Adjust to the admin
+ * command once it exists; the token is taken to be the last word printed.
+ */
+async function createRegistrationToken(server) {
+  const { stdout } = await server.admin(["registration-token", "create"]);
+  const words = stdout.trim().split(/\s+/);
+  const token = words[words.length - 1];
+  assert.match(token ?? "", /^[A-Za-z0-9._~-]{1,64}$/, `a registration token in: ${stdout}`);
+  return token;
+}
+
+// ---------------------------------------------------------------------------
+// Is UIA there at all?
+
+async function probe() {
+  const server = await startServer();
+  try {
+    const { status, body } = await rawJson(server.baseUrl, "/_matrix/client/v3/register/available?username=probe");
+    if (status === 404 && body?.errcode === "M_UNRECOGNIZED") {
+      return "needs /register etc.: GET /_matrix/client/v3/register/available answers 404 M_UNRECOGNIZED";
+    }
+    return false;
+  } finally {
+    await server.stop();
+  }
+}
+
+const SKIP = await probe();
+const uiaTest = (name, fn) => it(name, { skip: SKIP, timeout: 30_000 }, fn);
+
+let userCounter = 0;
+const uniqueName = (prefix) => `${prefix}${process.pid}x${++userCounter}`;
+
+/** The body of the registration request of these tests. */
+function registrationBody(username, password, auth) {
+  const body = {
+    username,
+    password,
+    initial_device_display_name: "interop registration",
+    refresh_token: true,
+  };
+  if (auth) body.auth = auth;
+  return body;
+}
+
+// ---------------------------------------------------------------------------
+
+describe("seed 001/002: registration with InteractiveAuth (m.login.dummy)", () => {
+  let server;
+
+  before(async () => {
+    if (SKIP) return;
+    server = await startServer({ env: REGISTRATION_DUMMY_ENV });
+    await server.createUser("taken", { password: "pw" });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  uiaTest("isUsernameAvailable, then register through InteractiveAuth; the dummy stage is done by the SDK", async () => {
+    const temp = tempClient(server);
+    const username = uniqueName("reg");
+    const password = "registration password";
+    assert.equal(await temp.isUsernameAvailable(username), true);
+
+    const { ia, log, done } = runInteractiveAuth({
+      client: temp,
+      doRequest: (auth) => temp.registerRequest(registrationBody(username, password, auth)),
+    });
+    const response = await done;
+
+    // Request 1 had no auth; the server answered 401 with a session; the SDK
+    // then submitted m.login.dummy with that session by itself.
+    assert.equal(log.requests[0], null);
+    assert.equal(typeof ia.getSessionId(), "string", "the 401 carried a session");
+    assert.deepEqual(log.requests[1], { type: AuthType.Dummy, session: ia.getSessionId() });
+    assert.equal(log.requests.length, 2);
+    assert.deepEqual(log.updates, [], "no stage needed the application");
+
+    assert.equal(response.user_id, `@${username}:localhost`);
+    assert.equal(typeof response.access_token, "string");
+    assert.equal(typeof response.device_id, "string");
+
+    // Seed 000's pattern: a fresh client from the response.
+    const client = clientFromLogin(server, response);
+    const me = await client.whoami();
+    assert.deepEqual([me.user_id, me.device_id], [response.user_id, response.device_id]);
+    const device = await client.getDevice(response.device_id);
+    assert.equal(device.display_name, "interop registration");
+
+    assert.equal(await temp.isUsernameAvailable(username), false);
+    const [again] = await login(server, username, password);
+    assert.equal(again.user_id, response.user_id);
+  });
+
+  uiaTest("spec: no auth means 401 with flows and a session, even when the only stage is m.login.dummy", async () => {
+    const temp = tempClient(server);
+    const error = await expectMatrixError(
+      temp.registerRequest(registrationBody(uniqueName("noauth"), "pw")),
+      { httpStatus: 401 },
+    );
+    const { flows, session } = error.data;
+    assert.ok(Array.isArray(flows) && flows.length > 0, JSON.stringify(error.data));
+    for (const flow of flows) assert.ok(Array.isArray(flow.stages), JSON.stringify(flow));
+    assert.ok(
+      flows.some((flow) => flow.stages.length === 1 && flow.stages[0] === AuthType.Dummy),
+      JSON.stringify(flows),
+    );
+    assert.equal(typeof session, "string");
+    assert.ok(session.length > 0);
+  });
+
+  uiaTest("a taken username: M_USER_IN_USE (400) before any UIA, and isUsernameAvailable is false", async () => {
+    const temp = tempClient(server);
+    assert.equal(await temp.isUsernameAvailable("taken"), false);
+    await expectMatrixError(temp.registerRequest(registrationBody("taken", "pw")), {
+      errcode: "M_USER_IN_USE",
+      httpStatus: 400,
+    });
+  });
+
+  uiaTest("an invalid username: M_INVALID_USERNAME (400) from /register/available", async () => {
+    await expectMatrixError(tempClient(server).isUsernameAvailable("not a valid localpart!"), {
+      errcode: "M_INVALID_USERNAME",
+      httpStatus: 400,
+    });
+  });
+
+  uiaTest("NoAuthFlowFoundError: an email address as input but no flow with m.login.email.identity", async () => {
+    const temp = tempClient(server);
+    const { log, done } = runInteractiveAuth({
+      client: temp,
+      inputs: { emailAddress: "someone@example.org" },
+      doRequest: (auth) => temp.registerRequest(registrationBody(uniqueName("noflow"), "pw", auth)),
+    });
+    const error = await done.then(
+      () => assert.fail("attemptAuth resolved"),
+      (e) => e,
+    );
+    assert.ok(error instanceof NoAuthFlowFoundError, `got ${error?.name}: ${error?.message}`);
+    assert.deepEqual(error.required_stages, ["m.login.email.identity"]);
+    assert.ok(Array.isArray(error.flows) && error.flows.length > 0);
+    assert.ok(error.flows.every((flow) => !flow.stages.includes("m.login.email.identity")));
+    assert.equal(log.requests.length, 1, "only the request without auth was made");
+  });
+});
+
+describe("seed 001/002: registration tokens (m.login.registration_token)", () => {
+  let server;
+
+  before(async () => {
+    if (SKIP) return;
+    server = await startServer({ env: REGISTRATION_TOKEN_ENV });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  const validity = (client, token) =>
+    client.http.request(Method.Get, "/register/m.login.registration_token/validity", { token }, undefined, {
+      prefix: ClientPrefix.V1,
+    });
+
+  uiaTest("GET /v1/register/m.login.registration_token/validity tells a real token from a made-up one", async () => {
+    const token = await createRegistrationToken(server);
+    const temp = tempClient(server);
+    assert.deepEqual(await validity(temp, token), { valid: true });
+    assert.deepEqual(await validity(temp, "madeUpToken123"), { valid: false });
+  });
+
+  uiaTest("register with a token (seed 001's submitAuthDict); a wrong token is reported to stateUpdated first", async () => {
+    const token = await createRegistrationToken(server);
+    const temp = tempClient(server);
+    const username = uniqueName("tok");
+    const { ia, log, done } = runInteractiveAuth({
+      client: temp,
+      inputs: { registrationToken: token },
+      supportedStages: [AuthType.RegistrationToken, AuthType.Dummy],
+      doRequest: (auth) => temp.registerRequest(registrationBody(username, "pw", auth)),
+      answer: (stage, status, ia, log) => {
+        if (stage !== AuthType.RegistrationToken) return undefined;
+        const attempts = log.updates.filter((u) => u.stage === AuthType.RegistrationToken).length;
+        if (attempts === 1) return { type: AuthType.RegistrationToken, token: "wrongToken123", session: ia.getSessionId() };
+        if (attempts === 2 && status.errcode) {
+          return { type: AuthType.RegistrationToken, token, session: ia.getSessionId() };
+        }
+        return undefined;
+      },
+    });
+    const response = await done;
+    assert.equal(response.user_id, `@${username}:localhost`);
+
+    const tokenUpdates = log.updates.filter((u) => u.stage === AuthType.RegistrationToken);
+    assert.equal(tokenUpdates.length, 2, JSON.stringify(log.updates));
+    assert.equal(tokenUpdates[0].status.errcode, undefined);
+    assert.equal(typeof tokenUpdates[1].status.errcode, "string", "the wrong token is an error of the stage");
+    assert.ok(tokenUpdates[1].status.errcode.length > 0);
+    // Every auth dict carried the same session.
+    const sessions = new Set(log.requests.filter(Boolean).map((a) => a.session));
+    assert.deepEqual([...sessions], [ia.getSessionId()]);
+    assert.equal((await clientFromLogin(server, response).whoami()).user_id, response.user_id);
+  });
+
+  uiaTest("session resume: a new InteractiveAuth with sessionId continues after the completed token stage", async () => {
+    const token = await createRegistrationToken(server);
+    const temp = tempClient(server);
+    const username = uniqueName("resume");
+    const reload = new Error("simulated page reload");
+
+    // First attempt: the token stage is completed, then the "page reloads"
+    // before the next stage is sent.
+    // (After a failed request InteractiveAuth moves on to the next stage
+    // again, so after the "reload" its requests are left pending for ever,
+    // as they would be in a page that is gone.)
+    let reloaded = false;
+    const first = runInteractiveAuth({
+      client: temp,
+      doRequest: (auth) => {
+        if (reloaded) return new Promise(() => {});
+        if (auth && auth.type && auth.type !== AuthType.RegistrationToken) {
+          reloaded = true;
+          throw reload;
+        }
+        return temp.registerRequest(registrationBody(username, "pw", auth));
+      },
+      answer: (stage, status, ia) =>
+        stage === AuthType.RegistrationToken && !status.errcode
+          ? { type: AuthType.RegistrationToken, token, session: ia.getSessionId() }
+          : undefined,
+    });
+    await assert.rejects(first.done, (e) => e === reload);
+    const storedSessionId = first.ia.getSessionId();
+    const storedClientSecret = first.ia.getClientSecret();
+    assert.equal(typeof storedSessionId, "string");
+    assert.ok(
+      first.log.requests.some((a) => a?.type === AuthType.RegistrationToken),
+      "the token stage was submitted before the reload",
+    );
+    assert.ok(
+      first.log.requests.some((a) => a?.type && a.type !== AuthType.RegistrationToken),
+      `the flow has a stage after the token stage (configure one): ${JSON.stringify(first.log.requests)}`,
+    );
+
+    // Second attempt, resumed.
+    const second = runInteractiveAuth({
+      client: temp,
+      sessionId: storedSessionId,
+      clientSecret: storedClientSecret,
+      doRequest: (auth) => temp.registerRequest(registrationBody(username, "pw", auth)),
+      answer: (stage) => assert.fail(`no stage should need the application after resuming, got ${stage}`),
+    });
+    const response = await second.done;
+    assert.equal(response.user_id, `@${username}:localhost`);
+    assert.deepEqual(second.log.requests[0], { session: storedSessionId }, "resumed with only the session");
+    assert.equal(second.ia.getSessionId(), storedSessionId);
+    assert.ok(
+      second.log.requests.every((a) => a?.type !== AuthType.RegistrationToken),
+      "the token stage was not asked for again",
+    );
+  });
+});
+
+describe("seed 001/002: account management behind UIA (m.login.password)", () => {
+  let server;
+  const PASSWORD = "old password";
+
+  before(async () => {
+    if (SKIP) return;
+    server = await startServer({ env: REGISTRATION_DUMMY_ENV });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  /** A fresh user and a logged-in client of theirs. */
+  async function freshUser(prefix, options = {}) {
+    const user = await server.createUser(uniqueName(prefix), { password: PASSWORD, ...options });
+    const [response, client] = await login(server, user.userId, PASSWORD, {
+      initial_device_display_name: "interop main",
+    });
+    return { user, response, client };
+  }
+
+  uiaTest("setPassword through InteractiveAuth (seed 001's basic example, logoutDevices false)", async () => {
+    const { user, client } = await freshUser("pwd");
+    const [, otherClient] = await login(server, user.userId, PASSWORD);
+    const newPassword = "new password";
+
+    const { ia, log, done } = runInteractiveAuth({
+      client,
+      supportedStages: [AuthType.Password],
+      doRequest: (authData) => client.setPassword(authData, newPassword, false),
+      answer: answerPassword(client.getUserId(), PASSWORD),
+    });
+    assert.deepEqual(await done, {});
+    assert.deepEqual(log.updates.map((u) => u.stage), [AuthType.Password]);
+    const submitted = log.requests[log.requests.length - 1];
+    assert.deepEqual(submitted, passwordAuthDict(ia, user.userId, PASSWORD));
+
+    await expectMatrixError(tempClient(server).loginRequest(passwordLogin(user.userId, PASSWORD)), {
+      errcode: "M_FORBIDDEN",
+      httpStatus: 403,
+    });
+    const [relogin] = await login(server, user.userId, newPassword);
+    assert.equal(relogin.user_id, user.userId);
+    // logout_devices: false keeps every session.
+    assert.equal((await client.whoami()).user_id, user.userId);
+    assert.equal((await otherClient.whoami()).user_id, user.userId);
+  });
+
+  uiaTest("setPassword with logout_devices left to its default (true): other sessions end, this one stays", async () => {
+    const { user, client } = await freshUser("pwdout");
+    const [, otherClient] = await login(server, user.userId, PASSWORD);
+    const { done } = runInteractiveAuth({
+      client,
+      doRequest: (authData) => client.setPassword(authData, "another password"),
+      answer: answerPassword(user.userId, PASSWORD),
+    });
+    await done;
+    await expectMatrixError(otherClient.whoami(), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
+    // Spec: "The homeserver SHOULD NOT revoke the access token provided in the request."
+    assert.equal((await client.whoami()).user_id, user.userId);
+  });
+
+  uiaTest("a wrong password at the stage reaches stateUpdated as M_FORBIDDEN; the right one then succeeds", async () => {
+    const { user, client } = await freshUser("wrongpw");
+    const { log, done } = runInteractiveAuth({
+      client,
+      supportedStages: [AuthType.Password],
+      doRequest: (authData) => client.setPassword(authData, "changed", false),
+      answer: (stage, status, ia, log) => {
+        if (stage !== AuthType.Password) return undefined;
+        if (log.updates.length === 1) return passwordAuthDict(ia, user.userId, "not my password");
+        if (log.updates.length === 2 && status.errcode) return passwordAuthDict(ia, user.userId, PASSWORD);
+        return undefined;
+      },
+    });
+    assert.deepEqual(await done, {});
+    assert.equal(log.updates.length, 2, JSON.stringify(log.updates));
+    assert.equal(log.updates[1].status.errcode, "M_FORBIDDEN");
+    assert.equal(typeof log.updates[1].status.error, "string");
+    assert.equal(log.updates[1].session, log.updates[0].session, "same session after a failed attempt");
+  });
+
+  uiaTest("session resume: a new InteractiveAuth with the stored sessionId and clientSecret", async () => {
+    const { user, client } = await freshUser("resumepw");
+    let reachedStage;
+    const stageReached = new Promise((resolve) => (reachedStage = resolve));
+    const first = runInteractiveAuth({
+      client,
+      doRequest: (authData) => client.setPassword(authData, "resumed password", false),
+      answer: (stage) => {
+        reachedStage(stage);
+        return undefined; // the user navigates away here
+      },
+    });
+    first.done.catch(() => {});
+    assert.equal(await stageReached, AuthType.Password);
+    const storedSessionId = first.ia.getSessionId();
+    const storedClientSecret = first.ia.getClientSecret();
+    assert.equal(typeof storedSessionId, "string");
+
+    const second = runInteractiveAuth({
+      client,
+      sessionId: storedSessionId,
+      clientSecret: storedClientSecret,
+      doRequest: (authData) => client.setPassword(authData, "resumed password", false),
+      answer: answerPassword(user.userId, PASSWORD),
+    });
+    assert.deepEqual(await second.done, {});
+    assert.deepEqual(second.log.requests[0], { session: storedSessionId });
+    const last = second.log.requests[second.log.requests.length - 1];
+    assert.equal(last.session, storedSessionId);
+    assert.equal(last.type, AuthType.Password);
+    const [relogin] = await login(server, user.userId, "resumed password");
+    assert.equal(relogin.user_id, user.userId);
+  });
+
+  uiaTest("devices: getDevices, getDevice, setDeviceDetails; unknown devices are 404", async () => {
+    const { user, response, client } = await freshUser("dev");
+    const [other] = await login(server, user.userId, PASSWORD, { initial_device_display_name: "interop other" });
+
+    const { devices } = await client.getDevices();
+    const ids = devices.map((d) => d.device_id).sort();
+    assert.deepEqual(ids, [response.device_id, other.device_id].sort());
+    const mine = await client.getDevice(response.device_id);
+    assert.equal(mine.device_id, response.device_id);
+    assert.equal(mine.display_name, "interop main");
+
+    assert.deepEqual(await client.setDeviceDetails(other.device_id, { display_name: "renamed" }), {});
+    assert.equal((await client.getDevice(other.device_id)).display_name, "renamed");
+
+    await expectMatrixError(client.getDevice("NOSUCHDEVICE"), { errcode: "M_NOT_FOUND", httpStatus: 404 });
+    await expectMatrixError(client.setDeviceDetails("NOSUCHDEVICE", { display_name: "x" }), {
+      httpStatus: 404,
+    });
+  });
+
+  uiaTest("deleteDevice through InteractiveAuth: the device and its token are gone", async () => {
+    const { user, client } = await freshUser("deldev");
+    const [other, otherClient] = await login(server, user.userId, PASSWORD);
+
+    await expectMatrixError(client.deleteDevice(other.device_id), { httpStatus: 401 });
+
+    const { done } = runInteractiveAuth({
+      client,
+      supportedStages: [AuthType.Password],
+      doRequest: (authData) => client.deleteDevice(other.device_id, authData ?? undefined),
+      answer: answerPassword(user.userId, PASSWORD),
+    });
+    assert.deepEqual(await done, {});
+    await expectMatrixError(otherClient.whoami(), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
+    await expectMatrixError(client.getDevice(other.device_id), { httpStatus: 404 });
+    assert.equal((await client.whoami()).user_id, user.userId);
+  });
+
+  uiaTest("deleteMultipleDevices through InteractiveAuth", async () => {
+    const { user, response, client } = await freshUser("deldevs");
+    const [a, aClient] = await login(server, user.userId, PASSWORD);
+    const [b, bClient] = await login(server, user.userId, PASSWORD, { refresh_token: true });
+
+    const { done } = runInteractiveAuth({
+      client,
+      supportedStages: [AuthType.Password],
+      doRequest: (authData) => client.deleteMultipleDevices([a.device_id, b.device_id], authData ?? undefined),
+      answer: answerPassword(user.userId, PASSWORD),
+    });
+    assert.deepEqual(await done, {});
+    await expectMatrixError(aClient.whoami(), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
+    await expectMatrixError(bClient.whoami(), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
+    await expectMatrixError(bClient.refreshToken(b.refresh_token), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
+    const { devices } = await client.getDevices();
+    assert.deepEqual(devices.map((d) => d.device_id), [response.device_id]);
+  });
+
+  uiaTest("deactivateAccount(auth, true) through InteractiveAuth (seed 000's auth dict)", async () => {
+    const { user, client } = await freshUser("deact");
+    await expectMatrixError(client.deactivateAccount(undefined, true), { httpStatus: 401 });
+
+    const { done } = runInteractiveAuth({
+      client,
+      supportedStages: [AuthType.Password],
+      doRequest: (authData) => client.deactivateAccount(authData ?? undefined, true),
+      answer: (stage, status, ia) =>
+        stage === AuthType.Password && !status.errcode
+          ? {
+              type: "m.login.password",
+              identifier: { type: "m.id.user", user: user.userId },
+              password: PASSWORD,
+              session: ia.getSessionId(),
+            }
+          : undefined,
+    });
+    const result = await done;
+    // The user has no third-party IDs bound at an identity server.
+    assert.equal(result.id_server_unbind_result, "success");
+
+    await expectMatrixError(client.whoami(), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
+    const error = await expectMatrixError(
+      tempClient(server).loginRequest(passwordLogin(user.userId, PASSWORD)),
+      { httpStatus: 403 },
+    );
+    assert.ok(["M_USER_DEACTIVATED", "M_FORBIDDEN"].includes(error.errcode), error.errcode);
+  });
+
+  uiaTest("getFallbackAuthUrl: the page for m.login.password is HTML at the spec's URL", async () => {
+    const { client } = await freshUser("fallback");
+    const first = await expectMatrixError(client.setPassword(undefined, "x", false), { httpStatus: 401 });
+    const session = first.data.session;
+    const url = client.getFallbackAuthUrl(AuthType.Password, session);
+    assert.equal(
+      url,
+      `${server.baseUrl}/_matrix/client/v3/auth/m.login.password/fallback/web?session=${encodeURIComponent(session)}`,
+    );
+    const page = await fetch(url);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+    assert.match(await page.text(), /<html|<!doctype/i);
+  });
+
+  uiaTest("fallback: the stage done in the page, then auth.poll() completes the request", async () => {
+    const { user, client } = await freshUser("fallbackdone");
+    let atStage;
+    const stageReached = new Promise((resolve) => (atStage = resolve));
+    const { ia, log, done } = runInteractiveAuth({
+      client,
+      // A client that handles no stage natively.
+      supportedStages: [],
+      doRequest: (authData) => client.setPassword(authData, "set in the fallback", false),
+      answer: (stage) => {
+        atStage(stage);
+        return undefined;
+      },
+    });
+    assert.equal(await stageReached, AuthType.Password);
+
+    const url = client.getFallbackAuthUrl(AuthType.Password, ia.getSessionId());
+    const html = await (await fetch(url)).text();
+    const submitted = await submitFallbackForm(url, html, { password: PASSWORD });
+    assert.equal(submitted.status, 200, `form ${JSON.stringify(submitted.form)}: ${submitted.text.slice(0, 500)}`);
+    // Spec: on completion the page calls window.onAuthDone() or posts "authDone".
+    assert.match(submitted.text, /onAuthDone|authDone/);
+
+    await ia.poll();
+    assert.deepEqual(await done, {});
+    assert.deepEqual(log.requests[log.requests.length - 1], { session: ia.getSessionId() });
+    const [relogin] = await login(server, user.userId, "set in the fallback");
+    assert.equal(relogin.user_id, user.userId);
+  });
+
+  uiaTest("cross-signing keys: first upload without UIA, same keys again without UIA, new keys through InteractiveAuth", async () => {
+    const { user, client } = await freshUser("xsign");
+    const keys = makeCrossSigningKeys(user.userId);
+
+    // Seed 001: "First, attempt with no auth" -- for a first upload that is enough.
+    assert.deepEqual(await uploadSigningKeys(client, keys, null), {});
+    // Spec: uploading the same keys again needs no UIA either.
+    assert.deepEqual(await uploadSigningKeys(client, keys, null), {});
+
+    // Replacing them does.
+    const replacement = makeCrossSigningKeys(user.userId);
+    const challenge = await expectMatrixError(uploadSigningKeys(client, replacement, null), { httpStatus: 401 });
+    assert.ok(
+      challenge.data.flows.some((flow) => flow.stages.includes(AuthType.Password)),
+      JSON.stringify(challenge.data),
+    );
+
+    // Seed 001's authUploadDeviceSigningKeys callback, with makeRequest as
+    // the SDK would pass it.
+    const makeRequest = (authData) => uploadSigningKeys(client, replacement, authData);
+    let usedInteractiveAuth = false;
+    const authUploadDeviceSigningKeys = async (makeRequest) => {
+      try {
+        await makeRequest(null);
+      } catch {
+        usedInteractiveAuth = true;
+        const { done } = runInteractiveAuth({
+          client,
+          supportedStages: [AuthType.Password],
+          doRequest: (authData) => makeRequest(authData),
+          answer: answerPassword(user.userId, PASSWORD),
+        });
+        await done;
+      }
+    };
+    await authUploadDeviceSigningKeys(makeRequest);
+    assert.equal(usedInteractiveAuth, true);
+    // Now the replacement is current: uploading it again is idempotent.
+    assert.deepEqual(await uploadSigningKeys(client, replacement, null), {});
+  });
+});
+
+describe("UIA probe", () => {
+  it("reports whether the UIA tests ran", (t) => {
+    if (SKIP) t.diagnostic(`UIA tests skipped: ${SKIP}`);
+    else t.diagnostic("UIA endpoints present: the UIA tests ran");
+  });
+});

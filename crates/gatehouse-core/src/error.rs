@@ -51,6 +51,8 @@ pub enum ErrorKind {
     ThreepidAuthFailed,
     /// 400: the server does not permit this 3PID.
     ThreepidDenied,
+    /// 400: this server does not do this medium (email/SMS sending is off).
+    ThreepidMediumNotSupported,
     /// 401: not correctly authorised (a UIA stage that failed).
     Unauthorized,
     /// 403: guest access is off.
@@ -85,6 +87,7 @@ impl ErrorKind {
             Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
             Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
             Self::ThreepidDenied => "M_THREEPID_DENIED",
+            Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
             Self::Unauthorized | Self::UiaChallenge => "M_UNAUTHORIZED",
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::CaptchaInvalid => "M_CAPTCHA_INVALID",
@@ -105,7 +108,8 @@ impl ErrorKind {
             | Self::ThreepidInUse
             | Self::ThreepidNotFound
             | Self::ThreepidAuthFailed
-            | Self::ThreepidDenied => 400,
+            | Self::ThreepidDenied
+            | Self::ThreepidMediumNotSupported => 400,
             Self::MissingToken
             | Self::UnknownToken { .. }
             | Self::Unauthorized

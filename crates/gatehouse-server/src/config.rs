@@ -41,6 +41,94 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub registration: RegistrationConfig,
     pub uia: UiaConfig,
+    pub email: EmailConfig,
+    pub sms: SmsConfig,
+    pub recaptcha: RecaptchaConfig,
+}
+
+/// Outgoing email (3PID validation, password reset), over SMTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    pub enabled: bool,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: SmtpTls,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    /// The `From:` of every message.
+    pub from: String,
+    /// How long a validation link stays valid.
+    pub token_lifetime_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+/// Outgoing SMS, through an HTTP webhook that relays to a gateway: Gatehouse
+/// POSTs `{"to": "+E164", "body": "...", "sid": "..."}` as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    pub enabled: bool,
+    pub webhook_url: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub webhook_token: Option<String>,
+    pub token_lifetime_ms: u64,
+}
+
+/// The `m.login.recaptcha` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecaptchaConfig {
+    pub enabled: bool,
+    pub site_key: String,
+    pub secret_key: String,
+    pub siteverify_url: String,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            smtp_host: "localhost".into(),
+            smtp_port: 25,
+            tls: SmtpTls::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            from: "Gatehouse <noreply@localhost>".into(),
+            token_lifetime_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            webhook_url: String::new(),
+            webhook_token: None,
+            token_lifetime_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for RecaptchaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            site_key: String::new(),
+            secret_key: String::new(),
+            siteverify_url: "https://www.google.com/recaptcha/api/siteverify".into(),
+        }
+    }
 }
 
 /// Who may register, and how.
@@ -204,6 +292,9 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             registration: RegistrationConfig::default(),
             uia: UiaConfig::default(),
+            email: EmailConfig::default(),
+            sms: SmsConfig::default(),
+            recaptcha: RecaptchaConfig::default(),
         }
     }
 }
@@ -369,6 +460,34 @@ impl Config {
             if flows.iter().any(Vec::is_empty) {
                 return invalid(key, "a flow needs at least one stage");
             }
+        }
+        if self.email.enabled {
+            if self.public_baseurl.is_none() {
+                return invalid(
+                    "public_baseurl",
+                    "is needed for the links in emails (email.enabled = true)",
+                );
+            }
+            if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+                return invalid(
+                    "email.from",
+                    "must be an address like \"Name <user@example.org>\"",
+                );
+            }
+        }
+        if self.sms.enabled && !self.sms.webhook_url.starts_with("http") {
+            return invalid(
+                "sms.webhook_url",
+                "must be an http(s) URL when sms.enabled = true",
+            );
+        }
+        if self.recaptcha.enabled
+            && (self.recaptcha.site_key.is_empty() || self.recaptcha.secret_key.is_empty())
+        {
+            return invalid(
+                "recaptcha",
+                "site_key and secret_key are needed when recaptcha.enabled = true",
+            );
         }
         if self.uia.session_lifetime_ms == 0 {
             return invalid("uia.session_lifetime_ms", "must be greater than 0");

@@ -7,8 +7,10 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+mod fallback;
 pub mod hashing;
 mod issue;
+pub mod messenger;
 pub mod metrics;
 mod middleware;
 mod password_auth;

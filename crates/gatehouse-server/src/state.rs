@@ -43,6 +43,7 @@ pub struct Shared {
     pub limits: Arc<LoginLimits>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    pub messenger: crate::messenger::Messenger,
 }
 
 impl AppState {
@@ -65,7 +66,9 @@ impl AppState {
             clock.clone(),
             Duration::from_millis(config.tokens.cache_ttl_ms),
         );
+        let messenger = crate::messenger::Messenger::new(&config);
         Self(Arc::new(Shared {
+            messenger,
             config: Arc::new(config),
             store,
             sessions: Arc::new(sessions),

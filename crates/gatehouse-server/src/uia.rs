@@ -25,6 +25,43 @@ pub enum Operation {
     /// Password change, device deletion, deactivation, cross-signing reset,
     /// 3PID changes: a logged-in user proves it is them.
     Sensitive,
+    /// A forgotten password: the user proves they own a bound 3PID.
+    PasswordReset,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Sensitive => "sensitive",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Register, Self::Sensitive, Self::PasswordReset]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// What a user can authenticate with.
+pub async fn subject_for_user(
+    state: &AppState,
+    user_id: &gatehouse_core::user_id::UserId,
+) -> ApiResult<Subject> {
+    let user = state.store.user(user_id).await?;
+    Ok(Subject {
+        user_id: Some(user_id.to_string()),
+        has_password: user.is_some_and(|u| u.password_hash.is_some()),
+        threepids: state
+            .store
+            .threepids(user_id)
+            .await?
+            .into_iter()
+            .map(|t| t.threepid)
+            .collect(),
+    })
 }
 
 /// Who is asking: the logged-in user (with what they can authenticate
@@ -50,6 +87,11 @@ impl Authorised {
             .map(str::to_owned)
     }
 
+    /// The account a password reset is for (found through its 3PID).
+    pub fn reset_user(&self) -> Option<String> {
+        self.session.data["reset_user"].as_str().map(str::to_owned)
+    }
+
     /// Third-party IDs validated by email/msisdn stages.
     pub fn validated_threepids(&self) -> Vec<Threepid> {
         self.session.data["threepids"]
@@ -68,15 +110,21 @@ impl Authorised {
 
 /// The flows `subject` can complete for `op`.
 fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
-    let configured = match op {
+    let reset_flows = [vec![uia::EMAIL.to_owned()], vec![uia::MSISDN.to_owned()]];
+    let configured: &[Flow] = match op {
         Operation::Register => &state.config.registration.flows,
         Operation::Sensitive => &state.config.uia.flows,
+        Operation::PasswordReset => &reset_flows,
+    };
+    let owns = |medium: Medium| {
+        op != Operation::Sensitive || subject.threepids.iter().any(|t| t.medium == medium)
     };
     uia::completable(configured, |stage| match stage {
         uia::PASSWORD => subject.user_id.is_some() && subject.has_password,
-        uia::EMAIL | uia::MSISDN => false,
+        uia::EMAIL => state.config.email.enabled && owns(Medium::Email),
+        uia::MSISDN => state.config.sms.enabled && owns(Medium::Msisdn),
         uia::TERMS => !state.config.uia.terms.is_empty(),
-        uia::RECAPTCHA => false,
+        uia::RECAPTCHA => state.config.recaptcha.enabled,
         uia::DUMMY | uia::REGISTRATION_TOKEN => true,
         _ => false,
     })
@@ -84,6 +132,12 @@ fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
 
 fn params(state: &AppState, flows: &[Flow]) -> Value {
     let mut params = Map::new();
+    if flows.iter().flatten().any(|s| s == uia::RECAPTCHA) {
+        params.insert(
+            uia::RECAPTCHA.into(),
+            json!({ "public_key": state.config.recaptcha.site_key }),
+        );
+    }
     if flows.iter().flatten().any(|s| s == uia::TERMS) {
         let mut policies = Map::new();
         for (name, policy) in &state.config.uia.terms {
@@ -156,7 +210,7 @@ pub async fn authorise(
                 id: new_session_id(),
                 binding: binding.clone(),
                 completed: Vec::new(),
-                data: json!({}),
+                data: json!({ "op": op.as_str() }),
                 created_at: now,
                 expires_at: now.saturating_add(state.config.uia.session_lifetime_ms),
                 consumed: false,
@@ -281,9 +335,154 @@ async fn check_stage(
             data["registration_token"] = json!(token);
             Ok(())
         }
+        uia::EMAIL | uia::MSISDN => {
+            let medium = if stage == uia::EMAIL {
+                Medium::Email
+            } else {
+                Medium::Msisdn
+            };
+            let creds = auth
+                .get("threepid_creds")
+                .or_else(|| auth.get("threepidCreds"))
+                .and_then(Value::as_object)
+                .ok_or_else(|| ApiError::missing("auth.threepid_creds"))?;
+            let field = |k: &str| creds.get(k).and_then(Value::as_str);
+            let (Some(sid), Some(secret)) = (field("sid"), field("client_secret")) else {
+                return Err(ApiError::missing("auth.threepid_creds.sid / client_secret"));
+            };
+            let now = state.clock.now_ms();
+            let validation = state.store.threepid_validation(sid).await?;
+            let Some(v) = validation.filter(|v| {
+                v.client_secret == secret && v.threepid.medium == medium && v.expires_at > now
+            }) else {
+                return Err(ApiError::new(
+                    ErrorKind::ThreepidAuthFailed,
+                    "Unknown validation session",
+                ));
+            };
+            if v.validated_at.is_none() {
+                return Err(ApiError::new(
+                    ErrorKind::Unauthorized,
+                    "This address has not been validated yet",
+                ));
+            }
+            if subject.user_id.is_some() && !subject.threepids.contains(&v.threepid) {
+                return Err(ApiError::forbidden(
+                    "That address does not belong to this account",
+                ));
+            }
+            if data["op"] == Operation::PasswordReset.as_str() {
+                let owner = state.store.user_by_threepid(&v.threepid).await?;
+                let owner = owner.ok_or_else(|| {
+                    ApiError::new(ErrorKind::ThreepidNotFound, "No account has this address")
+                })?;
+                data["reset_user"] = json!(owner.user_id.as_str());
+            }
+            let entry =
+                json!({"medium": v.threepid.medium.as_str(), "address": v.threepid.address});
+            match data["threepids"].as_array_mut() {
+                Some(list) if !list.contains(&entry) => list.push(entry),
+                Some(_) => {}
+                None => data["threepids"] = json!([entry]),
+            }
+            Ok(())
+        }
+        uia::RECAPTCHA => {
+            let response = text("response").ok_or_else(|| ApiError::missing("auth.response"))?;
+            let rc = &state.config.recaptcha;
+            let verdict = state
+                .messenger
+                .http()
+                .post(&rc.siteverify_url)
+                .form(&[
+                    ("secret", rc.secret_key.as_str()),
+                    ("response", response.as_str()),
+                ])
+                .send()
+                .await;
+            let success = match verdict {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["success"].as_bool())
+                    .unwrap_or(false),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recaptcha siteverify unreachable");
+                    false
+                }
+            };
+            if success {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    ErrorKind::CaptchaInvalid,
+                    "Captcha verification failed",
+                ))
+            }
+        }
         _ => Err(ApiError::new(
             ErrorKind::Unauthorized,
             format!("Stage {stage} is not available"),
         )),
     }
+}
+
+/// Completes one stage of an existing session from a fallback page. The
+/// client then resubmits its request with `auth: {session}` to finish.
+pub async fn complete_stage(
+    state: &AppState,
+    session_id: &str,
+    stage: &str,
+    auth: &Map<String, Value>,
+) -> ApiResult<()> {
+    let mut session = live_session(state, session_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorKind::Unknown, "Unknown or expired UIA session"))?;
+    let op = session.data["op"]
+        .as_str()
+        .and_then(Operation::parse)
+        .unwrap_or(Operation::Sensitive);
+    let subject = match &session.binding.user_id {
+        Some(u) => {
+            subject_for_user(
+                state,
+                &gatehouse_core::user_id::UserId::from_trusted(u.clone()),
+            )
+            .await?
+        }
+        None => Subject::default(),
+    };
+    let flows = flows_for(state, op, &subject);
+    if !uia::stage_allowed(&flows, &session.completed, stage) {
+        return Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            format!("Stage {stage} is not the next stage of any flow"),
+        ));
+    }
+    check_stage(state, stage, auth, &subject, &mut session.data).await?;
+    uia::record(&mut session.completed, stage);
+    if !state
+        .store
+        .update_uia_session(&session.id, &session.completed, &session.data)
+        .await?
+    {
+        return Err(ApiError::forbidden(
+            "This UIA session has already been used",
+        ));
+    }
+    Ok(())
+}
+
+/// The session a fallback page is for, if it can still be used.
+pub async fn live_session(
+    state: &AppState,
+    session_id: &str,
+) -> ApiResult<Option<UiaSessionRecord>> {
+    let now = state.clock.now_ms();
+    Ok(state
+        .store
+        .uia_session(session_id)
+        .await?
+        .filter(|s| s.expires_at > now && !s.consumed))
 }

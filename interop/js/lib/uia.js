@@ -19,6 +19,10 @@ export function passwordAuthDict(ia, userId, password) {
  * nothing to leave the stage waiting). Every auth dict handed to doRequest is
  * recorded in log.requests, every stateUpdated call in log.updates.
  *
+ * A stage error (stateUpdated with an errcode) that answer() leaves
+ * unanswered rejects `done` at once, instead of leaving InteractiveAuth
+ * waiting for ever.
+ *
  * Returns { ia, log, done } where done is attemptAuth()'s promise.
  */
 export function runInteractiveAuth({
@@ -32,6 +36,9 @@ export function runInteractiveAuth({
 }) {
   const log = { requests: [], updates: [] };
   let ia;
+  let stageFailed;
+  const stageFailure = new Promise((_, reject) => (stageFailed = reject));
+  stageFailure.catch(() => {});
   const options = {
     matrixClient: client,
     inputs,
@@ -41,10 +48,20 @@ export function runInteractiveAuth({
     },
     stateUpdated: (stage, status) => {
       log.updates.push({ stage, status: { ...status }, session: ia.getSessionId() });
-      const dict = answer(stage, status, ia, log);
+      let dict;
+      try {
+        dict = answer(stage, status, ia, log);
+      } catch (error) {
+        stageFailed(error);
+        return;
+      }
       if (dict) {
         // Errors of the request itself reach attemptAuth()'s promise.
         ia.submitAuthDict(dict).catch(() => {});
+      } else if (status.errcode) {
+        stageFailed(
+          new Error(`stage ${stage} failed with ${status.errcode}: ${status.error} (updates: ${JSON.stringify(log.updates)})`),
+        );
       }
     },
     requestEmailToken: async () => {
@@ -55,7 +72,7 @@ export function runInteractiveAuth({
   if (sessionId !== undefined) options.sessionId = sessionId;
   if (clientSecret !== undefined) options.clientSecret = clientSecret;
   ia = new InteractiveAuth(options);
-  const done = ia.attemptAuth();
+  const done = Promise.race([ia.attemptAuth(), stageFailure]);
   return { ia, log, done };
 }
 
@@ -146,8 +163,15 @@ function attributes(tag) {
   return attrs;
 }
 
+const NAMED_ENTITIES = { quot: '"', apos: "'", lt: "<", gt: ">", amp: "&" };
 const decodeEntities = (s) =>
-  s.replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+  s.replace(/&(#[xX][0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);/g, (whole, name) => {
+    if (name[0] === "#") {
+      const code = name[1] === "x" || name[1] === "X" ? parseInt(name.slice(2), 16) : parseInt(name.slice(1), 10);
+      return String.fromCodePoint(code);
+    }
+    return NAMED_ENTITIES[name] ?? whole;
+  });
 
 /**
  * Fill in and submit the first HTML form of a fallback page as a person would:

@@ -88,7 +88,14 @@ async function probe() {
 }
 
 const SKIP = await probe();
-const uiaTest = (name, fn) => it(name, { skip: SKIP, timeout: 30_000 }, fn);
+const uiaTest = (name, fn) => it(name, { skip: SKIP, timeout: 20_000 }, fn);
+/**
+ * A spec check that Gatehouse is known to fail: it runs and is reported as
+ * TODO without failing the run. Drop the wrapper once the server is fixed
+ * (node --test then reports the TODO as passing).
+ */
+const knownDeviation = (name, reason, fn) =>
+  it(name, { skip: SKIP, todo: `KNOWN DEVIATION: ${reason}`, timeout: 20_000 }, fn);
 
 let userCounter = 0;
 const uniqueName = (prefix) => `${prefix}${process.pid}x${++userCounter}`;
@@ -205,6 +212,26 @@ describe("seed 001/002: registration with InteractiveAuth (m.login.dummy)", () =
     assert.ok(error.flows.every((flow) => !flow.stages.includes("m.login.email.identity")));
     assert.equal(log.requests.length, 1, "only the request without auth was made");
   });
+
+  knownDeviation(
+    "spec: inhibit_login: true registers without returning access_token or device_id",
+    "Gatehouse returns them as empty strings",
+    async () => {
+      const temp = tempClient(server);
+      const username = uniqueName("inhibit");
+      const { done } = runInteractiveAuth({
+        client: temp,
+        doRequest: (auth) =>
+          temp.registerRequest({ ...registrationBody(username, "pw", auth), inhibit_login: true }),
+      });
+      const response = await done;
+      assert.equal(response.user_id, `@${username}:localhost`);
+      // Spec: "If true, an access_token and device_id should not be returned".
+      assert.equal("access_token" in response, false, JSON.stringify(response));
+      assert.equal("device_id" in response, false, JSON.stringify(response));
+      assert.equal("refresh_token" in response, false, JSON.stringify(response));
+    },
+  );
 });
 
 describe("seed 001/002: registration tokens (m.login.registration_token)", () => {
@@ -309,7 +336,9 @@ describe("seed 001/002: registration tokens (m.login.registration_token)", () =>
       sessionId: storedSessionId,
       clientSecret: storedClientSecret,
       doRequest: (auth) => temp.registerRequest(registrationBody(username, "pw", auth)),
-      answer: (stage) => assert.fail(`no stage should need the application after resuming, got ${stage}`),
+      answer: (stage) => {
+        throw new Error(`no stage should need the application after resuming, got ${stage}`);
+      },
     });
     const response = await second.done;
     assert.equal(response.user_id, `@${username}:localhost`);
@@ -514,8 +543,7 @@ describe("seed 001/002: account management behind UIA (m.login.password)", () =>
           : undefined,
     });
     const result = await done;
-    // The user has no third-party IDs bound at an identity server.
-    assert.equal(result.id_server_unbind_result, "success");
+    assert.ok(["success", "no-support"].includes(result.id_server_unbind_result), JSON.stringify(result));
 
     await expectMatrixError(client.whoami(), { errcode: "M_UNKNOWN_TOKEN", httpStatus: 401 });
     const error = await expectMatrixError(
@@ -524,6 +552,38 @@ describe("seed 001/002: account management behind UIA (m.login.password)", () =>
     );
     assert.ok(["M_USER_DEACTIVATED", "M_FORBIDDEN"].includes(error.errcode), error.errcode);
   });
+
+  knownDeviation(
+    "spec: deactivation reports id_server_unbind_result \"success\" when there is nothing to unbind",
+    "Gatehouse answers \"no-support\"",
+    async () => {
+      // Spec (account_deactivation): "This must be `success` if the homeserver
+      // has no identifiers to unbind for the user." Gatehouse never binds
+      // anything at an identity server.
+      const { user, client } = await freshUser("deactok");
+      const { done } = runInteractiveAuth({
+        client,
+        doRequest: (authData) => client.deactivateAccount(authData ?? undefined, false),
+        answer: answerPassword(user.userId, PASSWORD),
+      });
+      assert.deepEqual(await done, { id_server_unbind_result: "success" });
+    },
+  );
+
+  knownDeviation(
+    "spec: a self-signing key not signed by the master key is refused with M_INVALID_SIGNATURE",
+    "Gatehouse accepts it (200)",
+    async () => {
+      const { user, client } = await freshUser("xsignbad");
+      const keys = makeCrossSigningKeys(user.userId);
+      // Signed by some other master key.
+      keys.self_signing_key = makeCrossSigningKeys(user.userId).self_signing_key;
+      await expectMatrixError(uploadSigningKeys(client, keys, null), {
+        errcode: "M_INVALID_SIGNATURE",
+        httpStatus: 400,
+      });
+    },
+  );
 
   uiaTest("getFallbackAuthUrl: the page for m.login.password is HTML at the spec's URL", async () => {
     const { client } = await freshUser("fallback");

@@ -66,12 +66,6 @@ pub async fn change_password(
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
     let body: PasswordBody = typed(&raw)?;
-    let Some(requester) = requester else {
-        return Err(ApiError::new(
-            ErrorKind::MissingToken,
-            "Missing access token",
-        ));
-    };
     let new_password = body
         .new_password
         .ok_or_else(|| ApiError::missing("new_password"))?
@@ -79,6 +73,17 @@ pub async fn change_password(
     if new_password.is_empty() {
         return Err(ApiError::invalid("new_password must not be empty"));
     }
+    let Some(requester) = requester else {
+        return reset_password(
+            &state,
+            &method,
+            uri.path(),
+            &raw,
+            new_password,
+            body.logout_devices,
+        )
+        .await;
+    };
     let subject = subject_of(&state, &requester).await?;
     uia::authorise(
         &state,
@@ -106,6 +111,43 @@ pub async fn change_password(
         state.sessions.invalidate_user(&requester.user_id);
     }
     tracing::info!(user_id = %requester.user_id, "password changed");
+    Ok(Json(json!({})))
+}
+
+/// A forgotten password: proven by a validated email/phone bound to the
+/// account; every session of the account ends (unless `logout_devices` is false).
+async fn reset_password(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    raw: &Value,
+    new_password: zeroize::Zeroizing<String>,
+    logout_devices: bool,
+) -> ApiResult<Json<Value>> {
+    let authorised = uia::authorise(
+        state,
+        Operation::PasswordReset,
+        &Subject::default(),
+        method,
+        path,
+        raw,
+    )
+    .await?;
+    let user = authorised
+        .reset_user()
+        .ok_or_else(|| ApiError::forbidden("No account was identified"))?;
+    let user_id = gatehouse_core::user_id::UserId::from_trusted(user);
+    let hash = state
+        .hasher
+        .hash(new_password)
+        .await
+        .map_err(|_| ApiError::limited(1000))?;
+    state.store.set_password_hash(&user_id, &hash).await?;
+    if logout_devices {
+        state.store.delete_all_devices(&user_id).await?;
+        state.sessions.invalidate_user(&user_id);
+    }
+    tracing::info!(user_id = %user_id, "password reset");
     Ok(Json(json!({})))
 }
 

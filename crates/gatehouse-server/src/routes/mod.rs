@@ -10,6 +10,13 @@ pub(crate) mod login;
 mod logout;
 mod refresh;
 mod register;
+mod threepid;
+
+/// A random URL-safe string (session IDs, nonces).
+pub fn threepid_random(len: usize) -> String {
+    let raw = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
+    raw[5..5 + len.min(30)].to_owned()
+}
 
 use axum::extract::State;
 use axum::http::Method;
@@ -49,6 +56,35 @@ fn client_api(router: Router<AppState>) -> Router<AppState> {
         ),
         ("/delete_devices", post(devices::delete_many)),
         ("/keys/device_signing/upload", post(keys::upload)),
+        (
+            "/register/email/requestToken",
+            post(threepid::register_email),
+        ),
+        (
+            "/register/msisdn/requestToken",
+            post(threepid::register_msisdn),
+        ),
+        (
+            "/account/password/email/requestToken",
+            post(threepid::reset_email),
+        ),
+        (
+            "/account/password/msisdn/requestToken",
+            post(threepid::reset_msisdn),
+        ),
+        (
+            "/account/3pid/email/requestToken",
+            post(threepid::add_email),
+        ),
+        (
+            "/account/3pid/msisdn/requestToken",
+            post(threepid::add_msisdn),
+        ),
+        ("/account/3pid/add", post(threepid::add)),
+        (
+            "/auth/{stage}/fallback/web",
+            get(crate::fallback::show).post(crate::fallback::submit),
+        ),
     ];
     endpoints
         .into_iter()
@@ -73,6 +109,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/client/v1/register/m.login.registration_token/validity",
             get(register::token_validity),
+        )
+        .route(
+            "/_gatehouse/threepid/validate",
+            get(threepid::validate_link),
+        )
+        .route(
+            "/_gatehouse/threepid/submit_token",
+            post(threepid::submit_token),
         )
         .route_layer(middleware::ObserveLayer {
             metrics: state.metrics.clone(),

@@ -220,3 +220,124 @@ pub fn assert_error(got: &(u16, Value), status: u16, errcode: &str) {
         got.1
     );
 }
+
+/// A real SMTP server (aiosmtpd from PyPI, installed by `scripts/test` into
+/// `~/.cache/gatehouse-venv`) writing every message into a maildir.
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    pub maildir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Smtp {
+    pub fn start() -> Self {
+        let python = std::env::var("GATEHOUSE_TEST_PYTHON").unwrap_or_else(|_| {
+            let venv = format!(
+                "{}/.cache/gatehouse-venv/bin/python",
+                std::env::var("HOME").unwrap_or_default()
+            );
+            if Path::new(&venv).exists() {
+                venv
+            } else {
+                "python3".into()
+            }
+        });
+        let maildir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start aiosmtpd with {python} ({e}); run ./scripts/test, which installs it"));
+        // Owned at once, so that Drop reaps it whatever happens next.
+        let smtp = Self {
+            child,
+            port,
+            maildir,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return smtp;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "aiosmtpd did not start on port {port} (is it installed for {python}? run ./scripts/test)"
+        );
+    }
+
+    /// Settings that point a Gatehouse server at this SMTP server.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GATEHOUSE_EMAIL__ENABLED", "true".into()),
+            ("GATEHOUSE_EMAIL__SMTP_HOST", "127.0.0.1".into()),
+            ("GATEHOUSE_EMAIL__SMTP_PORT", self.port.to_string()),
+            ("GATEHOUSE_EMAIL__TLS", "none".into()),
+            (
+                "GATEHOUSE_EMAIL__FROM",
+                "\"Gatehouse <noreply@example.org>\"".into(),
+            ),
+        ]
+    }
+
+    /// Delivered messages, oldest first, decoded enough to read links.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail").join("new");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, path)| {
+                let raw = std::fs::read_to_string(path).unwrap_or_default();
+                // Undo quoted-printable soft breaks and escapes, if used.
+                raw.replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=")
+            })
+            .collect()
+    }
+
+    /// Waits until `n` messages have arrived and returns the newest.
+    pub fn wait_for(&self, n: usize) -> String {
+        for _ in 0..400 {
+            let m = self.messages();
+            if m.len() >= n {
+                return m.into_iter().last().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("message #{n} never arrived");
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The validation link in a message.
+pub fn link_in(message: &str) -> String {
+    let start = message.find("http").expect("a link in the message");
+    message[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}

@@ -1,0 +1,185 @@
+//! Outgoing messages: validation emails over SMTP (lettre) and SMS codes
+//! through an HTTP webhook, rendered from templates (minijinja).
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::{Environment, context};
+
+use crate::config::{Config, SmtpTls};
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("email is not enabled")]
+    EmailDisabled,
+    #[error("SMS is not enabled")]
+    SmsDisabled,
+    #[error("bad address: {0}")]
+    Address(String),
+    #[error("SMTP: {0}")]
+    Smtp(String),
+    #[error("SMS webhook: {0}")]
+    Webhook(String),
+    #[error("template: {0}")]
+    Template(String),
+}
+
+/// Sends email and SMS; cheap to clone.
+#[derive(Clone)]
+pub struct Messenger {
+    mailer: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Option<Mailbox>,
+    sms: Option<(String, Option<String>)>,
+    http: reqwest::Client,
+    templates: std::sync::Arc<Environment<'static>>,
+    server_name: String,
+}
+
+/// The templates, compiled into the binary.
+pub fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    let add = |env: &mut Environment<'static>, name: &'static str, src: &'static str| {
+        env.add_template(name, src)
+            .expect("built-in templates parse");
+    };
+    add(
+        &mut env,
+        "validation_email.txt",
+        include_str!("../templates/validation_email.txt"),
+    );
+    add(
+        &mut env,
+        "validation_sms.txt",
+        include_str!("../templates/validation_sms.txt"),
+    );
+    add(
+        &mut env,
+        "page.html",
+        include_str!("../templates/page.html"),
+    );
+    add(
+        &mut env,
+        "fallback.html",
+        include_str!("../templates/fallback.html"),
+    );
+    env
+}
+
+impl Messenger {
+    pub fn new(config: &Config) -> Self {
+        let email = &config.email;
+        let mailer = email.enabled.then(|| {
+            let builder = match email.tls {
+                SmtpTls::None => {
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&email.smtp_host)
+                }
+                SmtpTls::Starttls => {
+                    AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&email.smtp_host)
+                        .unwrap_or_else(|_| {
+                            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+                                &email.smtp_host,
+                            )
+                        })
+                }
+                SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&email.smtp_host)
+                    .unwrap_or_else(|_| {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&email.smtp_host)
+                    }),
+            };
+            let mut builder = builder.port(email.smtp_port);
+            if let (Some(user), Some(pass)) = (&email.smtp_username, &email.smtp_password) {
+                builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+            }
+            builder.build()
+        });
+        Self {
+            mailer,
+            from: email.from.parse().ok(),
+            sms: config.sms.enabled.then(|| {
+                (
+                    config.sms.webhook_url.clone(),
+                    config.sms.webhook_token.clone(),
+                )
+            }),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            templates: std::sync::Arc::new(templates()),
+            server_name: config.server_name.clone(),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn templates(&self) -> &Environment<'static> {
+        &self.templates
+    }
+
+    /// Sends the validation link for `purpose` (`register`,
+    /// `password_reset`, `add_threepid`).
+    pub async fn send_validation_email(
+        &self,
+        to: &str,
+        purpose: &str,
+        link: &str,
+        expires: &str,
+    ) -> Result<(), SendError> {
+        let (Some(mailer), Some(from)) = (&self.mailer, &self.from) else {
+            return Err(SendError::EmailDisabled);
+        };
+        let body = self
+            .templates
+            .get_template("validation_email.txt")
+            .and_then(|t| {
+                t.render(context! { purpose, link, expires, server_name => &self.server_name })
+            })
+            .map_err(|e| SendError::Template(e.to_string()))?;
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e: lettre::address::AddressError| SendError::Address(e.to_string()))?;
+        let message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(format!(
+                "Confirm your email address for {}",
+                self.server_name
+            ))
+            .body(body)
+            .map_err(|e| SendError::Smtp(e.to_string()))?;
+        mailer
+            .send(message)
+            .await
+            .map_err(|e| SendError::Smtp(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Sends an SMS code through the webhook.
+    pub async fn send_sms(&self, msisdn: &str, code: &str, sid: &str) -> Result<(), SendError> {
+        let Some((url, token)) = &self.sms else {
+            return Err(SendError::SmsDisabled);
+        };
+        let body = self
+            .templates
+            .get_template("validation_sms.txt")
+            .and_then(|t| t.render(context! { code, server_name => &self.server_name }))
+            .map_err(|e| SendError::Template(e.to_string()))?;
+        let mut req = self.http.post(url).json(
+            &serde_json::json!({"to": format!("+{msisdn}"), "body": body.trim(), "sid": sid}),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SendError::Webhook(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(SendError::Webhook(format!("status {}", resp.status())));
+        }
+        Ok(())
+    }
+}

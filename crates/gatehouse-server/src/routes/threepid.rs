@@ -1,0 +1,452 @@
+//! Proving ownership of an email address or phone number: the
+//! `requestToken` endpoints, the link/code that validates, and
+//! `POST /account/3pid/add`.
+//!
+//! Gatehouse validates 3PIDs itself (no identity server): it sends a link
+//! by email or a code by SMS; opening the link (or submitting the code to
+//! `submit_url`) marks the validation session done, which the
+//! `m.login.email.identity` / `m.login.msisdn` stages then accept.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use gatehouse_core::ErrorKind;
+use gatehouse_core::identifier::{Medium, Threepid, canonical_email, phone_to_msisdn};
+use gatehouse_core::token::{self, TokenKind};
+use gatehouse_store::{StoreError, ThreepidValidation};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::account::subject_of;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{MatrixJson, RawJson, Requester, typed};
+use crate::state::AppState;
+use crate::uia::{self, Operation};
+
+/// What a validation is for; decides whether the 3PID must be bound or free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Register,
+    PasswordReset,
+    AddThreepid,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::PasswordReset => "password_reset",
+            Self::AddThreepid => "add_threepid",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EmailTokenBody {
+    client_secret: Option<String>,
+    email: Option<String>,
+    send_attempt: Option<u64>,
+}
+
+#[derive(Deserialize)]
+pub struct MsisdnTokenBody {
+    client_secret: Option<String>,
+    country: Option<String>,
+    phone_number: Option<String>,
+    send_attempt: Option<u64>,
+}
+
+fn check_client_secret(secret: Option<String>) -> ApiResult<String> {
+    let secret = secret.ok_or_else(|| ApiError::missing("client_secret"))?;
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b".=_-".contains(&b);
+    if secret.is_empty() || secret.len() > 255 || !secret.bytes().all(ok) {
+        return Err(ApiError::invalid(
+            "client_secret must be 1-255 characters of [0-9a-zA-Z.=_-]",
+        ));
+    }
+    Ok(secret)
+}
+
+/// A bound 3PID must (reset) or must not (register, add) exist.
+async fn check_binding(state: &AppState, purpose: Purpose, threepid: &Threepid) -> ApiResult<()> {
+    let owner = state.store.user_by_threepid(threepid).await?;
+    match (purpose, owner) {
+        (Purpose::PasswordReset, None) => Err(ApiError::new(
+            ErrorKind::ThreepidNotFound,
+            "No account is bound to this address",
+        )),
+        (Purpose::Register | Purpose::AddThreepid, Some(_)) => Err(ApiError::new(
+            ErrorKind::ThreepidInUse,
+            "This address is already in use",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn sending_failed(e: &crate::messenger::SendError) -> ApiError {
+    tracing::error!(error = %e, "could not send a validation message");
+    ApiError::new(
+        ErrorKind::Unknown,
+        "Could not send the validation message; try again later",
+    )
+    .with_body(Map::new(), 502)
+}
+
+fn random_id(len: usize) -> String {
+    let raw = token::generate(TokenKind::Access);
+    raw[5..5 + len].to_owned()
+}
+
+fn six_digits() -> String {
+    // Digits from the token generator's uniform base62 alphabet, rejecting letters.
+    let mut out = String::new();
+    while out.len() < 6 {
+        let raw = token::generate(TokenKind::Access);
+        out.extend(raw[5..35].chars().filter(char::is_ascii_digit));
+    }
+    out.truncate(6);
+    out
+}
+
+fn submit_url(state: &AppState) -> Option<String> {
+    state.config.public_baseurl.as_ref().map(|b| {
+        format!(
+            "{}/_gatehouse/threepid/submit_token",
+            b.trim_end_matches('/')
+        )
+    })
+}
+
+/// Stores the validation (or finds the one this `send_attempt` already
+/// made); `Some(secret)` when a new message must be sent.
+async fn start_validation(
+    state: &AppState,
+    client_secret: String,
+    threepid: Threepid,
+    send_attempt: u64,
+    secret: String,
+    lifetime_ms: u64,
+) -> ApiResult<(ThreepidValidation, Option<String>)> {
+    let now = state.clock.now_ms();
+    let fresh = ThreepidValidation {
+        sid: random_id(24),
+        client_secret,
+        threepid,
+        token_hash: token::hash(&secret),
+        send_attempt,
+        validated_at: None,
+        created_at: now,
+        expires_at: now.saturating_add(lifetime_ms),
+    };
+    let stored = state.store.upsert_threepid_validation(&fresh).await?;
+    let send = stored.token_hash == fresh.token_hash;
+    Ok((stored, send.then_some(secret)))
+}
+
+pub async fn request_email_token(
+    state: &AppState,
+    purpose: Purpose,
+    body: EmailTokenBody,
+) -> ApiResult<Json<Value>> {
+    if !state.config.email.enabled {
+        return Err(ApiError::new(
+            ErrorKind::ThreepidMediumNotSupported,
+            "This server does not send email",
+        ));
+    }
+    let client_secret = check_client_secret(body.client_secret)?;
+    let email = canonical_email(&body.email.ok_or_else(|| ApiError::missing("email"))?)?;
+    let send_attempt = body
+        .send_attempt
+        .ok_or_else(|| ApiError::missing("send_attempt"))?;
+    let threepid = Threepid {
+        medium: Medium::Email,
+        address: email.clone(),
+    };
+    check_binding(state, purpose, &threepid).await?;
+    let secret = random_id(32);
+    let (validation, to_send) = start_validation(
+        state,
+        client_secret,
+        threepid,
+        send_attempt,
+        secret,
+        state.config.email.token_lifetime_ms,
+    )
+    .await?;
+    if let Some(secret) = to_send {
+        let base = state
+            .config
+            .public_baseurl
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/');
+        let link = format!(
+            "{base}/_gatehouse/threepid/validate?sid={}&client_secret={}&token={secret}",
+            validation.sid,
+            urlencode(&validation.client_secret)
+        );
+        let expires = format_ms(validation.expires_at);
+        state
+            .messenger
+            .send_validation_email(&email, purpose.as_str(), &link, &expires)
+            .await
+            .map_err(|e| sending_failed(&e))?;
+        tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation email sent");
+    }
+    Ok(Json(
+        json!({ "sid": validation.sid, "submit_url": submit_url(state) }),
+    ))
+}
+
+pub async fn request_msisdn_token(
+    state: &AppState,
+    purpose: Purpose,
+    body: MsisdnTokenBody,
+) -> ApiResult<Json<Value>> {
+    if !state.config.sms.enabled {
+        return Err(ApiError::new(
+            ErrorKind::ThreepidMediumNotSupported,
+            "This server does not send SMS",
+        ));
+    }
+    let client_secret = check_client_secret(body.client_secret)?;
+    let country = body.country.ok_or_else(|| ApiError::missing("country"))?;
+    let phone = body
+        .phone_number
+        .ok_or_else(|| ApiError::missing("phone_number"))?;
+    let msisdn = phone_to_msisdn(&country, &phone)?;
+    let send_attempt = body
+        .send_attempt
+        .ok_or_else(|| ApiError::missing("send_attempt"))?;
+    let threepid = Threepid {
+        medium: Medium::Msisdn,
+        address: msisdn.clone(),
+    };
+    check_binding(state, purpose, &threepid).await?;
+    let code = six_digits();
+    let (validation, to_send) = start_validation(
+        state,
+        client_secret,
+        threepid,
+        send_attempt,
+        code,
+        state.config.sms.token_lifetime_ms,
+    )
+    .await?;
+    if let Some(code) = to_send {
+        state
+            .messenger
+            .send_sms(&msisdn, &code, &validation.sid)
+            .await
+            .map_err(|e| sending_failed(&e))?;
+        tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation SMS sent");
+    }
+    Ok(Json(
+        json!({ "sid": validation.sid, "submit_url": submit_url(state), "msisdn": msisdn, "intl_fmt": format!("+{msisdn}") }),
+    ))
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e[1..].to_owned())
+        .unwrap_or_default()
+}
+
+fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+macro_rules! request_token_route {
+    ($name:ident, $body:ty, $handler:ident, $purpose:expr) => {
+        pub async fn $name(
+            State(state): State<AppState>,
+            MatrixJson(body): MatrixJson<$body>,
+        ) -> ApiResult<Json<Value>> {
+            $handler(&state, $purpose, body).await
+        }
+    };
+}
+
+request_token_route!(
+    register_email,
+    EmailTokenBody,
+    request_email_token,
+    Purpose::Register
+);
+request_token_route!(
+    register_msisdn,
+    MsisdnTokenBody,
+    request_msisdn_token,
+    Purpose::Register
+);
+request_token_route!(
+    reset_email,
+    EmailTokenBody,
+    request_email_token,
+    Purpose::PasswordReset
+);
+request_token_route!(
+    reset_msisdn,
+    MsisdnTokenBody,
+    request_msisdn_token,
+    Purpose::PasswordReset
+);
+request_token_route!(
+    add_email,
+    EmailTokenBody,
+    request_email_token,
+    Purpose::AddThreepid
+);
+request_token_route!(
+    add_msisdn,
+    MsisdnTokenBody,
+    request_msisdn_token,
+    Purpose::AddThreepid
+);
+
+#[derive(Deserialize)]
+pub struct SubmitToken {
+    sid: Option<String>,
+    client_secret: Option<String>,
+    token: Option<String>,
+}
+
+/// Checks a presented secret against a validation and marks it done.
+async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<bool> {
+    let (Some(sid), Some(secret), Some(tok)) = (q.sid, q.client_secret, q.token) else {
+        return Err(ApiError::missing("sid, client_secret and token"));
+    };
+    let Some(v) = state.store.threepid_validation(&sid).await? else {
+        return Ok(false);
+    };
+    let now = state.clock.now_ms();
+    if v.client_secret != secret || v.expires_at <= now || v.token_hash != token::hash(tok.trim()) {
+        return Ok(false);
+    }
+    Ok(state.store.mark_threepid_validated(&sid, now).await?)
+}
+
+/// `GET /_gatehouse/threepid/validate`: the link in the email.
+pub async fn validate_link(
+    State(state): State<AppState>,
+    Query(q): Query<SubmitToken>,
+) -> Response {
+    let (ok, status) = match validate(&state, q).await {
+        Ok(true) => (true, StatusCode::OK),
+        Ok(false) => (false, StatusCode::BAD_REQUEST),
+        Err(e) => (
+            false,
+            StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        ),
+    };
+    let (title, message, class) = if ok {
+        (
+            "Address confirmed",
+            "Your address is confirmed. You can return to your application.",
+            "ok",
+        )
+    } else {
+        (
+            "Link not valid",
+            "This link is wrong, expired or already replaced by a newer one.",
+            "error",
+        )
+    };
+    let html = state
+        .messenger
+        .templates()
+        .get_template("page.html")
+        .and_then(|t| t.render(context! { title, message, message_class => class }))
+        .unwrap_or_else(|_| title.to_owned());
+    (status, crate::fallback::strict_csp(None), Html(html)).into_response()
+}
+
+/// `POST /_gatehouse/threepid/submit_token`: the `submit_url` for codes.
+pub async fn submit_token(
+    State(state): State<AppState>,
+    MatrixJson(q): MatrixJson<SubmitToken>,
+) -> ApiResult<Json<Value>> {
+    let success = validate(&state, q).await?;
+    Ok(Json(json!({ "success": success })))
+}
+
+#[derive(Deserialize)]
+struct AddThreepidBody {
+    client_secret: Option<String>,
+    sid: Option<String>,
+}
+
+/// `POST /account/3pid/add`: bind a validated 3PID, under UIA.
+pub async fn add(
+    State(state): State<AppState>,
+    requester: Requester,
+    method: Method,
+    uri: Uri,
+    RawJson(raw): RawJson,
+) -> ApiResult<Json<Value>> {
+    let body: AddThreepidBody = typed(&raw)?;
+    let secret = body
+        .client_secret
+        .ok_or_else(|| ApiError::missing("client_secret"))?;
+    let sid = body.sid.ok_or_else(|| ApiError::missing("sid"))?;
+    let subject = subject_of(&state, &requester).await?;
+    uia::authorise(
+        &state,
+        Operation::Sensitive,
+        &subject,
+        &method,
+        uri.path(),
+        &raw,
+    )
+    .await?;
+    let now = state.clock.now_ms();
+    let validation = state.store.threepid_validation(&sid).await?;
+    let Some(v) = validation
+        .filter(|v| v.client_secret == secret && v.validated_at.is_some() && v.expires_at > now)
+    else {
+        return Err(ApiError::new(
+            ErrorKind::ThreepidAuthFailed,
+            "This third-party ID has not been validated",
+        ));
+    };
+    match state
+        .store
+        .add_threepid(&requester.user_id, &v.threepid, now)
+        .await
+    {
+        Ok(()) => Ok(Json(json!({}))),
+        Err(StoreError::ThreepidInUse) => Err(ApiError::new(
+            ErrorKind::ThreepidInUse,
+            "This address is already in use",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_format() {
+        assert_eq!(super::format_ms(0), "1970-01-01 00:00");
+        assert_eq!(super::format_ms(1_795_000_000_000), "2026-11-18 11:06");
+    }
+}

@@ -1,0 +1,350 @@
+//! Email (through a real SMTP server), SMS (through a real HTTP webhook)
+//! and reCAPTCHA (against a siteverify endpoint) inside UIA.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{Server, Smtp, assert_error, free_port, link_in, s};
+use serde_json::{Value, json};
+
+const REG: &str = "/_matrix/client/v3/register";
+
+fn start(settings: Vec<(&'static str, String)>) -> Server {
+    let port = free_port();
+    let mut all: Vec<(&str, String)> = vec![
+        ("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "GATEHOUSE_PUBLIC_BASEURL",
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ];
+    all.extend(settings);
+    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(&pairs)
+}
+
+async fn open_link(server: &Server, link: &str) -> (u16, String) {
+    let resp = server.http.get(link).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let csp = resp
+        .headers()
+        .get("content-security-policy")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        csp.is_some_and(|c| c.contains("default-src 'none'")),
+        "pages carry a strict CSP"
+    );
+    (status, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn registration_with_a_validated_email() {
+    let smtp = Smtp::start();
+    let mut settings = smtp.settings();
+    settings.push(("GATEHOUSE_REGISTRATION__ENABLED", "true".into()));
+    settings.push((
+        "GATEHOUSE_REGISTRATION__FLOWS",
+        r#"[["m.login.email.identity"]]"#.into(),
+    ));
+    let server = start(settings);
+    let ask =
+        json!({"client_secret": "secret-1", "email": "New.User@Example.org", "send_attempt": 1});
+    let (status, first) = server
+        .post(
+            "/_matrix/client/v3/register/email/requestToken",
+            ask.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let sid = s(&first, "sid");
+    assert!(
+        first["submit_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/_gatehouse/threepid/submit_token")
+    );
+    // The same send_attempt again: same session, no second email.
+    let (_, again) = server
+        .post("/_matrix/client/v3/register/email/requestToken", ask)
+        .await;
+    assert_eq!(again["sid"], first["sid"]);
+    let mail = smtp.wait_for(1);
+    assert!(
+        mail.contains("To: new.user@example.org"),
+        "canonical address: {mail}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(smtp.messages().len(), 1, "send_attempt is idempotent");
+
+    let body = json!({"username": "newuser", "password": "pw"});
+    let (status, c) = server.post(REG, body.clone()).await;
+    assert_eq!(status, 401);
+    let mut step = body.clone();
+    step["auth"] = json!({"type": "m.login.email.identity", "session": s(&c, "session"), "threepid_creds": {"sid": sid, "client_secret": "secret-1"}});
+    let (status, v) = server.post(REG, step.clone()).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "not clicked yet: {v}"
+    );
+    // A wrong token in the link is refused; the real link validates.
+    let link = link_in(&mail);
+    assert!(link.starts_with(&server.base), "{link}");
+    let (status, _) = open_link(&server, &link.replace("token=", "token=x")).await;
+    assert_eq!(status, 400);
+    let (status, page) = open_link(&server, &link).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("confirmed"), "{page}");
+    let (status, done) = server.post(REG, step).await;
+    assert_eq!(status, 200, "{done}");
+    let (status, v) = server
+        .post("/_matrix/client/v3/login", json!({"type": "m.login.password", "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "new.user@example.org"}, "password": "pw"}))
+        .await;
+    assert_eq!(
+        (status, v["user_id"].as_str()),
+        (200, Some("@newuser:localhost")),
+        "the email is bound"
+    );
+    // Asking again for a bound address is refused.
+    let taken = server
+        .post(
+            "/_matrix/client/v3/register/email/requestToken",
+            json!({"client_secret": "s2", "email": "new.user@example.org", "send_attempt": 1}),
+        )
+        .await;
+    assert_error(&taken, 400, "M_THREEPID_IN_USE");
+}
+
+#[tokio::test]
+async fn forgotten_password_is_reset_by_email() {
+    let smtp = Smtp::start();
+    let server = start(smtp.settings());
+    server.create_user("alice", "old", &["--email", "alice@example.org"]);
+    let old_session = server.login("alice", "old", json!({})).await;
+    let unknown = server
+        .post(
+            "/_matrix/client/v3/account/password/email/requestToken",
+            json!({"client_secret": "c", "email": "nobody@example.org", "send_attempt": 1}),
+        )
+        .await;
+    assert_error(&unknown, 400, "M_THREEPID_NOT_FOUND");
+    let (status, t) = server
+        .post(
+            "/_matrix/client/v3/account/password/email/requestToken",
+            json!({"client_secret": "c", "email": "Alice@example.org", "send_attempt": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let mail = smtp.wait_for(1);
+    assert!(mail.contains("reset the password"), "{mail}");
+    let body = json!({"new_password": "new"});
+    let (status, c) = server
+        .post("/_matrix/client/v3/account/password", body.clone())
+        .await;
+    assert_eq!(status, 401, "{c}");
+    assert_eq!(c["flows"], json!([{"stages": ["m.login.email.identity"]}]));
+    assert_eq!(open_link(&server, &link_in(&mail)).await.0, 200);
+    let mut step = body;
+    step["auth"] = json!({"type": "m.login.email.identity", "session": s(&c, "session"), "threepid_creds": {"sid": s(&t, "sid"), "client_secret": "c"}});
+    assert_eq!(
+        server
+            .post("/_matrix/client/v3/account/password", step)
+            .await,
+        (200, json!({}))
+    );
+    assert_eq!(
+        server.whoami(&s(&old_session, "access_token")).await.0,
+        401,
+        "sessions end on reset"
+    );
+    server.login("alice", "new", json!({})).await;
+}
+
+#[tokio::test]
+async fn adding_an_email_to_an_account() {
+    let smtp = Smtp::start();
+    let server = start(smtp.settings());
+    server.create_user("alice", "pw", &[]);
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let (status, t) = server
+        .post_auth(
+            "/_matrix/client/v3/account/3pid/email/requestToken",
+            &at,
+            json!({"client_secret": "c", "email": "alice@example.org", "send_attempt": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let link = link_in(&smtp.wait_for(1));
+    let add = json!({"client_secret": "c", "sid": s(&t, "sid")});
+    // Before validation, after UIA: refused.
+    let (_, c) = server
+        .post_auth("/_matrix/client/v3/account/3pid/add", &at, add.clone())
+        .await;
+    let mut with_auth = add.clone();
+    with_auth["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw", "session": s(&c, "session")});
+    assert_error(
+        &server
+            .post_auth("/_matrix/client/v3/account/3pid/add", &at, with_auth)
+            .await,
+        400,
+        "M_THREEPID_AUTH_FAILED",
+    );
+    assert_eq!(open_link(&server, &link).await.0, 200);
+    let (_, c) = server
+        .post_auth("/_matrix/client/v3/account/3pid/add", &at, add.clone())
+        .await;
+    let mut with_auth = add;
+    with_auth["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw", "session": s(&c, "session")});
+    assert_eq!(
+        server
+            .post_auth("/_matrix/client/v3/account/3pid/add", &at, with_auth)
+            .await,
+        (200, json!({}))
+    );
+    let (_, list) = server
+        .get("/_matrix/client/v3/account/3pid", Some(&at))
+        .await;
+    assert_eq!(list["threepids"][0]["address"], "alice@example.org");
+    // Now alice can re-authenticate by email too.
+    let (_, c) = server
+        .post_auth("/_matrix/client/v3/account/deactivate", &at, json!({}))
+        .await;
+    assert_eq!(
+        c["flows"],
+        json!([{"stages": ["m.login.password"]}, {"stages": ["m.login.email.identity"]}])
+    );
+}
+
+/// An HTTP endpoint on loopback that records what it receives.
+async fn recorder(reply: Value) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            let reply = reply.clone();
+            async move {
+                store.lock().unwrap().push(body);
+                axum::Json(reply)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn registration_with_an_sms_code() {
+    let (hook, seen) = recorder(json!({"ok": true})).await;
+    let server = start(vec![
+        ("GATEHOUSE_SMS__ENABLED", "true".into()),
+        ("GATEHOUSE_SMS__WEBHOOK_URL", hook),
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+        (
+            "GATEHOUSE_REGISTRATION__FLOWS",
+            r#"[["m.login.msisdn"]]"#.into(),
+        ),
+    ]);
+    let (status, t) = server
+        .post("/_matrix/client/v3/register/msisdn/requestToken", json!({"client_secret": "c", "country": "GB", "phone_number": "07400 123456", "send_attempt": 1}))
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["msisdn"], "447400123456");
+    let sent: Value = serde_json::from_str(&seen.lock().unwrap()[0]).unwrap();
+    assert_eq!(sent["to"], "+447400123456");
+    let code: String = sent["body"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    assert_eq!(code.len(), 6, "{sent}");
+    let submit = s(&t, "submit_url");
+    let wrong = server
+        .send(
+            server
+                .http
+                .post(&submit)
+                .json(&json!({"sid": s(&t, "sid"), "client_secret": "c", "token": "000000x"})),
+        )
+        .await;
+    assert_eq!(wrong, (200, json!({"success": false})));
+    let right = server
+        .send(
+            server
+                .http
+                .post(&submit)
+                .json(&json!({"sid": s(&t, "sid"), "client_secret": "c", "token": code})),
+        )
+        .await;
+    assert_eq!(right, (200, json!({"success": true})));
+    let body = json!({"username": "phoneuser", "password": "pw"});
+    let (_, c) = server.post(REG, body.clone()).await;
+    let mut step = body;
+    step["auth"] = json!({"type": "m.login.msisdn", "session": s(&c, "session"), "threepid_creds": {"sid": s(&t, "sid"), "client_secret": "c"}});
+    let (status, v) = server.post(REG, step).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = server
+        .post("/_matrix/client/v3/login", json!({"type": "m.login.password", "identifier": {"type": "m.id.phone", "country": "GB", "phone": "07400123456"}, "password": "pw"}))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn recaptcha_is_verified_against_siteverify() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/siteverify",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                let ok = body.contains("response=good") && body.contains("secret=shh");
+                store.lock().unwrap().push(body);
+                axum::Json(json!({"success": ok}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/siteverify", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = start(vec![
+        ("GATEHOUSE_RECAPTCHA__ENABLED", "true".into()),
+        ("GATEHOUSE_RECAPTCHA__SITE_KEY", "public-site-key".into()),
+        ("GATEHOUSE_RECAPTCHA__SECRET_KEY", "shh".into()),
+        ("GATEHOUSE_RECAPTCHA__SITEVERIFY_URL", url),
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+        (
+            "GATEHOUSE_REGISTRATION__FLOWS",
+            r#"[["m.login.recaptcha"]]"#.into(),
+        ),
+    ]);
+    let body = json!({"username": "human", "password": "pw"});
+    let (_, c) = server.post(REG, body.clone()).await;
+    assert_eq!(
+        c["params"]["m.login.recaptcha"],
+        json!({"public_key": "public-site-key"})
+    );
+    let mut step = body.clone();
+    step["auth"] =
+        json!({"type": "m.login.recaptcha", "session": s(&c, "session"), "response": "bad"});
+    let (status, v) = server.post(REG, step.clone()).await;
+    assert_eq!(
+        (status, v["errcode"].as_str()),
+        (401, Some("M_CAPTCHA_INVALID"))
+    );
+    step["auth"]["response"] = json!("good");
+    assert_eq!(server.post(REG, step).await.0, 200);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "both answers were checked at siteverify"
+    );
+}

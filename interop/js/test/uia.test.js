@@ -363,9 +363,11 @@ describe("seed 001/002: account management behind UIA (m.login.password)", () =>
     await server?.stop();
   });
 
-  /** A fresh user and a logged-in client of theirs. */
-  async function freshUser(prefix, options = {}) {
-    const user = await server.createUser(uniqueName(prefix), { password: PASSWORD, ...options });
+  /** A fresh user (with an email address when withEmail) and a logged-in client of theirs. */
+  async function freshUser(prefix, { withEmail = false } = {}) {
+    const localpart = uniqueName(prefix);
+    const email = withEmail ? `${localpart}@example.org` : undefined;
+    const user = await server.createUser(localpart, { password: PASSWORD, email });
     const [response, client] = await login(server, user.userId, PASSWORD, {
       initial_device_display_name: "interop main",
     });
@@ -373,7 +375,9 @@ describe("seed 001/002: account management behind UIA (m.login.password)", () =>
   }
 
   uiaTest("setPassword through InteractiveAuth (seed 001's basic example, logoutDevices false)", async () => {
-    const { user, client } = await freshUser("pwd");
+    // With an email bound the server may also offer an email flow; without
+    // an emailAddress input the SDK must pick the password flow.
+    const { user, client } = await freshUser("pwd", { withEmail: true });
     const [, otherClient] = await login(server, user.userId, PASSWORD);
     const newPassword = "new password";
 

@@ -165,6 +165,13 @@ async fn main() -> Result<()> {
         });
     }
     let mut r = load::run(server.addr, chains, duration, None).await?;
+
+    // Registration with the dummy stage (each one hashes a new password).
+    let registrations: Vec<Register> = (0..cores * 8)
+        .map(|conn| Register { conn, next: 0 })
+        .collect();
+    let mut reg = load::run(server.addr, registrations, duration, None).await?;
+    let uia_ms = uia_round_trip_ms(server.addr).await?;
     let load_rss = sampler.stop();
 
     let ratio = w.rate() / b.rate();
@@ -231,6 +238,21 @@ async fn main() -> Result<()> {
             r.percentile_ms(0.99),
             r.errors
         ),
+    );
+    row(
+        "registration/s (m.login.dummy)",
+        format!("{:.1}", reg.rate()),
+        format!(
+            "{:.2}× hashing ceiling, p50 {:.1} ms, {} errors",
+            reg.rate() / ceiling,
+            reg.percentile_ms(0.5),
+            reg.errors
+        ),
+    );
+    row(
+        "UIA registration round trip ms",
+        format!("{uia_ms:.1}"),
+        "401 challenge + dummy stage, median of 20".into(),
     );
     row(
         "idle RSS MiB",
@@ -300,6 +322,57 @@ fn parallel_hashes_per_second(cores: usize) -> f64 {
         }
     });
     (cores * EACH) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Registers `b{conn}x{n}` accounts one after another (unique names).
+struct Register {
+    conn: usize,
+    next: u64,
+}
+
+impl Workload for Register {
+    fn request(&mut self, host: &str) -> hyper::Request<http_body_util::Full<Bytes>> {
+        self.next += 1;
+        let body = serde_json::json!({
+            "username": format!("b{}x{}", self.conn, self.next),
+            "password": "bench-password",
+            "inhibit_login": true,
+            "auth": {"type": "m.login.dummy"},
+        });
+        hyper::Request::post("/_matrix/client/v3/register")
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+            .expect("valid request")
+    }
+}
+
+/// One registration through UIA as clients do it: the request without
+/// `auth` (a 401 challenge opens a session), then again with the dummy
+/// stage and the session (which hashes the password and creates the
+/// account). Median of 20, sequential.
+async fn uia_round_trip_ms(addr: SocketAddr) -> Result<f64> {
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let body = serde_json::json!({"username": format!("uia{i}"), "password": "bench-password", "inhibit_login": true});
+        let t = Instant::now();
+        let challenge = post_json(addr, "/_matrix/client/v3/register", body.clone())
+            .await
+            .expect_err("401 challenge");
+        let session = challenge
+            .to_string()
+            .split("\"session\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .context("session in challenge")?
+            .to_owned();
+        let mut done = body;
+        done["auth"] = serde_json::json!({"type": "m.login.dummy", "session": session});
+        post_json(addr, "/_matrix/client/v3/register", done).await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 struct RefreshChain {

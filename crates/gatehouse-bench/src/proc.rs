@@ -29,6 +29,10 @@ pub fn bench_env(data: &Path) -> Vec<(String, String)> {
         ("GATEHOUSE_DATA_DIR".to_owned(), data.display().to_string()),
         ("GATEHOUSE_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("GATEHOUSE_LOG_FILTER".to_owned(), "warn".to_owned()),
+        (
+            "GATEHOUSE_REGISTRATION__ENABLED".to_owned(),
+            "true".to_owned(),
+        ),
     ];
     for limit in [
         "LOGIN_PER_ADDRESS",

@@ -86,16 +86,51 @@ impl PasswordPolicy {
 
     /// Hashes a new password into a PHC string.
     pub fn hash(&self, password: &str) -> String {
+        self.hash_with(password, &mut MemoryBlocks::default())
+    }
+
+    /// [`Self::hash`], reusing `memory` for Argon2's working memory.
+    pub fn hash_with(&self, password: &str, memory: &mut MemoryBlocks) -> String {
         let normalised = normalise(password);
-        let mut salt_bytes = [0u8; 16];
+        let mut salt = [0u8; 16];
         rand::rngs::OsRng
-            .try_fill_bytes(&mut salt_bytes)
+            .try_fill_bytes(&mut salt)
             .expect("the OS RNG failed");
-        let salt = SaltString::encode_b64(&salt_bytes).expect("16 bytes is a valid salt length");
+        let params = self.argon2_params();
+        let blocks = params.block_count();
+        if memory.0.len() != blocks {
+            memory.0.resize(blocks, argon2::Block::default());
+        }
+        let mut out = [0u8; 32];
         self.argon2
-            .hash_password(normalised.as_bytes(), &salt)
-            .expect("argon2 with validated parameters and a fresh salt cannot fail")
-            .to_string()
+            .hash_password_into_with_memory(
+                normalised.as_bytes(),
+                &salt,
+                &mut out,
+                &mut memory.0[..],
+            )
+            .expect("argon2 with validated parameters cannot fail");
+        let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt length");
+        let output =
+            argon2::password_hash::Output::new(&out).expect("32 bytes is a valid output length");
+        format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            self.cost.memory_kib,
+            self.cost.iterations,
+            self.cost.parallelism,
+            salt.as_str(),
+            output
+        )
+    }
+
+    fn argon2_params(&self) -> Params {
+        Params::new(
+            self.cost.memory_kib,
+            self.cost.iterations,
+            self.cost.parallelism,
+            None,
+        )
+        .expect("validated in new()")
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when the
@@ -277,6 +312,22 @@ mod tests {
         let p = cheap();
         let h = p.hash("ﬁsh"); // U+FB01 LATIN SMALL LIGATURE FI
         assert_eq!(p.verify("fish", Some(&h)), Verdict::Match { rehash: false });
+    }
+
+    #[test]
+    fn hashes_made_with_reused_memory_are_standard_phc() {
+        let p = cheap();
+        let mut memory = MemoryBlocks::default();
+        let h = p.hash_with("pw", &mut memory);
+        assert!(PasswordHash::new(&h).is_ok(), "{h}");
+        assert_eq!(p.verify("pw", Some(&h)), Verdict::Match { rehash: false });
+        // And argon2's own verifier agrees.
+        use argon2::password_hash::PasswordVerifier;
+        assert!(
+            Argon2::default()
+                .verify_password(b"pw", &PasswordHash::new(&h).unwrap())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl HashPool {
 
     /// Hashes a new password.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Busy> {
-        self.run(move |p, _| p.hash(&password)).await
+        self.run(move |p, m| p.hash_with(&password, m)).await
     }
 }
 

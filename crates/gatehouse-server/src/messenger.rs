@@ -31,7 +31,9 @@ pub struct Messenger {
     mailer: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Option<Mailbox>,
     sms: Option<(String, Option<String>)>,
-    http: reqwest::Client,
+    /// Built on first use: TLS roots cost memory a server without SMS or
+    /// reCAPTCHA never needs.
+    http: std::sync::Arc<std::sync::OnceLock<reqwest::Client>>,
     templates: std::sync::Arc<Environment<'static>>,
     server_name: String,
 }
@@ -102,17 +104,19 @@ impl Messenger {
                     config.sms.webhook_token.clone(),
                 )
             }),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: std::sync::Arc::default(),
             templates: std::sync::Arc::new(templates()),
             server_name: config.server_name.clone(),
         }
     }
 
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     pub fn templates(&self) -> &Environment<'static> {
@@ -167,7 +171,7 @@ impl Messenger {
             .get_template("validation_sms.txt")
             .and_then(|t| t.render(context! { code, server_name => &self.server_name }))
             .map_err(|e| SendError::Template(e.to_string()))?;
-        let mut req = self.http.post(url).json(
+        let mut req = self.http().post(url).json(
             &serde_json::json!({"to": format!("+{msisdn}"), "body": body.trim(), "sid": sid}),
         );
         if let Some(t) = token {

@@ -4,7 +4,7 @@
 //! These functions are CPU-bound by design and must not run on an async
 //! executor thread; the server runs them on its bounded hashing pool.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::TryRngCore;
 use unicode_normalization::UnicodeNormalization;
@@ -332,6 +332,7 @@ mod tests {
 
     #[test]
     fn reused_memory_gives_the_same_answers() {
+        use argon2::password_hash::PasswordHasher as _;
         let p = cheap();
         let mut memory = MemoryBlocks::default();
         let h = p.hash("pw");

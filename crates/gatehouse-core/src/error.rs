@@ -53,6 +53,8 @@ pub enum ErrorKind {
     ThreepidDenied,
     /// 400: this server does not do this medium (email/SMS sending is off).
     ThreepidMediumNotSupported,
+    /// 400: a signature in a key upload does not verify.
+    InvalidSignature,
     /// 401: not correctly authorised (a UIA stage that failed).
     Unauthorized,
     /// 403: guest access is off.
@@ -88,6 +90,7 @@ impl ErrorKind {
             Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
             Self::ThreepidDenied => "M_THREEPID_DENIED",
             Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            Self::InvalidSignature => "M_INVALID_SIGNATURE",
             Self::Unauthorized | Self::UiaChallenge => "M_UNAUTHORIZED",
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::CaptchaInvalid => "M_CAPTCHA_INVALID",
@@ -109,7 +112,8 @@ impl ErrorKind {
             | Self::ThreepidNotFound
             | Self::ThreepidAuthFailed
             | Self::ThreepidDenied
-            | Self::ThreepidMediumNotSupported => 400,
+            | Self::ThreepidMediumNotSupported
+            | Self::InvalidSignature => 400,
             Self::MissingToken
             | Self::UnknownToken { .. }
             | Self::Unauthorized

@@ -10,6 +10,7 @@ pub mod error;
 pub mod identifier;
 pub mod password;
 pub mod refresh;
+pub mod signing;
 pub mod token;
 pub mod uia;
 pub mod user_id;

@@ -374,7 +374,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&["config"]));
+        // Only variables naming a known section or key are configuration:
+        // GATEHOUSE_BIN and friends in a developer's shell are not typos.
+        // Inside a known section, unknown keys are still refused.
+        let known = known_top_level_keys();
+        figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").filter(move |key| {
+            // Keys arrive after the `__` → `.` split, in the variable's case.
+            let first = key.as_str().split('.').next().unwrap_or_default();
+            known.iter().any(|k| k.eq_ignore_ascii_case(first))
+        }));
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(describe(&e)))?;
@@ -525,6 +533,18 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("gatehouse.sqlite")
     }
+}
+
+/// The top-level keys of the configuration, from its own serialisation.
+fn known_top_level_keys() -> Vec<String> {
+    let defaults = Config::default();
+    let mut keys: Vec<String> = match toml::Value::try_from(&defaults) {
+        Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    // Optional keys are absent from a serialised default.
+    keys.extend(["public_baseurl", "identity_server", "metrics_listen"].map(str::to_owned));
+    keys
 }
 
 fn describe(e: &figment::Error) -> String {

@@ -31,18 +31,22 @@ const STAGES: &[&str] = &[
     uia::EMAIL,
 ];
 
-/// Security headers for server-rendered pages. With a nonce, that script
-/// and style may run; without, none at all.
-pub fn strict_csp(nonce: Option<&str>) -> [(HeaderName, HeaderValue); 3] {
-    let csp = match nonce {
-        Some(n) => format!(
-            "default-src 'none'; script-src 'nonce-{n}' https://www.recaptcha.net https://www.gstatic.com; \
-             frame-src https://www.recaptcha.net; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'"
-        ),
-        None => "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-            .to_owned(),
+/// Security headers for server-rendered pages: only this response's
+/// nonce'd script and style may run (plus Google's widget on the recaptcha
+/// page), forms post back here only, and nothing may frame the page.
+pub fn strict_csp(nonce: &str, recaptcha: bool) -> [(HeaderName, HeaderValue); 3] {
+    let (script_extra, frame) = if recaptcha {
+        (
+            " https://www.recaptcha.net https://www.gstatic.com",
+            "; frame-src https://www.recaptcha.net",
+        )
+    } else {
+        ("", "")
     };
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'{script_extra}; style-src 'nonce-{nonce}'{frame}; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
     [
         (
             CONTENT_SECURITY_POLICY,
@@ -51,6 +55,32 @@ pub fn strict_csp(nonce: Option<&str>) -> [(HeaderName, HeaderValue); 3] {
         (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         (REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
     ]
+}
+
+/// A fresh nonce for one page.
+pub fn nonce() -> String {
+    crate::routes::threepid_random(22)
+}
+
+/// A page with a title and a message (errors, confirmations).
+pub fn message_page(
+    state: &AppState,
+    title: &str,
+    message: &str,
+    ok: bool,
+    status: StatusCode,
+) -> Response {
+    let nonce = nonce();
+    let class = if ok { "ok" } else { "error" };
+    let html = state
+        .messenger
+        .templates()
+        .get_template("page.html")
+        .and_then(|t| {
+            t.render(context! { title, message, message_class => class, nonce => &nonce })
+        })
+        .unwrap_or_else(|_| message.to_owned());
+    (status, strict_csp(&nonce, false), Html(html)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -67,7 +97,7 @@ struct Page<'a> {
 }
 
 fn render(state: &AppState, page: Page<'_>, status: StatusCode) -> Response {
-    let nonce = crate::routes::threepid_random(22);
+    let nonce = nonce();
     let policies: Vec<minijinja::Value> = state
         .config
         .uia
@@ -94,12 +124,17 @@ fn render(state: &AppState, page: Page<'_>, status: StatusCode) -> Response {
         })
     });
     match html {
-        Ok(html) => (status, strict_csp(Some(&nonce)), Html(html)).into_response(),
+        Ok(html) => (
+            status,
+            strict_csp(&nonce, page.stage == uia::RECAPTCHA),
+            Html(html),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "fallback page rendering failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                strict_csp(None),
+                strict_csp(&nonce, false),
                 Html("Internal error".to_owned()),
             )
                 .into_response()
@@ -108,15 +143,7 @@ fn render(state: &AppState, page: Page<'_>, status: StatusCode) -> Response {
 }
 
 fn error_page(state: &AppState, message: &str, status: StatusCode) -> Response {
-    let html = state
-        .messenger
-        .templates()
-        .get_template("page.html")
-        .and_then(|t| {
-            t.render(context! { title => "Cannot continue", message, message_class => "error" })
-        })
-        .unwrap_or_else(|_| message.to_owned());
-    (status, strict_csp(None), Html(html)).into_response()
+    message_page(state, "Cannot continue", message, false, status)
 }
 
 /// `GET …/fallback/web?session=`: the form.

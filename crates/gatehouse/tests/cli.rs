@@ -112,6 +112,15 @@ fn layers_override_in_order() {
             .contains("server_name = \"from-flag.example\"")
     );
     assert!(show(&[], &[("GATEHOUSE_TOKENS__CACHE_TTL_MS", "5")]).contains("cache_ttl_ms = 5"));
+    // Variables that name no configuration section are not configuration…
+    assert!(show(&[], &[("GATEHOUSE_BIN", "/usr/bin/gatehouse")]).contains("from-file.example"));
+    // …but a typo inside a known section is still refused.
+    let typo = run(
+        &["config", "show"],
+        &[("GATEHOUSE_TOKENS__CACHE_TLL_MS", "5")],
+    );
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("cache_tll_ms"));
 }
 
 #[tokio::test]

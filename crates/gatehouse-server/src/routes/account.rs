@@ -172,8 +172,9 @@ pub async fn deactivate(
     state.store.deactivate_user(&requester.user_id).await?;
     state.sessions.invalidate_user(&requester.user_id);
     tracing::info!(user_id = %requester.user_id, erase = raw["erase"].as_bool().unwrap_or(false), "deactivated");
-    // Gatehouse keeps no identity-server bindings to undo.
-    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+    // Gatehouse never binds 3PIDs at an identity server, so there is
+    // nothing to unbind: the spec's answer for that is "success".
+    Ok(Json(json!({ "id_server_unbind_result": "success" })))
 }
 
 /// `GET /account/3pid`.
@@ -224,5 +225,5 @@ pub async fn delete_threepid(
             "That third-party ID is not bound to your account",
         ));
     }
-    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+    Ok(Json(json!({ "id_server_unbind_result": "success" })))
 }

@@ -7,6 +7,9 @@ use axum::http::{Method, Uri};
 use serde_json::{Map, Value, json};
 
 use super::account::subject_of;
+use gatehouse_core::ErrorKind;
+use gatehouse_core::signing;
+
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, Requester};
 use crate::state::AppState;
@@ -89,8 +92,22 @@ pub async fn upload(
             merged.insert(field.to_owned(), key.clone());
         }
     }
-    if !merged.contains_key("master_key") {
+    let Some(master) = merged.get("master_key") else {
         return Err(ApiError::missing("master_key"));
+    };
+    // Self- and user-signing keys must be signed by the master key in force.
+    let master_id = key_ids(&json!({ "master_key": master }))
+        .pop()
+        .unwrap_or_default();
+    for field in ["self_signing_key", "user_signing_key"] {
+        if let Some(key) = raw.get(field).filter(|k| !k.is_null()) {
+            signing::verify(key, user_id, &master_id).map_err(|e| {
+                ApiError::new(
+                    ErrorKind::InvalidSignature,
+                    format!("{field} is not signed by the master key: {e}"),
+                )
+            })?;
+        }
     }
     if existing.is_some() && changed {
         let subject = subject_of(&state, &requester).await?;

@@ -7,11 +7,11 @@ use axum::http::{Method, Uri};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::user_id::{LocalpartError, UserId};
 use gatehouse_store::{NewRegistration, NewSession, NewUser, StoreError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::login::{LoginResponse, check_device_id};
+use super::login::check_device_id;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, typed};
 use crate::issue;
@@ -65,13 +65,28 @@ async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
     Ok(id)
 }
 
+/// `access_token` and `device_id` are absent with `inhibit_login`.
+#[derive(Serialize)]
+pub struct RegisterResponse {
+    user_id: String,
+    home_server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_ms: Option<u64>,
+}
+
 pub async fn register(
     State(state): State<AppState>,
     Query(query): Query<KindQuery>,
     method: Method,
     uri: Uri,
     RawJson(raw): RawJson,
-) -> ApiResult<Json<LoginResponse>> {
+) -> ApiResult<Json<RegisterResponse>> {
     match query.kind.as_deref() {
         None | Some("user") => {}
         Some("guest") => {
@@ -150,23 +165,15 @@ pub async fn register(
         });
     }
     tracing::info!(user_id = %user_id, "registered");
-    Ok(Json(LoginResponse {
+    Ok(Json(RegisterResponse {
         user_id: user_id.to_string(),
-        access_token: minted
-            .as_ref()
-            .map(|m| m.access_token.to_string())
-            .unwrap_or_default(),
-        device_id: if minted.is_some() {
-            device_id
-        } else {
-            String::new()
-        },
         home_server: state.config.server_name.clone(),
+        access_token: minted.as_ref().map(|m| m.access_token.to_string()),
+        device_id: minted.is_some().then_some(device_id),
         refresh_token: minted
             .as_ref()
             .and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
         expires_in_ms: minted.as_ref().and_then(|m| m.expires_in_ms),
-        well_known: None,
     }))
 }
 

@@ -10,12 +10,11 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Medium, Threepid, canonical_email, phone_to_msisdn};
 use gatehouse_core::token::{self, TokenKind};
 use gatehouse_store::{StoreError, ThreepidValidation};
-use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -358,26 +357,23 @@ pub async fn validate_link(
             StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
         ),
     };
-    let (title, message, class) = if ok {
-        (
+    if ok {
+        crate::fallback::message_page(
+            &state,
             "Address confirmed",
             "Your address is confirmed. You can return to your application.",
-            "ok",
+            true,
+            status,
         )
     } else {
-        (
+        crate::fallback::message_page(
+            &state,
             "Link not valid",
             "This link is wrong, expired or already replaced by a newer one.",
-            "error",
+            false,
+            status,
         )
-    };
-    let html = state
-        .messenger
-        .templates()
-        .get_template("page.html")
-        .and_then(|t| t.render(context! { title, message, message_class => class }))
-        .unwrap_or_else(|_| title.to_owned());
-    (status, crate::fallback::strict_csp(None), Html(html)).into_response()
+    }
 }
 
 /// `POST /_gatehouse/threepid/submit_token`: the `submit_url` for codes.

@@ -110,6 +110,11 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/v1/register/m.login.registration_token/validity",
             get(register::token_validity),
         )
+        // matrix-js-sdk's `uploadDeviceSigningKeys` still uses the unstable path.
+        .route(
+            "/_matrix/client/unstable/keys/device_signing/upload",
+            post(keys::upload),
+        )
         .route(
             "/_gatehouse/threepid/validate",
             get(threepid::validate_link),

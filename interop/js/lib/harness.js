@@ -39,6 +39,17 @@ export function freePort() {
 
 const LAX_LIMIT = { PER_SECOND: "1000", BURST_COUNT: "1000" };
 
+// $0 is the binary; exits with the server's status. (sh gives background
+// jobs /dev/null as stdin unless redirected: hence the copy on fd 3.)
+const SERVE_WRAPPER = `
+exec 3<&0
+"$0" serve </dev/null 3<&- &
+pid=$!
+( while read -r _; do :; done; kill -TERM "$pid" 2>/dev/null ) <&3 &
+exec 3<&-
+wait "$pid"
+`;
+
 /** The configuration every test server gets unless `env` overrides it. */
 export function baseTestEnv() {
   const env = {
@@ -141,7 +152,14 @@ async function launch(bin, dataDir, port, options) {
   }
   const env = childEnv(config);
 
-  const child = spawn(bin, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  // The server runs under a small sh wrapper that stops it (SIGTERM) when
+  // its stdin closes: when stop() closes it, or when this Node process dies
+  // in any way (a killed test run must not leave servers behind).
+  const child = spawn("/bin/sh", ["-c", SERVE_WRAPPER, bin], {
+    env,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  child.stdin.on("error", () => {});
   let output = "";
   child.stderr.setEncoding("utf8");
   child.stderr.on("data", (chunk) => {
@@ -169,6 +187,7 @@ async function launch(bin, dataDir, port, options) {
       timeout,
     ]);
   } catch (error) {
+    child.stdin.end();
     child.kill("SIGKILL");
     await exited;
     error.message += `\nstderr:\n${output}`;
@@ -178,7 +197,7 @@ async function launch(bin, dataDir, port, options) {
   lines.on("line", () => {});
   const expected = `Gatehouse listening on ${baseUrl}`;
   if (first.trim() !== expected) {
-    child.kill("SIGKILL");
+    child.stdin.end();
     await exited;
     throw new Error(`unexpected first line ${JSON.stringify(first)} (wanted ${JSON.stringify(expected)})`);
   }
@@ -210,9 +229,9 @@ async function launch(bin, dataDir, port, options) {
     async stop() {
       if (stopped) return;
       stopped = true;
+      child.stdin.end(); // the wrapper sends SIGTERM to the server
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        const killer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+        const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
         await exited;
         clearTimeout(killer);
       }

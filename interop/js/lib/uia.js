@@ -33,6 +33,9 @@ export function runInteractiveAuth({
   supportedStages,
   sessionId,
   clientSecret,
+  requestEmailToken = async () => {
+    throw new Error("no email stage is expected in this test");
+  },
 }) {
   const log = { requests: [], updates: [] };
   let ia;
@@ -64,9 +67,7 @@ export function runInteractiveAuth({
         );
       }
     },
-    requestEmailToken: async () => {
-      throw new Error("no email stage is expected in these tests");
-    },
+    requestEmailToken,
   };
   if (supportedStages !== undefined) options.supportedStages = supportedStages;
   if (sessionId !== undefined) options.sessionId = sessionId;

@@ -55,6 +55,8 @@ describe("seed 000: authentication guide examples", () => {
     // findClientConfig fetches https://DOMAIN/.well-known/matrix/client and
     // then validates the advertised homeserver with /_matrix/client/versions.
     // The test maps the https://DOMAIN origin onto the loopback server.
+    // (The SDK arms a 5 s abort timer per .well-known fetch and never clears
+    // it, so this file's process lingers up to 5 s after its last test.)
     const domain = "gatehouse.example.org";
     const seen = [];
     AutoDiscovery.setFetchFn((resource, init) => {

@@ -142,6 +142,9 @@ pub struct RegistrationConfig {
     pub flows: Vec<Vec<String>>,
     /// Localparts nobody may register (answered with `M_EXCLUSIVE`).
     pub reserved_localparts: Vec<String>,
+    /// Whether `POST /register?kind=guest` creates guest accounts (no UIA,
+    /// no password; `is_guest` in `whoami`).
+    pub guest_access: bool,
 }
 
 /// User-interactive authentication.
@@ -154,6 +157,10 @@ pub struct UiaConfig {
     /// deletion, deactivation, cross-signing reset, 3PID changes). Each user
     /// is offered only the flows whose stages they can complete.
     pub flows: Vec<Vec<String>>,
+    /// Flows for one operation instead of `flows`: keys `password_change`,
+    /// `device_deletion`, `deactivation`, `cross_signing_reset`,
+    /// `threepid_change`.
+    pub operations: std::collections::BTreeMap<String, Vec<Vec<String>>>,
     /// Policies for the `m.login.terms` stage, by name.
     pub terms: std::collections::BTreeMap<String, Policy>,
 }
@@ -180,6 +187,7 @@ impl Default for RegistrationConfig {
             enabled: false,
             flows: vec![vec!["m.login.dummy".into()]],
             reserved_localparts: Vec::new(),
+            guest_access: false,
         }
     }
 }
@@ -192,6 +200,7 @@ impl Default for UiaConfig {
                 vec!["m.login.password".into()],
                 vec!["m.login.email.identity".into()],
             ],
+            operations: std::collections::BTreeMap::new(),
             terms: std::collections::BTreeMap::new(),
         }
     }
@@ -453,10 +462,23 @@ impl Config {
                 return invalid(key, "per_second must be > 0 and burst_count >= 1");
             }
         }
-        for (key, flows) in [
+        for name in self.uia.operations.keys() {
+            if !crate::uia::Sensitive::ALL.iter().any(|k| k.key() == name) {
+                return Err(ConfigError::Invalid {
+                    key: "uia.operations",
+                    reason: format!(
+                        "unknown operation {name} (known: password_change, device_deletion, deactivation, cross_signing_reset, threepid_change)"
+                    ),
+                });
+            }
+        }
+        let all_flows = [
             ("registration.flows", &self.registration.flows),
             ("uia.flows", &self.uia.flows),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.uia.operations.values().map(|f| ("uia.operations", f)));
+        for (key, flows) in all_flows {
             for stage in flows.iter().flatten() {
                 if !gatehouse_core::uia::KNOWN_STAGES.contains(&stage.as_str()) {
                     return Err(ConfigError::Invalid {
@@ -469,34 +491,6 @@ impl Config {
                 return invalid(key, "a flow needs at least one stage");
             }
         }
-        if self.email.enabled {
-            if self.public_baseurl.is_none() {
-                return invalid(
-                    "public_baseurl",
-                    "is needed for the links in emails (email.enabled = true)",
-                );
-            }
-            if self.email.from.parse::<lettre::message::Mailbox>().is_err() {
-                return invalid(
-                    "email.from",
-                    "must be an address like \"Name <user@example.org>\"",
-                );
-            }
-        }
-        if self.sms.enabled && !self.sms.webhook_url.starts_with("http") {
-            return invalid(
-                "sms.webhook_url",
-                "must be an http(s) URL when sms.enabled = true",
-            );
-        }
-        if self.recaptcha.enabled
-            && (self.recaptcha.site_key.is_empty() || self.recaptcha.secret_key.is_empty())
-        {
-            return invalid(
-                "recaptcha",
-                "site_key and secret_key are needed when recaptcha.enabled = true",
-            );
-        }
         if self.uia.session_lifetime_ms == 0 {
             return invalid("uia.session_lifetime_ms", "must be greater than 0");
         }
@@ -505,6 +499,7 @@ impl Config {
             .flows
             .iter()
             .chain(&self.uia.flows)
+            .chain(self.uia.operations.values().flatten())
             .flatten()
             .any(|s| s == "m.login.terms");
         if wants_terms && self.uia.terms.is_empty() {

@@ -18,13 +18,44 @@ use crate::password_auth::check_password;
 use crate::routes::login::identifier_of;
 use crate::state::AppState;
 
+/// What a logged-in user re-authenticates for. Each can have its own
+/// flows (`uia.operations`), falling back to `uia.flows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sensitive {
+    PasswordChange,
+    DeviceDeletion,
+    Deactivation,
+    CrossSigningReset,
+    ThreepidChange,
+}
+
+impl Sensitive {
+    pub const ALL: [Sensitive; 5] = [
+        Self::PasswordChange,
+        Self::DeviceDeletion,
+        Self::Deactivation,
+        Self::CrossSigningReset,
+        Self::ThreepidChange,
+    ];
+
+    /// The key naming it under `uia.operations`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::PasswordChange => "password_change",
+            Self::DeviceDeletion => "device_deletion",
+            Self::Deactivation => "deactivation",
+            Self::CrossSigningReset => "cross_signing_reset",
+            Self::ThreepidChange => "threepid_change",
+        }
+    }
+}
+
 /// The operation a session authorises; it decides the flows offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Register,
-    /// Password change, device deletion, deactivation, cross-signing reset,
-    /// 3PID changes: a logged-in user proves it is them.
-    Sensitive,
+    /// A logged-in user proves it is them.
+    Sensitive(Sensitive),
     /// A forgotten password: the user proves they own a bound 3PID.
     PasswordReset,
 }
@@ -33,16 +64,39 @@ impl Operation {
     fn as_str(self) -> &'static str {
         match self {
             Self::Register => "register",
-            Self::Sensitive => "sensitive",
+            Self::Sensitive(kind) => kind.key(),
             Self::PasswordReset => "password_reset",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Register, Self::Sensitive, Self::PasswordReset]
+        let all = [Self::Register, Self::PasswordReset]
             .into_iter()
-            .find(|o| o.as_str() == s)
+            .chain(Sensitive::ALL.map(Self::Sensitive));
+        all.into_iter().find(|o| o.as_str() == s)
     }
+}
+
+/// Re-authenticates a logged-in requester for `kind`, with the flows
+/// they can complete.
+pub async fn reauthenticate(
+    state: &AppState,
+    requester: &crate::extract::Requester,
+    kind: Sensitive,
+    method: &Method,
+    uri: &axum::http::Uri,
+    body: &Value,
+) -> ApiResult<Authorised> {
+    let subject = subject_for_user(state, &requester.user_id).await?;
+    authorise(
+        state,
+        Operation::Sensitive(kind),
+        &subject,
+        method,
+        uri.path(),
+        body,
+    )
+    .await
 }
 
 /// What a user can authenticate with.
@@ -113,11 +167,17 @@ fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
     let reset_flows = [vec![uia::EMAIL.to_owned()], vec![uia::MSISDN.to_owned()]];
     let configured: &[Flow] = match op {
         Operation::Register => &state.config.registration.flows,
-        Operation::Sensitive => &state.config.uia.flows,
+        Operation::Sensitive(kind) => state
+            .config
+            .uia
+            .operations
+            .get(kind.key())
+            .unwrap_or(&state.config.uia.flows),
         Operation::PasswordReset => &reset_flows,
     };
     let owns = |medium: Medium| {
-        op != Operation::Sensitive || subject.threepids.iter().any(|t| t.medium == medium)
+        !matches!(op, Operation::Sensitive(_))
+            || subject.threepids.iter().any(|t| t.medium == medium)
     };
     uia::completable(configured, |stage| match stage {
         uia::PASSWORD => subject.user_id.is_some() && subject.has_password,
@@ -442,7 +502,7 @@ pub async fn complete_stage(
     let op = session.data["op"]
         .as_str()
         .and_then(Operation::parse)
-        .unwrap_or(Operation::Sensitive);
+        .unwrap_or(Operation::Sensitive(Sensitive::PasswordChange));
     let subject = match &session.binding.user_id {
         Some(u) => {
             subject_for_user(

@@ -146,6 +146,7 @@ async fn registration_is_atomic(store: impl Store) {
             user_id: uid(local),
             password_hash: Some("$h".into()),
             is_admin: false,
+            is_guest: false,
             created_at: 3,
         },
         threepids: vec![email.clone()],
@@ -375,6 +376,7 @@ async fn user(store: &impl Store, local: &str) -> UserId {
             user_id: id.clone(),
             password_hash: Some("$hash".into()),
             is_admin: false,
+            is_guest: false,
             created_at: 1,
         })
         .await
@@ -446,6 +448,7 @@ async fn users_are_unique_and_found(store: impl Store) {
             user_id: alice.clone(),
             password_hash: None,
             is_admin: true,
+            is_guest: false,
             created_at: 2,
         })
         .await;
@@ -753,6 +756,7 @@ async fn deactivation_removes_everything_but_the_name(store: impl Store) {
             user_id: alice,
             password_hash: None,
             is_admin: false,
+            is_guest: false,
             created_at: 3,
         })
         .await;

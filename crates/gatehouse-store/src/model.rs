@@ -12,6 +12,8 @@ pub struct NewUser {
     /// PHC string; `None` for accounts that cannot log in with a password.
     pub password_hash: Option<String>,
     pub is_admin: bool,
+    /// A guest account (`kind=guest` registration): no password, no 3PIDs.
+    pub is_guest: bool,
     pub created_at: Timestamp,
 }
 

@@ -30,6 +30,7 @@ async fn writes_survive_reopening() {
                 user_id: alice.clone(),
                 password_hash: None,
                 is_admin: false,
+                is_guest: false,
                 created_at: 1,
             })
             .await

@@ -140,6 +140,7 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
                     user_id: id.clone(),
                     password_hash: Some(hash),
                     is_admin: admin,
+                    is_guest: false,
                     created_at: now,
                 })
                 .await

@@ -753,3 +753,76 @@ async fn cross_signing_upload_needs_uia_only_to_replace() {
         .await;
     assert_error(&clash, 403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn guests_register_only_when_enabled() {
+    let mut settings = open_registration(r#"[["m.login.dummy"]]"#);
+    settings.push(("GATEHOUSE_REGISTRATION__GUEST_ACCESS", "true".into()));
+    let server = start(&settings);
+    let (status, v) = server
+        .post(
+            &format!("{REG}?kind=guest"),
+            json!({"initial_device_display_name": "Guest tab"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(s(&v, "user_id").starts_with("@guest-"));
+    let (status, me) = server.whoami(&s(&v, "access_token")).await;
+    assert_eq!((status, me["is_guest"].as_bool()), (200, Some(true)));
+    // A guest has nothing to re-authenticate with.
+    let denied = server
+        .post_auth(
+            "/_matrix/client/v3/account/password",
+            &s(&v, "access_token"),
+            json!({"new_password": "x"}),
+        )
+        .await;
+    assert_error(&denied, 403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn flows_can_differ_per_operation() {
+    let server = start(&[(
+        "GATEHOUSE_UIA__OPERATIONS",
+        r#"{device_deletion = [["m.login.dummy"]]}"#.into(),
+    )]);
+    server.create_user("alice", "pw", &[]);
+    let a = server.login("alice", "pw", json!({"device_id": "A"})).await;
+    server.login("alice", "pw", json!({"device_id": "B"})).await;
+    let at = s(&a, "access_token");
+    let (status, c) = delete(&server, "/_matrix/client/v3/devices/B", &at, json!({})).await;
+    assert_eq!(
+        (status, stages(&c)),
+        (401, vec![vec!["m.login.dummy".to_owned()]])
+    );
+    let done = delete(
+        &server,
+        "/_matrix/client/v3/devices/B",
+        &at,
+        json!({"auth": {"type": "m.login.dummy", "session": s(&c, "session")}}),
+    )
+    .await;
+    assert_eq!(done, (200, json!({})));
+    // Other operations keep the default flows.
+    let (_, c) = server
+        .post_auth(
+            "/_matrix/client/v3/account/password",
+            &at,
+            json!({"new_password": "x"}),
+        )
+        .await;
+    assert_eq!(stages(&c), vec![vec!["m.login.password".to_owned()]]);
+    let bad = Server::start(&[]).admin(&["config", "show"]);
+    assert!(bad.status.success());
+    let out = std::process::Command::new(common::BIN)
+        .args(["config", "show"])
+        .env(
+            "GATEHOUSE_UIA__OPERATIONS",
+            r#"{password_chnage = [["m.login.dummy"]]}"#,
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("uia.operations")
+    );
+}

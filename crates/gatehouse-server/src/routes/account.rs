@@ -12,7 +12,7 @@ use super::login::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, Requester, typed};
 use crate::state::AppState;
-use crate::uia::{self, Operation, Subject};
+use crate::uia::{self, Operation, Sensitive, Subject};
 
 #[derive(Serialize)]
 pub struct WhoamiResponse {
@@ -26,22 +26,6 @@ pub async fn whoami(requester: Requester) -> Json<WhoamiResponse> {
         user_id: requester.user_id.to_string(),
         device_id: requester.device_id,
         is_guest: requester.is_guest,
-    })
-}
-
-/// The UIA subject for a logged-in requester: what they can authenticate with.
-pub async fn subject_of(state: &AppState, requester: &Requester) -> ApiResult<Subject> {
-    let user = state.store.user(&requester.user_id).await?;
-    Ok(Subject {
-        user_id: Some(requester.user_id.to_string()),
-        has_password: user.is_some_and(|u| u.password_hash.is_some()),
-        threepids: state
-            .store
-            .threepids(&requester.user_id)
-            .await?
-            .into_iter()
-            .map(|t| t.threepid)
-            .collect(),
     })
 }
 
@@ -84,13 +68,12 @@ pub async fn change_password(
         )
         .await;
     };
-    let subject = subject_of(&state, &requester).await?;
-    uia::authorise(
+    uia::reauthenticate(
         &state,
-        Operation::Sensitive,
-        &subject,
+        &requester,
+        Sensitive::PasswordChange,
         &method,
-        uri.path(),
+        &uri,
         &raw,
     )
     .await?;
@@ -159,13 +142,12 @@ pub async fn deactivate(
     uri: Uri,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
-    let subject = subject_of(&state, &requester).await?;
-    uia::authorise(
+    uia::reauthenticate(
         &state,
-        Operation::Sensitive,
-        &subject,
+        &requester,
+        Sensitive::Deactivation,
         &method,
-        uri.path(),
+        &uri,
         &raw,
     )
     .await?;

@@ -8,11 +8,10 @@ use gatehouse_store::DeviceRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::account::subject_of;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, Requester, typed};
 use crate::state::AppState;
-use crate::uia::{self, Operation};
+use crate::uia::{self, Sensitive};
 
 fn device_json(d: &DeviceRecord) -> Value {
     let mut v = json!({ "device_id": d.device_id });
@@ -85,13 +84,12 @@ pub async fn delete(
     uri: Uri,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
-    let subject = subject_of(&state, &requester).await?;
-    uia::authorise(
+    uia::reauthenticate(
         &state,
-        Operation::Sensitive,
-        &subject,
+        &requester,
+        Sensitive::DeviceDeletion,
         &method,
-        uri.path(),
+        &uri,
         &raw,
     )
     .await?;
@@ -119,13 +117,12 @@ pub async fn delete_many(
 ) -> ApiResult<Json<Value>> {
     let body: DeleteDevicesBody = typed(&raw)?;
     let devices = body.devices.ok_or_else(|| ApiError::missing("devices"))?;
-    let subject = subject_of(&state, &requester).await?;
-    uia::authorise(
+    uia::reauthenticate(
         &state,
-        Operation::Sensitive,
-        &subject,
+        &requester,
+        Sensitive::DeviceDeletion,
         &method,
-        uri.path(),
+        &uri,
         &raw,
     )
     .await?;

@@ -6,14 +6,13 @@ use axum::extract::State;
 use axum::http::{Method, Uri};
 use serde_json::{Map, Value, json};
 
-use super::account::subject_of;
 use gatehouse_core::ErrorKind;
 use gatehouse_core::signing;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, Requester};
 use crate::state::AppState;
-use crate::uia::{self, Operation};
+use crate::uia::{self, Sensitive};
 
 const KINDS: [(&str, &str); 3] = [
     ("master_key", "master"),
@@ -110,13 +109,12 @@ pub async fn upload(
         }
     }
     if existing.is_some() && changed {
-        let subject = subject_of(&state, &requester).await?;
-        uia::authorise(
+        uia::reauthenticate(
             &state,
-            Operation::Sensitive,
-            &subject,
+            &requester,
+            Sensitive::CrossSigningReset,
             &method,
-            uri.path(),
+            &uri,
             &raw,
         )
         .await?;

@@ -12,7 +12,7 @@ use gatehouse_core::identifier::Identifier;
 use gatehouse_core::refresh::Endpoint;
 use serde::{Deserialize, Serialize};
 
-use super::login::{PASSWORD, Secret, check_device_id, start_session};
+use super::login::{PASSWORD, Secret, check_address_limit, check_device_id, start_session};
 use super::refresh::rotate;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, MatrixJson};
@@ -41,14 +41,7 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     MatrixJson(body): MatrixJson<LegacyLoginBody>,
 ) -> ApiResult<Json<LegacyLoginResponse>> {
-    if let Err(wait) = state
-        .limits
-        .per_address
-        .check(&ip, std::time::Instant::now())
-    {
-        state.metrics.login(LoginOutcome::Limited);
-        return Err(ApiError::limited(wait));
-    }
+    check_address_limit(&state, ip)?;
     let kind = body.kind.ok_or_else(|| ApiError::missing("type"))?;
     if kind != PASSWORD {
         return Err(ApiError::new(ErrorKind::Unknown, "Bad login type."));

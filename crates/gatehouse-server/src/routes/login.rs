@@ -153,14 +153,7 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     MatrixJson(body): MatrixJson<LoginBody>,
 ) -> ApiResult<Json<LoginResponse>> {
-    if let Err(wait) = state
-        .limits
-        .per_address
-        .check(&ip, std::time::Instant::now())
-    {
-        state.metrics.login(LoginOutcome::Limited);
-        return Err(ApiError::limited(wait));
-    }
+    check_address_limit(&state, ip)?;
     let kind = required(body.kind, "type")?;
     if kind != PASSWORD {
         return Err(ApiError::new(ErrorKind::Unknown, "Bad login type."));
@@ -191,6 +184,18 @@ pub async fn login(
     .await?;
     state.metrics.login(LoginOutcome::Ok);
     Ok(Json(response))
+}
+
+/// Login attempts per client address (`rate_limits.login_per_address`).
+pub fn check_address_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
+    state
+        .limits
+        .per_address
+        .check(&ip, std::time::Instant::now())
+        .map_err(|wait| {
+            state.metrics.login(LoginOutcome::Limited);
+            ApiError::limited(wait)
+        })
 }
 
 /// Creates (or takes over) the device and hands out its tokens.

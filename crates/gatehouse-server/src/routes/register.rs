@@ -89,12 +89,7 @@ pub async fn register(
 ) -> ApiResult<Json<RegisterResponse>> {
     match query.kind.as_deref() {
         None | Some("user") => {}
-        Some("guest") => {
-            return Err(ApiError::new(
-                ErrorKind::GuestAccessForbidden,
-                "Guest access is disabled",
-            ));
-        }
+        Some("guest") => return register_guest(&state, &raw).await,
         Some(other) => return Err(ApiError::invalid(format!("Unknown kind: {other}"))),
     }
     if !state.config.registration.enabled {
@@ -136,6 +131,7 @@ pub async fn register(
             user_id: user_id.clone(),
             password_hash: Some(hash),
             is_admin: false,
+            is_guest: false,
             created_at: now,
         },
         threepids: authorised.validated_threepids(),
@@ -174,6 +170,53 @@ pub async fn register(
             .as_ref()
             .and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
         expires_in_ms: minted.as_ref().and_then(|m| m.expires_in_ms),
+    }))
+}
+
+/// `kind=guest`: an account with a generated name, no password and no UIA.
+async fn register_guest(state: &AppState, raw: &Value) -> ApiResult<Json<RegisterResponse>> {
+    if !state.config.registration.guest_access {
+        return Err(ApiError::new(
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
+    }
+    let body: RegisterBody = typed(raw)?;
+    let localpart = format!(
+        "guest-{}",
+        crate::routes::threepid_random(16).to_ascii_lowercase()
+    );
+    let user_id =
+        UserId::new(&localpart, &state.config.server_name).map_err(|_| ApiError::internal())?;
+    let device_id = check_device_id(body.device_id)?;
+    let now = state.clock.now_ms();
+    let minted = issue::mint(state, body.refresh_token);
+    let registration = NewRegistration {
+        user: NewUser {
+            user_id: user_id.clone(),
+            password_hash: None,
+            is_admin: false,
+            is_guest: true,
+            created_at: now,
+        },
+        threepids: Vec::new(),
+        registration_token: None,
+        session: Some(NewSession {
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+            initial_display_name: body.initial_device_display_name,
+            tokens: minted.pair,
+            now,
+        }),
+    };
+    state.store.register(registration).await?;
+    Ok(Json(RegisterResponse {
+        user_id: user_id.to_string(),
+        home_server: state.config.server_name.clone(),
+        access_token: Some(minted.access_token.to_string()),
+        device_id: Some(device_id),
+        refresh_token: minted.refresh_token.map(|t| t.to_string()),
+        expires_in_ms: minted.expires_in_ms,
     }))
 }
 

@@ -18,11 +18,10 @@ use gatehouse_store::{StoreError, ThreepidValidation};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::account::subject_of;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{MatrixJson, RawJson, Requester, typed};
 use crate::state::AppState;
-use crate::uia::{self, Operation};
+use crate::uia::{self, Sensitive};
 
 /// What a validation is for; decides whether the 3PID must be bound or free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,13 +403,12 @@ pub async fn add(
         .client_secret
         .ok_or_else(|| ApiError::missing("client_secret"))?;
     let sid = body.sid.ok_or_else(|| ApiError::missing("sid"))?;
-    let subject = subject_of(&state, &requester).await?;
-    uia::authorise(
+    uia::reauthenticate(
         &state,
-        Operation::Sensitive,
-        &subject,
+        &requester,
+        Sensitive::ThreepidChange,
         &method,
-        uri.path(),
+        &uri,
         &raw,
     )
     .await?;

@@ -360,8 +360,8 @@ impl Store for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
-                "INSERT INTO users (user_id, password_hash, is_admin, created_ts) VALUES (?1, ?2, ?3, ?4)",
-                params![user.user_id.as_str(), user.password_hash, user.is_admin, ts(Some(user.created_at))],
+                "INSERT INTO users (user_id, password_hash, is_admin, is_guest, created_ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.user_id.as_str(), user.password_hash, user.is_admin, user.is_guest, ts(Some(user.created_at))],
             )
             .map_err(|e| if is_unique_violation(&e) { StoreError::UserExists } else { backend(e) })?;
             Ok(())
@@ -733,8 +733,8 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let uid = r.user.user_id.as_str();
             tx.execute(
-                "INSERT INTO users (user_id, password_hash, is_admin, created_ts) VALUES (?1, ?2, ?3, ?4)",
-                params![uid, r.user.password_hash, r.user.is_admin, ts(Some(r.user.created_at))],
+                "INSERT INTO users (user_id, password_hash, is_admin, is_guest, created_ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![uid, r.user.password_hash, r.user.is_admin, r.user.is_guest, ts(Some(r.user.created_at))],
             )
             .map_err(|e| if is_unique_violation(&e) { StoreError::UserExists } else { backend(e) })?;
             for tp in &r.threepids {

@@ -1,0 +1,388 @@
+//! The client: a base URL, an optional session, and requests that keep the
+//! session alive (refresh before expiry and on soft logout, one refresh for
+//! all concurrent requests, notifications when tokens change or die).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{Error, ErrorCode, MatrixError};
+
+/// What a logged-in client holds; persist it to resume later.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub access_token: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// When the access token expires, in ms since the Unix epoch.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// New tokens from a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TokenRefresh {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Obtains new tokens from a refresh token (matrix-js-sdk's
+/// `tokenRefreshFunction`). The default calls `POST /refresh`.
+pub type RefreshHook =
+    Arc<dyn Fn(Client, String) -> BoxFuture<'static, Result<TokenRefresh, Error>> + Send + Sync>;
+
+type SessionListener = Arc<dyn Fn(&Session) + Send + Sync>;
+type LogoutListener = Arc<dyn Fn(&MatrixError) + Send + Sync>;
+
+/// A Matrix client; cheap to clone (clones share the session).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base_url: String,
+    http: reqwest::Client,
+    session: RwLock<Option<Session>>,
+    refreshing: tokio::sync::Mutex<()>,
+    refresh_hook: Option<RefreshHook>,
+    on_session_changed: Option<SessionListener>,
+    on_logged_out: Option<LogoutListener>,
+    refresh_margin: Duration,
+    rate_limit_retries: u32,
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    base_url: String,
+    session: Option<Session>,
+    http: Option<reqwest::Client>,
+    refresh_hook: Option<RefreshHook>,
+    on_session_changed: Option<SessionListener>,
+    on_logged_out: Option<LogoutListener>,
+    refresh_margin: Duration,
+    rate_limit_retries: u32,
+}
+
+impl ClientBuilder {
+    /// A stored session to resume.
+    pub fn session(mut self, session: Session) -> Self {
+        self.session = Some(session);
+        self
+    }
+
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Replaces how refresh tokens are exchanged.
+    pub fn refresh_hook(mut self, hook: RefreshHook) -> Self {
+        self.refresh_hook = Some(hook);
+        self
+    }
+
+    /// Called with the new session whenever tokens change (persist it).
+    pub fn on_session_changed(mut self, f: impl Fn(&Session) + Send + Sync + 'static) -> Self {
+        self.on_session_changed = Some(Arc::new(f));
+        self
+    }
+
+    /// Called when the server ends the session (`M_UNKNOWN_TOKEN` that no
+    /// refresh can fix).
+    pub fn on_logged_out(mut self, f: impl Fn(&MatrixError) + Send + Sync + 'static) -> Self {
+        self.on_logged_out = Some(Arc::new(f));
+        self
+    }
+
+    /// Refresh this long before a known expiry (default 30 s).
+    pub fn refresh_margin(mut self, margin: Duration) -> Self {
+        self.refresh_margin = margin;
+        self
+    }
+
+    /// Opt in to retrying `M_LIMIT_EXCEEDED` answers, waiting as told, at
+    /// most `times` times per request.
+    pub fn retry_rate_limited(mut self, times: u32) -> Self {
+        self.rate_limit_retries = times;
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let parsed = url::Url::parse(&self.base_url)?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::InvalidResponse(format!(
+                "base URL must be http(s): {}",
+                self.base_url
+            )));
+        }
+        let http = match self.http {
+            Some(h) => h,
+            None => reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base_url: self.base_url.trim_end_matches('/').to_owned(),
+                http,
+                session: RwLock::new(self.session),
+                refreshing: tokio::sync::Mutex::new(()),
+                refresh_hook: self.refresh_hook,
+                on_session_changed: self.on_session_changed,
+                on_logged_out: self.on_logged_out,
+                refresh_margin: self.refresh_margin,
+                rate_limit_retries: self.rate_limit_retries,
+            }),
+        })
+    }
+}
+
+/// Whether a request carries the access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    None,
+    Required,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Client {
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            session: None,
+            http: None,
+            refresh_hook: None,
+            on_session_changed: None,
+            on_logged_out: None,
+            refresh_margin: Duration::from_secs(30),
+            rate_limit_retries: 0,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The current session, if logged in.
+    pub fn session(&self) -> Option<Session> {
+        self.inner
+            .session
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the session (and tells the listener).
+    pub fn set_session(&self, session: Option<Session>) {
+        *self
+            .inner
+            .session
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = session.clone();
+        if let (Some(s), Some(f)) = (session, &self.inner.on_session_changed) {
+            f(&s);
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.base_url)
+    }
+
+    /// Sends a request and decodes the JSON answer (or the Matrix error).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: Auth,
+    ) -> Result<Value, Error> {
+        let mut refreshed = false;
+        let mut rate_limited = 0;
+        loop {
+            let token = match auth {
+                Auth::None => None,
+                Auth::Required => Some(self.fresh_access_token().await?),
+            };
+            match self
+                .send_once(method.clone(), path, body, token.as_deref())
+                .await
+            {
+                Err(Error::Matrix(e))
+                    if auth == Auth::Required && e.errcode == ErrorCode::UnknownToken =>
+                {
+                    let has_refresh = self.session().and_then(|s| s.refresh_token).is_some();
+                    if e.soft_logout && has_refresh && !refreshed {
+                        self.refresh_after(token.as_deref().unwrap_or_default())
+                            .await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    if !e.soft_logout {
+                        self.inner
+                            .session
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take();
+                    }
+                    if let Some(f) = &self.inner.on_logged_out {
+                        f(&e);
+                    }
+                    return Err(Error::LoggedOut(e));
+                }
+                Err(Error::Matrix(e))
+                    if e.errcode == ErrorCode::LimitExceeded
+                        && rate_limited < self.inner.rate_limit_retries =>
+                {
+                    rate_limited += 1;
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(60));
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One HTTP exchange, no retries.
+    pub(crate) async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Result<Value, Error> {
+        let mut req = self.inner.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await?;
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        if (200..300).contains(&status) {
+            return json
+                .ok_or_else(|| Error::InvalidResponse(format!("non-JSON success body: {text}")));
+        }
+        match json.and_then(|v| MatrixError::from_response(status, retry_after.as_deref(), v)) {
+            Some(e) => Err(Error::Matrix(e)),
+            None => Err(Error::Http { status, body: text }),
+        }
+    }
+
+    /// The access token to use now, refreshing first if it is about to expire.
+    async fn fresh_access_token(&self) -> Result<String, Error> {
+        let session = self.session().ok_or(Error::NotLoggedIn)?;
+        let near_expiry = session.expires_at_ms.is_some_and(|at| {
+            at.saturating_sub(u64::try_from(self.inner.refresh_margin.as_millis()).unwrap_or(0))
+                <= now_ms()
+        });
+        if near_expiry && session.refresh_token.is_some() {
+            self.refresh_after(&session.access_token).await?;
+            return self
+                .session()
+                .map(|s| s.access_token)
+                .ok_or(Error::NotLoggedIn);
+        }
+        Ok(session.access_token)
+    }
+
+    /// Refreshes unless another task already replaced `stale` meanwhile:
+    /// concurrent requests share one refresh.
+    async fn refresh_after(&self, stale: &str) -> Result<(), Error> {
+        let _guard = self.inner.refreshing.lock().await;
+        let current = self.session().ok_or(Error::NotLoggedIn)?;
+        if current.access_token != stale {
+            return Ok(());
+        }
+        self.refresh_locked(current).await
+    }
+
+    /// Refreshes now (matrix-js-sdk's `refreshToken`), whatever the expiry.
+    pub async fn refresh(&self) -> Result<Session, Error> {
+        let _guard = self.inner.refreshing.lock().await;
+        let current = self.session().ok_or(Error::NotLoggedIn)?;
+        self.refresh_locked(current).await?;
+        self.session().ok_or(Error::NotLoggedIn)
+    }
+
+    async fn refresh_locked(&self, current: Session) -> Result<(), Error> {
+        let refresh_token = current.refresh_token.clone().ok_or(Error::NotLoggedIn)?;
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        let tokens = loop {
+            let result = match &self.inner.refresh_hook {
+                Some(hook) => hook(self.clone(), refresh_token.clone()).await,
+                None => self.default_refresh(&refresh_token).await,
+            };
+            match result {
+                Ok(t) => break t,
+                // Transient: back off and try again.
+                Err(Error::Transport(_) | Error::Http { .. }) if attempt < 3 => {}
+                Err(Error::Matrix(e)) if e.errcode == ErrorCode::LimitExceeded && attempt < 3 => {
+                    delay = e.retry_after.unwrap_or(delay);
+                }
+                Err(Error::Matrix(e)) => {
+                    // The refresh token is dead: the session cannot continue.
+                    if let Some(f) = &self.inner.on_logged_out {
+                        f(&e);
+                    }
+                    return Err(Error::LoggedOut(e));
+                }
+                Err(other) => return Err(other),
+            }
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        };
+        let next = Session {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token.or(current.refresh_token),
+            expires_at_ms: tokens.expires_in_ms.map(|ms| now_ms().saturating_add(ms)),
+            ..current
+        };
+        self.set_session(Some(next));
+        Ok(())
+    }
+
+    /// `POST /refresh`, without the (expired) access token.
+    async fn default_refresh(&self, refresh_token: &str) -> Result<TokenRefresh, Error> {
+        let v = self
+            .send_once(
+                Method::POST,
+                "/_matrix/client/v3/refresh",
+                Some(&json!({ "refresh_token": refresh_token })),
+                None,
+            )
+            .await?;
+        serde_json::from_value(v).map_err(|e| Error::InvalidResponse(e.to_string()))
+    }
+}

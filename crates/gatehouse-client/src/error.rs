@@ -1,0 +1,267 @@
+//! Errors: a typed Matrix error for every standard error response, HTTP
+//! errors for the rest.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A Matrix `errcode`. Unknown codes are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    Forbidden,
+    UnknownToken,
+    MissingToken,
+    BadJson,
+    NotJson,
+    NotFound,
+    LimitExceeded,
+    Unrecognized,
+    Unknown,
+    UserDeactivated,
+    UserInUse,
+    InvalidUsername,
+    Exclusive,
+    MissingParam,
+    InvalidParam,
+    TooLarge,
+    Unauthorized,
+    ThreepidInUse,
+    ThreepidNotFound,
+    ThreepidAuthFailed,
+    ThreepidMediumNotSupported,
+    GuestAccessForbidden,
+    CaptchaInvalid,
+    InvalidSignature,
+    UserLocked,
+    UserSuspended,
+    Other(String),
+}
+
+impl ErrorCode {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "M_FORBIDDEN" => Self::Forbidden,
+            "M_UNKNOWN_TOKEN" => Self::UnknownToken,
+            "M_MISSING_TOKEN" => Self::MissingToken,
+            "M_BAD_JSON" => Self::BadJson,
+            "M_NOT_JSON" => Self::NotJson,
+            "M_NOT_FOUND" => Self::NotFound,
+            "M_LIMIT_EXCEEDED" => Self::LimitExceeded,
+            "M_UNRECOGNIZED" => Self::Unrecognized,
+            "M_UNKNOWN" => Self::Unknown,
+            "M_USER_DEACTIVATED" => Self::UserDeactivated,
+            "M_USER_IN_USE" => Self::UserInUse,
+            "M_INVALID_USERNAME" => Self::InvalidUsername,
+            "M_EXCLUSIVE" => Self::Exclusive,
+            "M_MISSING_PARAM" => Self::MissingParam,
+            "M_INVALID_PARAM" => Self::InvalidParam,
+            "M_TOO_LARGE" => Self::TooLarge,
+            "M_UNAUTHORIZED" => Self::Unauthorized,
+            "M_THREEPID_IN_USE" => Self::ThreepidInUse,
+            "M_THREEPID_NOT_FOUND" => Self::ThreepidNotFound,
+            "M_THREEPID_AUTH_FAILED" => Self::ThreepidAuthFailed,
+            "M_THREEPID_MEDIUM_NOT_SUPPORTED" => Self::ThreepidMediumNotSupported,
+            "M_GUEST_ACCESS_FORBIDDEN" => Self::GuestAccessForbidden,
+            "M_CAPTCHA_INVALID" => Self::CaptchaInvalid,
+            "M_INVALID_SIGNATURE" => Self::InvalidSignature,
+            "M_USER_LOCKED" => Self::UserLocked,
+            "M_USER_SUSPENDED" => Self::UserSuspended,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::UnknownToken => "M_UNKNOWN_TOKEN",
+            Self::MissingToken => "M_MISSING_TOKEN",
+            Self::BadJson => "M_BAD_JSON",
+            Self::NotJson => "M_NOT_JSON",
+            Self::NotFound => "M_NOT_FOUND",
+            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
+            Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::Unknown => "M_UNKNOWN",
+            Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::UserInUse => "M_USER_IN_USE",
+            Self::InvalidUsername => "M_INVALID_USERNAME",
+            Self::Exclusive => "M_EXCLUSIVE",
+            Self::MissingParam => "M_MISSING_PARAM",
+            Self::InvalidParam => "M_INVALID_PARAM",
+            Self::TooLarge => "M_TOO_LARGE",
+            Self::Unauthorized => "M_UNAUTHORIZED",
+            Self::ThreepidInUse => "M_THREEPID_IN_USE",
+            Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            Self::CaptchaInvalid => "M_CAPTCHA_INVALID",
+            Self::InvalidSignature => "M_INVALID_SIGNATURE",
+            Self::UserLocked => "M_USER_LOCKED",
+            Self::UserSuspended => "M_USER_SUSPENDED",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// A standard Matrix error response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixError {
+    pub status: u16,
+    pub errcode: ErrorCode,
+    pub message: String,
+    /// From the `Retry-After` header, else from `retry_after_ms`.
+    pub retry_after: Option<Duration>,
+    pub soft_logout: bool,
+    /// The whole body, for fields this type does not model (a UIA
+    /// challenge's `flows`, `session`…).
+    pub body: Value,
+}
+
+impl MatrixError {
+    /// Builds one from a response's status, `Retry-After` header and JSON
+    /// body; `None` when the body is not a Matrix error.
+    pub fn from_response(
+        status: u16,
+        retry_after_header: Option<&str>,
+        body: Value,
+    ) -> Option<Self> {
+        let errcode = body
+            .get("errcode")
+            .and_then(Value::as_str)
+            .map(ErrorCode::parse);
+        // A UIA challenge (401 with flows) is a Matrix error without errcode.
+        let errcode = match errcode {
+            Some(code) => code,
+            None if body.get("flows").is_some() => ErrorCode::Unauthorized,
+            None => return None,
+        };
+        let header = retry_after_header
+            .and_then(|h| h.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let field = body
+            .get("retry_after_ms")
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis);
+        Some(Self {
+            status,
+            errcode,
+            message: body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            retry_after: header.or(field),
+            soft_logout: body
+                .get("soft_logout")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            body,
+        })
+    }
+
+    /// A 401 carrying UIA `flows`: the request needs (more) authentication.
+    pub fn is_uia_challenge(&self) -> bool {
+        self.status == 401 && self.body.get("flows").is_some()
+    }
+}
+
+impl std::fmt::Display for MatrixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.errcode.as_str(),
+            self.status,
+            self.message
+        )
+    }
+}
+
+/// Everything a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Matrix(MatrixError),
+    /// An error status with a body that is not a Matrix error.
+    #[error("HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected response: {0}")]
+    InvalidResponse(String),
+    #[error("invalid URL: {0}")]
+    Url(#[from] url::ParseError),
+    /// No flow matches the inputs (matrix-js-sdk's `NoAuthFlowFoundError`).
+    #[error("no authentication flow matches: needs {required_stages:?}")]
+    NoAuthFlowFound {
+        required_stages: Vec<String>,
+        flows: Vec<Vec<String>>,
+    },
+    /// The client has no session for a call that needs one.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The session ended (hard logout, or refresh impossible).
+    #[error("logged out: {0}")]
+    LoggedOut(MatrixError),
+}
+
+impl Error {
+    /// The Matrix error inside, if any.
+    pub fn matrix(&self) -> Option<&MatrixError> {
+        match self {
+            Self::Matrix(e) | Self::LoggedOut(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn errcode(&self) -> Option<&ErrorCode> {
+        self.matrix().map(|e| &e.errcode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_standard_errors() {
+        let e = MatrixError::from_response(
+            429,
+            Some("3"),
+            json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow", "retry_after_ms": 1500}),
+        )
+        .unwrap();
+        assert_eq!(e.errcode, ErrorCode::LimitExceeded);
+        assert_eq!(
+            e.retry_after,
+            Some(Duration::from_secs(3)),
+            "the header wins"
+        );
+        let e = MatrixError::from_response(
+            429,
+            None,
+            json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 1500}),
+        )
+        .unwrap();
+        assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
+        let e = MatrixError::from_response(
+            401,
+            None,
+            json!({"errcode": "M_UNKNOWN_TOKEN", "soft_logout": true}),
+        )
+        .unwrap();
+        assert!(e.soft_logout);
+        let e = MatrixError::from_response(
+            400,
+            None,
+            json!({"errcode": "COM.EXAMPLE_CUSTOM", "error": "x"}),
+        )
+        .unwrap();
+        assert_eq!(e.errcode, ErrorCode::Other("COM.EXAMPLE_CUSTOM".into()));
+        assert!(MatrixError::from_response(500, None, json!({"detail": "oops"})).is_none());
+        let c =
+            MatrixError::from_response(401, None, json!({"flows": [], "session": "s"})).unwrap();
+        assert!(c.is_uia_challenge());
+    }
+}

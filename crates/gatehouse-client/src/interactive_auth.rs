@@ -1,0 +1,729 @@
+//! `InteractiveAuth`: drives User-Interactive Authentication with
+//! matrix-js-sdk's contract.
+//!
+//! The application supplies `do_request` (makes the protected request with
+//! the auth dict it is given) and `state_updated` (called with the stage to
+//! complete and its status). [`InteractiveAuth::attempt_auth`] resolves with
+//! the final response; in between, the application answers each stage with
+//! [`InteractiveAuth::submit_auth_dict`], and for email stages calls
+//! [`InteractiveAuth::poll`] until the link is clicked. `m.login.dummy` is
+//! submitted automatically; an email token is requested automatically when
+//! an email address is given as input.
+//!
+//! ```no_run
+//! # async fn demo(client: gatehouse_client::Client) -> Result<(), gatehouse_client::Error> {
+//! use gatehouse_client::{AuthInputs, InteractiveAuth};
+//! use serde_json::json;
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let c = client.clone();
+//! let ia = InteractiveAuth::builder(
+//!     move |auth, _background| {
+//!         let c = c.clone();
+//!         Box::pin(async move { c.delete_device("OLDPHONE", auth).await.map(|()| json!({})) })
+//!     },
+//!     move |stage, _status| { let _ = tx.send(stage.to_owned()); },
+//! )
+//! .build();
+//! let driver = ia.clone();
+//! tokio::spawn(async move {
+//!     while let Some(stage) = rx.recv().await {
+//!         if stage == "m.login.password" {
+//!             let auth = json!({"type": stage, "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret"});
+//!             driver.submit_auth_dict(auth, false).await;
+//!         }
+//!     }
+//! });
+//! ia.attempt_auth().await?;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+
+pub const DUMMY: &str = "m.login.dummy";
+pub const EMAIL: &str = "m.login.email.identity";
+pub const MSISDN: &str = "m.login.msisdn";
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type DoRequest = Arc<dyn Fn(Option<Value>, bool) -> BoxFuture<Result<Value, Error>> + Send + Sync>;
+type StateUpdated = Arc<dyn Fn(&str, &StageStatus) + Send + Sync>;
+type RequestEmailToken = Arc<
+    dyn Fn(String, String, u64, Option<String>) -> BoxFuture<Result<String, Error>> + Send + Sync,
+>;
+type BusyChanged = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// What the user already told the application.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthInputs {
+    pub email_address: Option<String>,
+    pub phone_country: Option<String>,
+    pub phone_number: Option<String>,
+    pub registration_token: Option<String>,
+}
+
+/// The status passed to `state_updated` with a stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageStatus {
+    pub errcode: Option<String>,
+    pub error: Option<String>,
+    /// Set once an email token was requested for this stage.
+    pub email_sid: Option<String>,
+}
+
+/// The flow-selection rule: flows are ranked by how many of their stages
+/// the client does not support, then by length; the first whose
+/// email/phone stages match the inputs wins.
+pub fn choose_flow(
+    flows: &[Vec<String>],
+    have_email: bool,
+    have_msisdn: bool,
+    supported: Option<&[String]>,
+) -> Result<Vec<String>, Error> {
+    let unsupported =
+        |f: &Vec<String>| supported.map_or(0, |s| f.iter().filter(|st| !s.contains(st)).count());
+    let mut ranked: Vec<&Vec<String>> = flows.iter().collect();
+    ranked.sort_by_key(|f| (unsupported(f), f.len()));
+    for flow in ranked {
+        let has_email = flow.iter().any(|s| s == EMAIL);
+        let has_msisdn = flow.iter().any(|s| s == MSISDN);
+        if has_email == have_email && has_msisdn == have_msisdn {
+            return Ok(flow.clone());
+        }
+    }
+    let mut required = Vec::new();
+    if have_email {
+        required.push(EMAIL.to_owned());
+    }
+    if have_msisdn {
+        required.push(MSISDN.to_owned());
+    }
+    Err(Error::NoAuthFlowFound {
+        required_stages: required,
+        flows: flows.to_vec(),
+    })
+}
+
+#[derive(Default)]
+struct State {
+    /// The last 401 body (flows, params, session, completed…).
+    data: Value,
+    session_id: Option<String>,
+    client_secret: String,
+    email_sid: Option<String>,
+    email_attempt: u64,
+    done: bool,
+}
+
+struct Shared {
+    do_request: DoRequest,
+    state_updated: StateUpdated,
+    request_email_token: Option<RequestEmailToken>,
+    busy_changed: Option<BusyChanged>,
+    inputs: AuthInputs,
+    supported_stages: Option<Vec<String>>,
+    state: Mutex<State>,
+    finished: Mutex<Option<oneshot::Sender<Result<Value, Error>>>>,
+}
+
+/// Drives one UIA-protected request; cheap to clone (clones share state).
+#[derive(Clone)]
+pub struct InteractiveAuth {
+    shared: Arc<Shared>,
+}
+
+/// Builds an [`InteractiveAuth`].
+pub struct InteractiveAuthBuilder {
+    do_request: DoRequest,
+    state_updated: StateUpdated,
+    request_email_token: Option<RequestEmailToken>,
+    busy_changed: Option<BusyChanged>,
+    inputs: AuthInputs,
+    supported_stages: Option<Vec<String>>,
+    session_id: Option<String>,
+    client_secret: Option<String>,
+    email_sid: Option<String>,
+}
+
+impl InteractiveAuthBuilder {
+    pub fn inputs(mut self, inputs: AuthInputs) -> Self {
+        self.inputs = inputs;
+        self
+    }
+    /// Stages this client can do; flows needing others rank last.
+    pub fn supported_stages(mut self, stages: Vec<String>) -> Self {
+        self.supported_stages = Some(stages);
+        self
+    }
+    /// How to request an email token: `(email, client_secret, attempt, session) -> sid`.
+    pub fn request_email_token(
+        mut self,
+        f: impl Fn(String, String, u64, Option<String>) -> BoxFuture<Result<String, Error>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.request_email_token = Some(Arc::new(f));
+        self
+    }
+    pub fn busy_changed(mut self, f: impl Fn(bool) + Send + Sync + 'static) -> Self {
+        self.busy_changed = Some(Arc::new(f));
+        self
+    }
+    /// Resume a session started earlier (with its client secret and email sid).
+    pub fn session_id(mut self, id: impl Into<String>) -> Self {
+        self.session_id = Some(id.into());
+        self
+    }
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(secret.into());
+        self
+    }
+    pub fn email_sid(mut self, sid: impl Into<String>) -> Self {
+        self.email_sid = Some(sid.into());
+        self
+    }
+    pub fn build(self) -> InteractiveAuth {
+        let state = State {
+            session_id: self.session_id,
+            client_secret: self.client_secret.unwrap_or_else(random_secret),
+            email_sid: self.email_sid,
+            data: json!({}),
+            ..State::default()
+        };
+        InteractiveAuth {
+            shared: Arc::new(Shared {
+                do_request: self.do_request,
+                state_updated: self.state_updated,
+                request_email_token: self.request_email_token,
+                busy_changed: self.busy_changed,
+                inputs: self.inputs,
+                supported_stages: self.supported_stages,
+                state: Mutex::new(state),
+                finished: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Two independently seeded SipHash outputs plus the time: unique per
+    // session; the secret only ties requestToken to its later use.
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// What to do after a response.
+enum Next {
+    Finished,
+    Submit(Value),
+    WaitForUser,
+}
+
+impl InteractiveAuth {
+    /// `do_request(auth, background)` makes the protected request;
+    /// `state_updated(stage, status)` asks the application for a stage.
+    pub fn builder(
+        do_request: impl Fn(Option<Value>, bool) -> BoxFuture<Result<Value, Error>>
+        + Send
+        + Sync
+        + 'static,
+        state_updated: impl Fn(&str, &StageStatus) + Send + Sync + 'static,
+    ) -> InteractiveAuthBuilder {
+        InteractiveAuthBuilder {
+            do_request: Arc::new(do_request),
+            state_updated: Arc::new(state_updated),
+            request_email_token: None,
+            busy_changed: None,
+            inputs: AuthInputs::default(),
+            supported_stages: None,
+            session_id: None,
+            client_secret: None,
+            email_sid: None,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.state().session_id.clone()
+    }
+    pub fn client_secret(&self) -> String {
+        self.state().client_secret.clone()
+    }
+    pub fn email_sid(&self) -> Option<String> {
+        self.state().email_sid.clone()
+    }
+    pub fn set_email_sid(&self, sid: impl Into<String>) {
+        self.state().email_sid = Some(sid.into());
+    }
+    /// The server's `params` for a stage.
+    pub fn stage_params(&self, stage: &str) -> Option<Value> {
+        self.state()
+            .data
+            .get("params")
+            .and_then(|p| p.get(stage))
+            .cloned()
+    }
+    /// The last challenge's `flows`, as stage lists.
+    pub fn flows(&self) -> Vec<Vec<String>> {
+        flows_of(&self.state().data)
+    }
+
+    /// Starts (or resumes) authentication and resolves with the protected
+    /// request's response, or its error.
+    pub async fn attempt_auth(&self) -> Result<Value, Error> {
+        let (tx, rx) = oneshot::channel();
+        *self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let first = self.session_id().map(|s| json!({ "session": s }));
+        self.run(first, false).await;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::InvalidResponse("authentication abandoned".into())))
+    }
+
+    /// Submits a stage's auth dict (the session is added). With
+    /// `background`, errors other than a new challenge are not reported.
+    pub async fn submit_auth_dict(&self, auth: Value, background: bool) {
+        if self.state().done {
+            return;
+        }
+        self.run(Some(auth), background).await;
+    }
+
+    /// For email stages: re-submits the email credentials, in the
+    /// background, to see whether the link was opened. Does nothing before
+    /// an email token was requested.
+    pub async fn poll(&self) {
+        let (sid, secret) = {
+            let s = self.state();
+            if s.done || s.session_id.is_none() {
+                return;
+            }
+            match &s.email_sid {
+                Some(sid) => (sid.clone(), s.client_secret.clone()),
+                None => return,
+            }
+        };
+        let creds = json!({ "sid": sid, "client_secret": secret });
+        let auth = json!({ "type": EMAIL, "threepid_creds": creds, "threepidCreds": creds });
+        self.submit_auth_dict(auth, true).await;
+    }
+
+    fn finish(&self, result: Result<Value, Error>) {
+        self.state().done = true;
+        if let Some(tx) = self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Sends requests until the application must act or the result is known.
+    async fn run(&self, mut auth: Option<Value>, background: bool) {
+        loop {
+            if let (Some(Value::Object(map)), Some(session)) = (auth.as_mut(), self.session_id()) {
+                map.entry("session").or_insert(Value::String(session));
+            }
+            let busy = !background;
+            if busy && let Some(f) = &self.shared.busy_changed {
+                f(true);
+            }
+            let result = (self.shared.do_request)(auth.take(), background).await;
+            if busy && let Some(f) = &self.shared.busy_changed {
+                f(false);
+            }
+            match self.after(result, background).await {
+                Next::Finished | Next::WaitForUser => return,
+                Next::Submit(next) => auth = Some(next),
+            }
+        }
+    }
+
+    async fn after(&self, result: Result<Value, Error>, background: bool) -> Next {
+        let challenge = match result {
+            Ok(v) => {
+                self.finish(Ok(v));
+                return Next::Finished;
+            }
+            Err(Error::Matrix(e)) if e.is_uia_challenge() => e,
+            Err(e) => {
+                if background {
+                    tracing::debug!(error = %e, "background UIA submission failed");
+                    return Next::WaitForUser;
+                }
+                self.finish(Err(e));
+                return Next::Finished;
+            }
+        };
+        {
+            let mut s = self.state();
+            if let Some(id) = challenge.body.get("session").and_then(Value::as_str) {
+                s.session_id = Some(id.to_owned());
+            }
+            s.data = challenge.body.clone();
+        }
+        let flows = flows_of(&challenge.body);
+        let (have_email, have_msisdn) = {
+            let s = self.state();
+            let inputs = &self.shared.inputs;
+            (
+                inputs.email_address.is_some() || s.email_sid.is_some(),
+                inputs.phone_country.is_some() && inputs.phone_number.is_some(),
+            )
+        };
+        let flow = match choose_flow(
+            &flows,
+            have_email,
+            have_msisdn,
+            self.shared.supported_stages.as_deref(),
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                self.finish(Err(e));
+                return Next::Finished;
+            }
+        };
+        let completed: Vec<String> = challenge
+            .body
+            .get("completed")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(stage) = flow.iter().find(|s| !completed.contains(s)).cloned() else {
+            return Next::WaitForUser;
+        };
+        let mut status = StageStatus {
+            errcode: challenge
+                .body
+                .get("errcode")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            error: challenge
+                .body
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            email_sid: self.email_sid(),
+        };
+        if stage == DUMMY {
+            return Next::Submit(json!({ "type": DUMMY }));
+        }
+        if stage == EMAIL && status.email_sid.is_none() {
+            self.request_email(&mut status).await;
+        }
+        (self.shared.state_updated)(&stage, &status);
+        Next::WaitForUser
+    }
+
+    /// Requests the email token for the email stage, when an address is known.
+    async fn request_email(&self, status: &mut StageStatus) {
+        let (Some(email), Some(request)) = (
+            self.shared.inputs.email_address.clone(),
+            self.shared.request_email_token.clone(),
+        ) else {
+            return;
+        };
+        let (secret, attempt, session) = {
+            let mut s = self.state();
+            s.email_attempt += 1;
+            (
+                s.client_secret.clone(),
+                s.email_attempt,
+                s.session_id.clone(),
+            )
+        };
+        match request(email, secret, attempt, session).await {
+            Ok(sid) => {
+                self.set_email_sid(sid.clone());
+                status.email_sid = Some(sid);
+            }
+            Err(e) => {
+                status.errcode = e.errcode().map(|c| c.as_str().to_owned());
+                status.error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+fn flows_of(body: &Value) -> Vec<Vec<String>> {
+    body.get("flows")
+        .and_then(Value::as_array)
+        .map(|flows| {
+            flows
+                .iter()
+                .map(|f| {
+                    f.get("stages")
+                        .and_then(Value::as_array)
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine over recorded 401 bodies, with a scripted server.
+    use super::*;
+    use crate::error::MatrixError;
+    use std::collections::VecDeque;
+
+    fn flows(f: &[&[&str]]) -> Vec<Vec<String>> {
+        f.iter()
+            .map(|s| s.iter().map(|x| (*x).to_owned()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn selection_prefers_fewest_supported_stages_and_matches_inputs() {
+        let f = flows(&[
+            &["m.login.recaptcha", "m.login.terms", DUMMY],
+            &[EMAIL],
+            &["m.login.password"],
+        ]);
+        assert_eq!(
+            choose_flow(&f, false, false, None).unwrap(),
+            vec!["m.login.password"]
+        );
+        assert_eq!(choose_flow(&f, true, false, None).unwrap(), vec![EMAIL]);
+        let supported = vec![
+            DUMMY.to_owned(),
+            "m.login.terms".to_owned(),
+            "m.login.recaptcha".to_owned(),
+        ];
+        assert_eq!(
+            choose_flow(&f, false, false, Some(&supported)).unwrap(),
+            f[0]
+        );
+        match choose_flow(&f, false, true, None) {
+            Err(Error::NoAuthFlowFound {
+                required_stages,
+                flows,
+            }) => {
+                assert_eq!(required_stages, vec![MSISDN]);
+                assert_eq!(flows.len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn challenge(body: Value) -> Result<Value, Error> {
+        Err(Error::Matrix(
+            MatrixError::from_response(401, None, body).unwrap(),
+        ))
+    }
+
+    /// An InteractiveAuth whose `do_request` answers from a script and
+    /// records the auth dicts it was given.
+    fn scripted(
+        answers: Vec<Result<Value, Error>>,
+    ) -> (
+        InteractiveAuthBuilder,
+        Arc<Mutex<Vec<Option<Value>>>>,
+        Arc<Mutex<Vec<(String, StageStatus)>>>,
+    ) {
+        let script = Arc::new(Mutex::new(VecDeque::from(answers)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stages = Arc::new(Mutex::new(Vec::new()));
+        let (s2, st2) = (seen.clone(), stages.clone());
+        let builder = InteractiveAuth::builder(
+            move |auth, _bg| {
+                s2.lock().unwrap().push(auth);
+                let next = script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or_else(|| Err(Error::NotLoggedIn));
+                Box::pin(async move { next })
+            },
+            move |stage, status| st2.lock().unwrap().push((stage.to_owned(), status.clone())),
+        );
+        (builder, seen, stages)
+    }
+
+    #[tokio::test]
+    async fn dummy_is_submitted_automatically() {
+        let (b, seen, stages) = scripted(vec![
+            challenge(json!({"flows": [{"stages": [DUMMY]}], "session": "S"})),
+            Ok(json!({"user_id": "@a:hs"})),
+        ]);
+        let ia = b.build();
+        assert_eq!(
+            ia.attempt_auth().await.unwrap(),
+            json!({"user_id": "@a:hs"})
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], None);
+        assert_eq!(seen[1], Some(json!({"type": DUMMY, "session": "S"})));
+        assert!(stages.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_inside_a_stage_reach_state_updated_and_the_session_is_kept() {
+        let (b, seen, stages) = scripted(vec![
+            challenge(
+                json!({"flows": [{"stages": ["m.login.password"]}], "session": "S", "params": {"m.login.password": {"x": 1}}}),
+            ),
+            challenge(
+                json!({"flows": [{"stages": ["m.login.password"]}], "session": "S", "errcode": "M_FORBIDDEN", "error": "Invalid password"}),
+            ),
+            Ok(json!({})),
+        ]);
+        let ia = b.build();
+        let runner = ia.clone();
+        let handle = tokio::spawn(async move { runner.attempt_auth().await });
+        tokio::task::yield_now().await;
+        while stages.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ia.stage_params("m.login.password"), Some(json!({"x": 1})));
+        assert_eq!(ia.session_id().as_deref(), Some("S"));
+        ia.submit_auth_dict(
+            json!({"type": "m.login.password", "password": "bad"}),
+            false,
+        )
+        .await;
+        {
+            let st = stages.lock().unwrap();
+            assert_eq!(st[1].0, "m.login.password");
+            assert_eq!(st[1].1.errcode.as_deref(), Some("M_FORBIDDEN"));
+        }
+        ia.submit_auth_dict(
+            json!({"type": "m.login.password", "password": "good"}),
+            false,
+        )
+        .await;
+        assert_eq!(handle.await.unwrap().unwrap(), json!({}));
+        assert_eq!(
+            seen.lock().unwrap()[2].as_ref().unwrap()["session"],
+            "S",
+            "the session is added"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_401_without_flows_is_an_error() {
+        let e = MatrixError::from_response(
+            401,
+            None,
+            json!({"errcode": "M_UNKNOWN_TOKEN", "error": "x"}),
+        )
+        .unwrap();
+        let (b, _, _) = scripted(vec![Err(Error::Matrix(e))]);
+        let err = b.build().attempt_auth().await.unwrap_err();
+        assert_eq!(
+            err.errcode().map(|c| c.as_str().to_owned()).as_deref(),
+            Some("M_UNKNOWN_TOKEN")
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_stages_are_handed_to_the_application() {
+        let (b, _, stages) = scripted(vec![challenge(
+            json!({"flows": [{"stages": ["org.example.custom"]}], "session": "S"}),
+        )]);
+        let ia = b.build();
+        let runner = ia.clone();
+        tokio::spawn(async move { runner.attempt_auth().await });
+        while stages.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(stages.lock().unwrap()[0].0, "org.example.custom");
+    }
+
+    #[tokio::test]
+    async fn background_failures_are_quiet_and_poll_before_start_does_nothing() {
+        let (b, seen, stages) = scripted(vec![
+            challenge(json!({"flows": [{"stages": [EMAIL]}], "session": "S"})),
+            Err(Error::Http {
+                status: 502,
+                body: "bad gateway".into(),
+            }),
+            Ok(json!({"done": true})),
+        ]);
+        let ia = b.email_sid("sid-1").client_secret("cs").build();
+        ia.poll().await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "poll before start sends nothing"
+        );
+        let runner = ia.clone();
+        let handle = tokio::spawn(async move { runner.attempt_auth().await });
+        while stages.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            stages.lock().unwrap()[0].1.email_sid.as_deref(),
+            Some("sid-1")
+        );
+        ia.poll().await; // 502 in the background: not fatal
+        ia.poll().await;
+        assert_eq!(handle.await.unwrap().unwrap(), json!({"done": true}));
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[1].as_ref().unwrap()["threepid_creds"],
+            json!({"sid": "sid-1", "client_secret": "cs"})
+        );
+    }
+
+    #[tokio::test]
+    async fn no_flow_for_the_inputs_is_no_auth_flow_found() {
+        let (b, _, _) = scripted(vec![challenge(
+            json!({"flows": [{"stages": [DUMMY]}], "session": "S"}),
+        )]);
+        let ia = b
+            .inputs(AuthInputs {
+                email_address: Some("a@example.org".into()),
+                ..AuthInputs::default()
+            })
+            .build();
+        assert!(matches!(
+            ia.attempt_auth().await,
+            Err(Error::NoAuthFlowFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn resuming_sends_the_stored_session_first() {
+        let (b, seen, _) = scripted(vec![Ok(json!({"ok": 1}))]);
+        let ia = b.session_id("OLD").build();
+        assert_eq!(ia.attempt_auth().await.unwrap(), json!({"ok": 1}));
+        assert_eq!(seen.lock().unwrap()[0], Some(json!({"session": "OLD"})));
+    }
+}

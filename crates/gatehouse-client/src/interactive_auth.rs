@@ -549,15 +549,12 @@ mod tests {
         ))
     }
 
+    type Seen = Arc<Mutex<Vec<Option<Value>>>>;
+    type Stages = Arc<Mutex<Vec<(String, StageStatus)>>>;
+
     /// An InteractiveAuth whose `do_request` answers from a script and
     /// records the auth dicts it was given.
-    fn scripted(
-        answers: Vec<Result<Value, Error>>,
-    ) -> (
-        InteractiveAuthBuilder,
-        Arc<Mutex<Vec<Option<Value>>>>,
-        Arc<Mutex<Vec<(String, StageStatus)>>>,
-    ) {
+    fn scripted(answers: Vec<Result<Value, Error>>) -> (InteractiveAuthBuilder, Seen, Stages) {
         let script = Arc::new(Mutex::new(VecDeque::from(answers)));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stages = Arc::new(Mutex::new(Vec::new()));

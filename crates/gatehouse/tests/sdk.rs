@@ -1,0 +1,561 @@
+//! The client SDK (`gatehouse-client`) against a real Gatehouse server:
+//! every seed 000-002 flow, through the SDK's public API.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Server, Smtp, free_port, link_in};
+use gatehouse_client::discovery::{AutoDiscovery, DiscoveryState};
+use gatehouse_client::{
+    AuthInputs, Client, Error, ErrorCode, InteractiveAuth, LoginRequest, Session, StageStatus,
+    TokenPurpose, UserIdentifier,
+};
+use serde_json::{Value, json};
+
+fn start_public(extra: Vec<(&'static str, String)>) -> Server {
+    let port = free_port();
+    let mut all: Vec<(&str, String)> = vec![
+        ("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "GATEHOUSE_PUBLIC_BASEURL",
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ];
+    all.extend(extra);
+    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(&pairs)
+}
+
+async fn logged_in(server: &Server, user: &str, refresh: bool) -> Client {
+    let temp = Client::builder(&server.base).build().unwrap();
+    let r = temp
+        .login_request(
+            LoginRequest::password(UserIdentifier::user(user), "pw").refresh_token(refresh),
+        )
+        .await
+        .unwrap();
+    Client::builder(&server.base)
+        .session(r.session())
+        .refresh_margin(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn discovery_states() {
+    let server = start_public(vec![]);
+    let domain = server.base.trim_start_matches("http://").to_owned();
+    let d = AutoDiscovery::new().with_scheme("http");
+    let found = d.find_client_config(&domain).await;
+    assert_eq!(found.homeserver.state, DiscoveryState::Success, "{found:?}");
+    assert_eq!(
+        found.homeserver.base_url.as_deref(),
+        Some(server.base.as_str())
+    );
+    assert_eq!(found.identity_server.state, DiscoveryState::Prompt);
+    // No .well-known published: PROMPT.
+    let plain = Server::start(&[]);
+    let found = d
+        .find_client_config(plain.base.trim_start_matches("http://"))
+        .await;
+    assert_eq!(found.homeserver.state, DiscoveryState::Prompt);
+    // Nothing listening: FAIL_PROMPT.
+    let found = d
+        .find_client_config(&format!("127.0.0.1:{}", free_port()))
+        .await;
+    assert_eq!(found.homeserver.state, DiscoveryState::FailPrompt);
+    // A base URL that is not a homeserver: FAIL_ERROR.
+    let wk = json!({"m.homeserver": {"base_url": format!("{}/not-matrix", server.base)}});
+    assert_eq!(
+        d.from_discovery_config(&wk).await.homeserver.state,
+        DiscoveryState::FailError
+    );
+}
+
+#[tokio::test]
+async fn login_flows_identifiers_whoami_and_logout() {
+    let server = Server::start(&[]);
+    server.create_user(
+        "alice",
+        "pw",
+        &["--email", "alice@example.org", "--phone", "+447400123456"],
+    );
+    let client = Client::builder(&server.base).build().unwrap();
+    let flows = client.login_flows().await.unwrap();
+    assert_eq!(flows[0].kind, "m.login.password");
+    for id in [
+        UserIdentifier::user("alice"),
+        UserIdentifier::email("Alice@Example.org"),
+        UserIdentifier::phone("GB", "07400 123456"),
+        UserIdentifier::ThirdParty {
+            medium: "msisdn".into(),
+            address: "447400123456".into(),
+        },
+    ] {
+        let r = client
+            .login_request(LoginRequest::password(id, "pw").initial_device_display_name("SDK"))
+            .await
+            .unwrap();
+        assert_eq!(r.user_id, "@alice:localhost");
+    }
+    // Seed 000: a fresh client from the response.
+    let r = client
+        .login_request(LoginRequest::password(UserIdentifier::user("alice"), "pw"))
+        .await
+        .unwrap();
+    let real = Client::builder(&server.base)
+        .session(r.session())
+        .build()
+        .unwrap();
+    let me = real.whoami().await.unwrap();
+    assert_eq!(
+        (me.user_id.as_str(), me.device_id.clone()),
+        ("@alice:localhost", r.device_id.clone())
+    );
+    let wrong = client
+        .login_request(LoginRequest::password(
+            UserIdentifier::user("alice"),
+            "nope",
+        ))
+        .await
+        .unwrap_err();
+    let m = wrong.matrix().unwrap();
+    assert_eq!((m.status, &m.errcode), (403, &ErrorCode::Forbidden));
+    real.logout().await.unwrap();
+    assert!(real.session().is_none());
+    assert!(matches!(real.whoami().await, Err(Error::NotLoggedIn)));
+}
+
+#[tokio::test]
+async fn tokens_refresh_by_themselves_once_for_concurrent_requests() {
+    let server = Server::start(&[("GATEHOUSE_TOKENS__ACCESS_TOKEN_LIFETIME_MS", "1000")]);
+    server.create_user("alice", "pw", &[]);
+    let temp = Client::builder(&server.base).build().unwrap();
+    let r = temp
+        .login_request(
+            LoginRequest::password(UserIdentifier::user("alice"), "pw").refresh_token(true),
+        )
+        .await
+        .unwrap();
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let saved: Arc<Mutex<Vec<Session>>> = Arc::default();
+    let (count, store) = (refreshes.clone(), saved.clone());
+    let client = Client::builder(&server.base)
+        .session(r.session())
+        .refresh_margin(Duration::ZERO)
+        .refresh_hook(Arc::new(move |c: Client, rt: String| {
+            count.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                // The default behaviour, counted: POST /refresh without the old token.
+                let resp = reqwest::Client::new()
+                    .post(format!("{}/_matrix/client/v3/refresh", c.base_url()))
+                    .json(&json!({"refresh_token": rt}))
+                    .send()
+                    .await?;
+                resp.json().await.map_err(Error::from)
+            })
+        }))
+        .on_session_changed(move |s| store.lock().unwrap().push(s.clone()))
+        .build()
+        .unwrap();
+    client.whoami().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Ten requests at once with an expired token: one refresh serves them all.
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.whoami().await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().user_id, "@alice:localhost");
+    }
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one shared refresh");
+    let saved = saved.lock().unwrap();
+    assert_eq!(saved.len(), 1, "the app was told to persist the new tokens");
+    assert_ne!(saved[0].refresh_token, r.refresh_token, "rotated");
+    assert_eq!(client.session().unwrap(), saved[0]);
+}
+
+#[tokio::test]
+async fn default_refresh_and_explicit_refresh() {
+    let server = Server::start(&[("GATEHOUSE_TOKENS__ACCESS_TOKEN_LIFETIME_MS", "60000")]);
+    server.create_user("alice", "pw", &[]);
+    let client = logged_in(&server, "alice", true).await;
+    let before = client.session().unwrap();
+    let after = client.refresh().await.unwrap();
+    assert_ne!(before.access_token, after.access_token);
+    assert!(after.expires_at_ms.unwrap() > before.expires_at_ms.unwrap() - 1);
+    assert_eq!(client.whoami().await.unwrap().user_id, "@alice:localhost");
+}
+
+#[tokio::test]
+async fn a_hard_logout_is_reported() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    let logged_out = Arc::new(AtomicUsize::new(0));
+    let seen = logged_out.clone();
+    let other = logged_in(&server, "alice", false).await;
+    let temp = Client::builder(&server.base).build().unwrap();
+    let r = temp
+        .login_request(LoginRequest::password(UserIdentifier::user("alice"), "pw"))
+        .await
+        .unwrap();
+    let client = Client::builder(&server.base)
+        .session(r.session())
+        .on_logged_out(move |e| {
+            assert!(!e.soft_logout);
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    other.logout_all().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = client.whoami().await.unwrap_err();
+    assert!(matches!(err, Error::LoggedOut(_)), "{err:?}");
+    assert_eq!(logged_out.load(Ordering::SeqCst), 1);
+    assert!(
+        client.session().is_none(),
+        "a hard logout forgets the session"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_typed_and_can_be_retried() {
+    let server = Server::start(&[
+        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ADDRESS__PER_SECOND", "2"),
+        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ADDRESS__BURST_COUNT", "1"),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let plain = Client::builder(&server.base).build().unwrap();
+    let req = || LoginRequest::password(UserIdentifier::user("alice"), "pw");
+    plain.login_request(req()).await.unwrap();
+    let err = plain.login_request(req()).await.unwrap_err();
+    let m = err.matrix().unwrap();
+    assert_eq!(m.errcode, ErrorCode::LimitExceeded);
+    assert!(
+        m.retry_after.is_some_and(|d| d <= Duration::from_secs(1)),
+        "{m:?}"
+    );
+    let patient = Client::builder(&server.base)
+        .retry_rate_limited(2)
+        .build()
+        .unwrap();
+    patient
+        .login_request(req())
+        .await
+        .expect("retried after waiting");
+}
+
+/// Runs InteractiveAuth where every stage the app is asked for is answered
+/// by `answer` (returning `None` gives up).
+async fn run_uia(
+    ia_builder: impl FnOnce(Arc<dyn Fn(&str, &StageStatus) + Send + Sync>) -> InteractiveAuth,
+    answer: impl Fn(&str, &StageStatus) -> Option<Value> + Send + Sync + 'static,
+) -> Result<Value, Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, StageStatus)>();
+    let ia = ia_builder(Arc::new(move |stage, status| {
+        let _ = tx.send((stage.to_owned(), status.clone()));
+    }));
+    let driver = ia.clone();
+    tokio::spawn(async move {
+        while let Some((stage, status)) = rx.recv().await {
+            match answer(&stage, &status) {
+                Some(auth) => driver.submit_auth_dict(auth, false).await,
+                None => return,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), ia.attempt_auth())
+        .await
+        .expect("UIA finished in time")
+}
+
+fn password_answer(
+    user: &'static str,
+    password: &'static str,
+) -> impl Fn(&str, &StageStatus) -> Option<Value> + Send + Sync {
+    move |stage, status| {
+        if status.errcode.is_some() {
+            return None;
+        }
+        (stage == "m.login.password")
+            .then(|| json!({"type": stage, "identifier": {"type": "m.id.user", "user": user}, "password": password}))
+    }
+}
+
+#[tokio::test]
+async fn interactive_auth_for_registration_password_devices_and_deactivation() {
+    let server = Server::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
+    let anon = Client::builder(&server.base).build().unwrap();
+    assert!(anon.is_username_available("newbie").await.unwrap());
+    // Registration with the dummy stage, done by the SDK itself.
+    let c = anon.clone();
+    let body =
+        json!({"username": "newbie", "password": "pw", "initial_device_display_name": "SDK"});
+    let registered = run_uia(
+        move |state_updated| {
+            let body = body.clone();
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let (c, body) = (c.clone(), body.clone());
+                    Box::pin(async move { c.register(body, auth).await })
+                },
+                move |s, st| state_updated(s, st),
+            )
+            .build()
+        },
+        |_, _| None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered["user_id"], "@newbie:localhost");
+    let taken = anon.is_username_available("newbie").await.unwrap_err();
+    assert_eq!(taken.errcode(), Some(&ErrorCode::UserInUse));
+
+    let client = logged_in(&server, "newbie", false).await;
+    let second = logged_in(&server, "newbie", false).await;
+    let second_device = second.session().unwrap().device_id.unwrap();
+    // setPassword through InteractiveAuth (password stage answered by the "user").
+    let c = client.clone();
+    run_uia(
+        move |su| {
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let c = c.clone();
+                    Box::pin(
+                        async move { c.set_password("pw2", true, auth).await.map(|()| json!({})) },
+                    )
+                },
+                move |s, st| su(s, st),
+            )
+            .build()
+        },
+        password_answer("newbie", "pw"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(second.whoami().await, Err(Error::LoggedOut(_))),
+        "logout_devices"
+    );
+    // A wrong password inside the stage is reported, not fatal.
+    let statuses: Arc<Mutex<Vec<StageStatus>>> = Arc::default();
+    let record = statuses.clone();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let c = client.clone();
+    let third = logged_in_with(&server, "newbie", "pw2").await;
+    let third_device = third.session().unwrap().device_id.unwrap();
+    run_uia(
+        move |su| {
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let (c, d) = (c.clone(), third_device.clone());
+                    Box::pin(async move { c.delete_device(&d, auth).await.map(|()| json!({})) })
+                },
+                move |s, st| su(s, st),
+            )
+            .build()
+        },
+        move |stage, status| {
+            record.lock().unwrap().push(status.clone());
+            let pw = if attempts.fetch_add(1, Ordering::SeqCst) == 0 { "wrong" } else { "pw2" };
+            Some(json!({"type": stage, "identifier": {"type": "m.id.user", "user": "newbie"}, "password": pw}))
+        },
+    )
+    .await
+    .unwrap();
+    let statuses = statuses.lock().unwrap().clone();
+    assert_eq!(statuses.len(), 2);
+    assert_eq!(statuses[1].errcode.as_deref(), Some("M_FORBIDDEN"));
+    assert!(matches!(third.whoami().await, Err(Error::LoggedOut(_))));
+    let devices = client.devices().await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert!(!devices.iter().any(|d| d.device_id == second_device));
+    // deactivateAccount(auth, erase = true).
+    let c = client.clone();
+    let result = run_uia(
+        move |su| {
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let c = c.clone();
+                    Box::pin(async move { c.deactivate_account(auth, true).await })
+                },
+                move |s, st| su(s, st),
+            )
+            .build()
+        },
+        password_answer("newbie", "pw2"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result["id_server_unbind_result"], "success");
+    let gone = anon
+        .login_request(LoginRequest::password(
+            UserIdentifier::user("newbie"),
+            "pw2",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.errcode(), Some(&ErrorCode::UserDeactivated));
+}
+
+async fn logged_in_with(server: &Server, user: &str, password: &str) -> Client {
+    let temp = Client::builder(&server.base).build().unwrap();
+    let r = temp
+        .login_request(LoginRequest::password(UserIdentifier::user(user), password))
+        .await
+        .unwrap();
+    Client::builder(&server.base)
+        .session(r.session())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn email_registration_with_poll_and_no_auth_flow_found() {
+    let smtp = Smtp::start();
+    let mut settings = smtp.settings();
+    settings.push(("GATEHOUSE_REGISTRATION__ENABLED", "true".into()));
+    settings.push((
+        "GATEHOUSE_REGISTRATION__FLOWS",
+        r#"[["m.login.email.identity"]]"#.into(),
+    ));
+    let server = start_public(settings);
+    let anon = Client::builder(&server.base).build().unwrap();
+    let body = json!({"username": "mailer", "password": "pw"});
+    let (c1, c2) = (anon.clone(), anon.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StageStatus>();
+    let ia = InteractiveAuth::builder(
+        move |auth, _| {
+            let (c, body) = (c1.clone(), body.clone());
+            Box::pin(async move { c.register(body, auth).await })
+        },
+        move |_stage, status| {
+            let _ = tx.send(status.clone());
+        },
+    )
+    .inputs(AuthInputs {
+        email_address: Some("mailer@example.org".into()),
+        ..AuthInputs::default()
+    })
+    .request_email_token(move |email, secret, attempt, _session| {
+        let c = c2.clone();
+        Box::pin(async move {
+            Ok(
+                c.request_email_token(TokenPurpose::Register, &email, &secret, attempt)
+                    .await?
+                    .sid,
+            )
+        })
+    })
+    .build();
+    let runner = ia.clone();
+    let done = tokio::spawn(async move { runner.attempt_auth().await });
+    let status = rx.recv().await.unwrap();
+    assert!(
+        status.email_sid.is_some(),
+        "the SDK requested the email token itself"
+    );
+    ia.poll().await; // not clicked yet: nothing happens
+    let link = link_in(&smtp.wait_for(1));
+    reqwest::get(&link).await.unwrap();
+    ia.poll().await;
+    let registered = tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(registered["user_id"], "@mailer:localhost");
+
+    // A phone number as input, but the server only offers email: NoAuthFlowFound.
+    let c3 = anon.clone();
+    let ia = InteractiveAuth::builder(
+        move |auth, _| {
+            let c = c3.clone();
+            Box::pin(async move {
+                c.register(json!({"username": "phoney", "password": "pw"}), auth)
+                    .await
+            })
+        },
+        |_, _| {},
+    )
+    .inputs(AuthInputs {
+        phone_country: Some("GB".into()),
+        phone_number: Some("07400123456".into()),
+        ..AuthInputs::default()
+    })
+    .build();
+    match ia.attempt_auth().await {
+        Err(Error::NoAuthFlowFound {
+            required_stages,
+            flows,
+        }) => {
+            assert_eq!(required_stages, vec!["m.login.msisdn"]);
+            assert_eq!(flows, vec![vec!["m.login.email.identity".to_owned()]]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fallback_urls_and_session_resume() {
+    let server = Server::start(&[
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true"),
+        (
+            "GATEHOUSE_REGISTRATION__FLOWS",
+            r#"[["m.login.registration_token"]]"#,
+        ),
+    ]);
+    assert!(
+        server
+            .admin(&["registration-token", "create", "--token", "resume-me"])
+            .status
+            .success()
+    );
+    let anon = Client::builder(&server.base).build().unwrap();
+    assert!(anon.registration_token_validity("resume-me").await.unwrap());
+    let body = json!({"username": "resumer", "password": "pw"});
+    // First InteractiveAuth: learns the session, then the app "crashes".
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (c1, b1) = (anon.clone(), body.clone());
+    let first = InteractiveAuth::builder(
+        move |auth, _| {
+            let (c, b) = (c1.clone(), b1.clone());
+            Box::pin(async move { c.register(b, auth).await })
+        },
+        move |stage, _| {
+            let _ = tx.send(stage.to_owned());
+        },
+    )
+    .build();
+    let runner = first.clone();
+    tokio::spawn(async move { runner.attempt_auth().await });
+    assert_eq!(rx.recv().await.unwrap(), "m.login.registration_token");
+    let session = first.session_id().unwrap();
+    let url = anon.fallback_auth_url("m.login.registration_token", &session);
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200, "{url}");
+    // Second InteractiveAuth resumes the stored session.
+    let (c2, b2) = (anon.clone(), body.clone());
+    let resumed = run_uia(
+        move |su| {
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let (c, b) = (c2.clone(), b2.clone());
+                    Box::pin(async move { c.register(b, auth).await })
+                },
+                move |s, st| su(s, st),
+            )
+            .session_id(session)
+            .build()
+        },
+        |stage, _| Some(json!({"type": stage, "token": "resume-me"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed["user_id"], "@resumer:localhost");
+}

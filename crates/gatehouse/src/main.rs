@@ -2,6 +2,7 @@
 //! and the admin commands (`user …`) that work on the same data directory.
 
 mod admin;
+mod client_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         command: admin::UserCommand,
     },
+    /// A Matrix client: log in, devices, password, deactivation… on any homeserver.
+    Client(client_cli::ClientArgs),
     /// Manage registration tokens (for `m.login.registration_token`).
     RegistrationToken {
         #[command(subcommand)]
@@ -66,6 +69,27 @@ fn main() -> ExitCode {
     {
         print!("{}", gatehouse_server::config::EXAMPLE);
         return ExitCode::SUCCESS;
+    }
+    // Client commands talk to a homeserver; they need no server configuration.
+    if let Command::Client(args) = cli.command {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("gatehouse: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut command = <Cli as clap::CommandFactory>::command();
+        return match runtime.block_on(client_cli::run(args, &mut command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let overrides = Overrides {
         data_dir: cli.data_dir,
@@ -105,7 +129,8 @@ fn main() -> ExitCode {
             }
             Command::Config {
                 command: ConfigCommand::Example,
-            } => unreachable!("handled above"),
+            }
+            | Command::Client(_) => unreachable!("handled above"),
             Command::User { command } => admin::run(&config, command).await,
             Command::RegistrationToken { command } => admin::run_tokens(&config, command).await,
         }

@@ -27,12 +27,13 @@
 mod account;
 mod client;
 pub mod discovery;
+pub mod guide;
 mod error;
 mod interactive_auth;
 mod login;
 
 pub use account::*;
-pub use client::{Client, ClientBuilder, RefreshHook, Session};
+pub use client::{Client, ClientBuilder, RefreshHook, Session, TokenRefresh};
 pub use error::{Error, ErrorCode, MatrixError};
 pub use interactive_auth::{AuthInputs, InteractiveAuth, StageStatus, choose_flow};
 pub use login::*;

@@ -27,10 +27,11 @@
 mod account;
 mod client;
 pub mod discovery;
-pub mod guide;
 mod error;
+pub mod guide;
 mod interactive_auth;
 mod login;
+pub mod sso;
 
 pub use account::*;
 pub use client::{Client, ClientBuilder, RefreshHook, Session, TokenRefresh};

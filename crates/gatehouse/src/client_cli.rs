@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use gatehouse_client::discovery::AutoDiscovery;
+use gatehouse_client::sso::SsoCallback;
 use gatehouse_client::{
     AuthInputs, Client, InteractiveAuth, LoginRequest, Session, StageStatus, TokenPurpose,
     UserIdentifier,
 };
+use gatehouse_client::{SsoAction, SsoKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -60,6 +62,13 @@ enum ClientCommand {
         /// Ask for a refresh token (the SDK refreshes by itself).
         #[arg(long)]
         refresh: bool,
+        /// Log in through the server's SSO in a browser: prints the URL,
+        /// catches the login token on a loopback callback.
+        #[arg(long, conflicts_with_all = ["user", "email", "phone"])]
+        sso: bool,
+        /// With --sso: the identity provider to use.
+        #[arg(long, requires = "sso")]
+        idp: Option<String>,
     },
     /// Register an account (answering the server's UIA stages) and store the session.
     Register {
@@ -366,12 +375,53 @@ pub async fn run(args: ClientArgs, cli: &mut clap::Command) -> Result<(), String
         }
         ClientCommand::Login {
             homeserver,
+            sso: true,
+            idp,
+            device_id,
+            refresh,
+            ..
+        } => {
+            let client = Client::builder(&homeserver)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let callback = SsoCallback::bind().await.map_err(|e| e.to_string())?;
+            let url = client.sso_login_url(
+                callback.url(),
+                SsoKind::Sso,
+                idp.as_deref(),
+                Some(SsoAction::Login),
+            );
+            println!("Open this URL in your browser to log in:\n{url}");
+            let token = callback.login_token().await.map_err(|e| e.to_string())?;
+            let mut req = LoginRequest::token(token)
+                .refresh_token(refresh)
+                .initial_device_display_name("gatehouse CLI");
+            if let Some(d) = device_id {
+                req = req.device_id(d);
+            }
+            let r = client.login_request(req).await.map_err(|e| e.to_string())?;
+            save(&profile, &homeserver, &r.session())?;
+            print(
+                json_mode,
+                &json!({"user_id": r.user_id, "device_id": r.device_id}),
+                || {
+                    format!(
+                        "Logged in as {} (device {})",
+                        r.user_id,
+                        r.device_id.clone().unwrap_or_default()
+                    )
+                },
+            );
+        }
+        ClientCommand::Login {
+            homeserver,
             user,
             email,
             phone,
             country,
             device_id,
             refresh,
+            ..
         } => {
             let identifier = match (user, email, phone, country) {
                 (Some(u), _, _, _) => UserIdentifier::user(u),

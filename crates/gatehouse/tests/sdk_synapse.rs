@@ -28,11 +28,17 @@ struct Synapse {
 
 impl Synapse {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra arguments after DIR PORT (an SMTP port).
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port().to_string();
         let out = Command::new("bash")
             .arg(script())
             .args(["start", dir.path().to_str().unwrap(), &port])
+            .args(extra)
             .output()
             .unwrap();
         assert!(
@@ -329,4 +335,192 @@ async fn the_sdk_works_against_synapse() {
         Some(&ErrorCode::Forbidden),
         "Synapse answers M_FORBIDDEN, the spec says M_USER_DEACTIVATED"
     );
+}
+
+/// Synapse's mails are base64 MIME parts; the link is in the decoded text.
+fn synapse_link(mail: &str) -> String {
+    use base64::Engine as _;
+    let mut text = mail.to_owned();
+    for part in mail.split("Content-Transfer-Encoding: base64").skip(1) {
+        let body: String = part
+            .split("\n\n")
+            .nth(1)
+            .or_else(|| part.split("\r\n\r\n").nth(1))
+            .unwrap_or("")
+            .lines()
+            .take_while(|l| !l.starts_with("--"))
+            .collect();
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(body.trim()) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    let start = text
+        .find("http://127.0.0.1")
+        .unwrap_or_else(|| panic!("no link in the mail: {}", &mail[..mail.len().min(3000)]));
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_refresh_and_cli_sso_against_synapse() {
+    let smtp = common::Smtp::start();
+    let synapse = Synapse::start_with(&[&smtp.port.to_string()]);
+    let anon = Client::builder(&synapse.base).build().unwrap();
+
+    // Registration with email verification: the SDK requests the token,
+    // the link is followed, poll() completes the stage.
+    let (c1, c2) = (anon.clone(), anon.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StageStatus>();
+    let ia = InteractiveAuth::builder(
+        move |auth, _| {
+            let c = c1.clone();
+            Box::pin(async move {
+                c.register(json!({"username": "mailuser", "password": "pw"}), auth)
+                    .await
+            })
+        },
+        move |_, status| {
+            let _ = tx.send(status.clone());
+        },
+    )
+    .inputs(gatehouse_client::AuthInputs {
+        email_address: Some("mailuser@example.org".into()),
+        ..Default::default()
+    })
+    .request_email_token(move |email, secret, attempt, _| {
+        let c = c2.clone();
+        Box::pin(async move {
+            Ok(c.request_email_token(
+                gatehouse_client::TokenPurpose::Register,
+                &email,
+                &secret,
+                attempt,
+            )
+            .await?
+            .sid)
+        })
+    })
+    .build();
+    let runner = ia.clone();
+    let done = tokio::spawn(async move { runner.attempt_auth().await });
+    let status = rx.recv().await.unwrap();
+    assert!(status.email_sid.is_some(), "{status:?}");
+    let link = synapse_link(&smtp.wait_for_raw(1));
+    let clicked = reqwest::get(&link).await.unwrap();
+    assert!(
+        clicked.status().is_success(),
+        "{link}: {}",
+        clicked.status()
+    );
+    ia.poll().await;
+    let registered = tokio::time::timeout(Duration::from_secs(20), done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(registered["user_id"], "@mailuser:localhost");
+
+    // Automatic refresh: Synapse's access tokens live 10 s here; after that
+    // a request gets 401 M_UNKNOWN_TOKEN soft_logout and the SDK refreshes.
+    let r = anon
+        .login_request(
+            LoginRequest::password(UserIdentifier::user("mailuser"), "pw").refresh_token(true),
+        )
+        .await
+        .unwrap();
+    let changed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = changed.clone();
+    let client = Client::builder(&synapse.base)
+        .session(r.session())
+        .refresh_margin(Duration::ZERO)
+        .on_session_changed(move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(
+        client.whoami().await.unwrap().user_id,
+        "@mailuser:localhost"
+    );
+    assert_eq!(
+        changed.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "refreshed once, by itself"
+    );
+
+    // The CLI's SSO login: it prints the redirect URL and listens on
+    // loopback; a login token (here from /login/get_token) arrives there
+    // as the homeserver's redirect would bring it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cli = Command::new(common::BIN)
+        .args(["client", "login", "--sso", "--homeserver", &synapse.base])
+        .env("GATEHOUSE_CLIENT_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(cli.stdout.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        if line.starts_with("http") {
+            break line.trim().to_owned();
+        }
+    };
+    assert!(
+        url.starts_with(&format!(
+            "{}/_matrix/client/v3/login/sso/redirect?redirectUrl=",
+            synapse.base
+        )),
+        "{url}"
+    );
+    let redirect = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirectUrl")
+        .unwrap()
+        .1
+        .into_owned();
+    let c = client.clone();
+    let token = uia(
+        move |su| {
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let c = c.clone();
+                    Box::pin(async move {
+                        c.login_token(auth)
+                            .await
+                            .map(|t| json!({"t": t.login_token}))
+                    })
+                },
+                move |s, st| su(s, st),
+            )
+            .build()
+        },
+        "mailuser",
+        "pw",
+    )
+    .await
+    .unwrap();
+    let back = reqwest::get(format!(
+        "{redirect}?loginToken={}",
+        token["t"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert!(back.status().is_success());
+    let status = cli.wait().unwrap();
+    assert!(status.success());
+    let me = Command::new(common::BIN)
+        .args(["client", "whoami", "--json"])
+        .env("GATEHOUSE_CLIENT_DIR", dir.path())
+        .output()
+        .unwrap();
+    let me: Value = serde_json::from_slice(&me.stdout).unwrap();
+    assert_eq!(me["user_id"], "@mailuser:localhost");
 }

@@ -290,8 +290,8 @@ impl Smtp {
         ]
     }
 
-    /// Delivered messages, oldest first, decoded enough to read links.
-    pub fn messages(&self) -> Vec<String> {
+    /// Delivered messages as received, oldest first.
+    pub fn raw_messages(&self) -> Vec<String> {
         let dir = self.maildir.path().join("mail").join("new");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .into_iter()
@@ -302,14 +302,33 @@ impl Smtp {
         files.sort();
         files
             .into_iter()
-            .map(|(_, path)| {
-                let raw = std::fs::read_to_string(path).unwrap_or_default();
-                // Undo quoted-printable soft breaks and escapes, if used.
+            .map(|(_, path)| std::fs::read_to_string(path).unwrap_or_default())
+            .collect()
+    }
+
+    /// Delivered messages, oldest first, with quoted-printable undone
+    /// enough to read links.
+    pub fn messages(&self) -> Vec<String> {
+        self.raw_messages()
+            .into_iter()
+            .map(|raw| {
                 raw.replace("=\r\n", "")
                     .replace("=\n", "")
                     .replace("=3D", "=")
             })
             .collect()
+    }
+
+    /// Waits until `n` messages have arrived and returns the newest, as received.
+    pub fn wait_for_raw(&self, n: usize) -> String {
+        for _ in 0..400 {
+            let m = self.raw_messages();
+            if m.len() >= n {
+                return m.into_iter().last().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("message #{n} never arrived");
     }
 
     /// Waits until `n` messages have arrived and returns the newest.

@@ -559,3 +559,76 @@ async fn fallback_urls_and_session_resume() {
     .unwrap();
     assert_eq!(resumed["user_id"], "@resumer:localhost");
 }
+
+/// A stand-in that is not a homeserver at all: a proxy answering 502 with
+/// HTML, then a working refresh. Real HTTP on loopback.
+#[tokio::test]
+async fn non_json_errors_and_refresh_back_off() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = axum::Router::new()
+        .route("/_matrix/client/v3/account/whoami", axum::routing::get(|| async { (axum::http::StatusCode::BAD_GATEWAY, "<html>bad gateway</html>") }))
+        .route(
+            "/_matrix/client/v3/refresh",
+            axum::routing::post(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "try later".to_owned())
+                    } else {
+                        (axum::http::StatusCode::OK, json!({"access_token": "new", "refresh_token": "r2", "expires_in_ms": 60000}).to_string())
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let session = Session {
+        access_token: "old".into(),
+        user_id: "@a:hs".into(),
+        refresh_token: Some("r1".into()),
+        ..Session::default()
+    };
+    let client = Client::builder(&base).session(session).build().unwrap();
+    match client.whoami().await {
+        Err(Error::Http { status, body }) => {
+            assert_eq!((status, body.as_str()), (502, "<html>bad gateway</html>"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Two transient failures, then success: refresh backs off and retries.
+    let s = client.refresh().await.unwrap();
+    assert_eq!(
+        (s.access_token.as_str(), s.refresh_token.as_deref()),
+        ("new", Some("r2"))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn busy_changed_brackets_foreground_requests() {
+    let server = Server::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
+    let anon = Client::builder(&server.base).build().unwrap();
+    let events: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let record = events.clone();
+    let c = anon.clone();
+    let ia = InteractiveAuth::builder(
+        move |auth, _| {
+            let c = c.clone();
+            Box::pin(async move {
+                c.register(json!({"username": "busy", "password": "pw"}), auth)
+                    .await
+            })
+        },
+        |_, _| {},
+    )
+    .busy_changed(move |b| record.lock().unwrap().push(b))
+    .build();
+    ia.attempt_auth().await.unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![true, false, true, false],
+        "challenge, then the dummy stage"
+    );
+}

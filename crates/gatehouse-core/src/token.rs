@@ -23,6 +23,8 @@ pub enum TokenKind {
     Access,
     /// Exchanged at `/refresh` (or the legacy `/tokenrefresh`).
     Refresh,
+    /// Short-lived, single-use, for `m.login.token` (`/login/get_token`).
+    Login,
 }
 
 impl TokenKind {
@@ -30,6 +32,7 @@ impl TokenKind {
         match self {
             Self::Access => "ghat_",
             Self::Refresh => "ghrt_",
+            Self::Login => "ghlt_",
         }
     }
 }
@@ -159,7 +162,7 @@ mod tests {
 
     #[test]
     fn generated_tokens_check_out() {
-        for kind in [TokenKind::Access, TokenKind::Refresh] {
+        for kind in [TokenKind::Access, TokenKind::Refresh, TokenKind::Login] {
             let t = generate(kind);
             assert!(t.starts_with(kind.prefix()));
             assert_eq!(t.len(), kind.prefix().len() + 37);

@@ -240,6 +240,8 @@ pub struct TokenConfig {
     /// How long a validated access token is served from memory. A token
     /// revoked through another instance is refused here within this bound.
     pub cache_ttl_ms: u64,
+    /// Lifetime of a login token from `/login/get_token` (single use).
+    pub login_token_lifetime_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,6 +324,7 @@ impl Default for TokenConfig {
             access_token_lifetime_ms: 5 * 60 * 1000,
             refresh_token_lifetime_ms: None,
             cache_ttl_ms: 2000,
+            login_token_lifetime_ms: 120_000,
         }
     }
 }
@@ -467,7 +470,7 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "uia.operations",
                     reason: format!(
-                        "unknown operation {name} (known: password_change, device_deletion, deactivation, cross_signing_reset, threepid_change)"
+                        "unknown operation {name} (known: password_change, device_deletion, deactivation, cross_signing_reset, threepid_change, login_token)"
                     ),
                 });
             }

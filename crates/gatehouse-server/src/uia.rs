@@ -27,15 +27,17 @@ pub enum Sensitive {
     Deactivation,
     CrossSigningReset,
     ThreepidChange,
+    LoginToken,
 }
 
 impl Sensitive {
-    pub const ALL: [Sensitive; 5] = [
+    pub const ALL: [Sensitive; 6] = [
         Self::PasswordChange,
         Self::DeviceDeletion,
         Self::Deactivation,
         Self::CrossSigningReset,
         Self::ThreepidChange,
+        Self::LoginToken,
     ];
 
     /// The key naming it under `uia.operations`.
@@ -46,6 +48,7 @@ impl Sensitive {
             Self::Deactivation => "deactivation",
             Self::CrossSigningReset => "cross_signing_reset",
             Self::ThreepidChange => "threepid_change",
+            Self::LoginToken => "login_token",
         }
     }
 }

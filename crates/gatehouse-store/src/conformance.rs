@@ -40,6 +40,37 @@ where
     uia_sessions_are_consumed_once(Arc::new(factory().await)).await;
     threepid_validations_are_idempotent(factory().await).await;
     cross_signing_keys_are_replaced(factory().await).await;
+    login_tokens_are_single_use(factory().await).await;
+}
+
+async fn login_tokens_are_single_use(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    store
+        .create_login_token(&h("lt"), &alice, 100, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consume_login_token(&h("lt"), 50).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.consume_login_token(&h("lt"), 50).await.unwrap(),
+        None,
+        "used up"
+    );
+    store
+        .create_login_token(&h("old"), &alice, 100, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consume_login_token(&h("old"), 100).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store.consume_login_token(&h("never"), 1).await.unwrap(),
+        None
+    );
 }
 
 async fn devices_are_managed(store: impl Store) {

@@ -201,6 +201,23 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a validation done; `false` if unknown.
     async fn mark_threepid_validated(&self, sid: &str, now: Timestamp) -> StoreResult<bool>;
 
+    /// Stores a login token for `user_id`, valid until `expires_at`.
+    async fn create_login_token(
+        &self,
+        hash: &TokenHash,
+        user_id: &UserId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Uses a login token up: the owner if it was valid and unexpired; it
+    /// is gone afterwards either way (single use, even under concurrency).
+    async fn consume_login_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>>;
+
     /// The user's cross-signing keys, as uploaded.
     async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>>;
 

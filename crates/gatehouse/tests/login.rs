@@ -27,7 +27,7 @@ async fn discovery_endpoints() {
     assert_eq!(status, 200);
     assert_eq!(
         flows,
-        json!({"flows": [{"type": "m.login.password"}]}),
+        json!({"flows": [{"type": "m.login.password"}, {"type": "m.login.token", "get_login_token": true}]}),
         "only what works is advertised"
     );
     let (_, r0) = plain.get("/_matrix/client/r0/login", None).await;

@@ -632,3 +632,61 @@ async fn busy_changed_brackets_foreground_requests() {
         "challenge, then the dummy stage"
     );
 }
+
+#[tokio::test]
+async fn login_tokens_sign_in_another_device() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    let client = logged_in(&server, "alice", false).await;
+    let flows = client.login_flows().await.unwrap();
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.kind == "m.login.token" && f.get_login_token),
+        "{flows:?}"
+    );
+    let c = client.clone();
+    let token = run_uia(
+        move |su| {
+            InteractiveAuth::builder(
+                move |auth, _| {
+                    let c = c.clone();
+                    Box::pin(async move {
+                        c.login_token(auth)
+                            .await
+                            .map(|t| json!({"t": t.login_token, "ms": t.expires_in_ms}))
+                    })
+                },
+                move |s, st| su(s, st),
+            )
+            .build()
+        },
+        password_answer("alice", "pw"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(token["ms"], 120_000);
+    let t = token["t"].as_str().unwrap().to_owned();
+    assert!(t.starts_with("ghlt_"));
+    let anon = Client::builder(&server.base).build().unwrap();
+    let r = anon
+        .login_request(LoginRequest::token(t.clone()).initial_device_display_name("TV"))
+        .await
+        .unwrap();
+    assert_eq!(r.user_id, "@alice:localhost");
+    let again = anon
+        .login_request(LoginRequest::token(t))
+        .await
+        .unwrap_err();
+    let m = again.matrix().unwrap();
+    assert_eq!(
+        (m.status, &m.errcode),
+        (403, &ErrorCode::Forbidden),
+        "single use"
+    );
+    let bogus = anon
+        .login_request(LoginRequest::token("ghlt_nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(bogus.errcode(), Some(&ErrorCode::Forbidden));
+}

@@ -21,8 +21,10 @@ use crate::state::AppState;
 
 pub const PASSWORD: &str = "m.login.password";
 
+pub const TOKEN: &str = "m.login.token";
+
 pub async fn flows() -> Json<Value> {
-    Json(json!({ "flows": [ { "type": PASSWORD } ] }))
+    Json(json!({ "flows": [ { "type": PASSWORD }, { "type": TOKEN, "get_login_token": true } ] }))
 }
 
 /// A password from a request body: zeroised on drop, never printed.
@@ -68,6 +70,8 @@ pub struct LoginBody {
     pub medium: Option<String>,
     pub address: Option<String>,
     pub password: Option<Secret>,
+    /// For `m.login.token`.
+    pub token: Option<Secret>,
     pub device_id: Option<String>,
     pub initial_device_display_name: Option<String>,
     #[serde(default)]
@@ -154,7 +158,10 @@ pub async fn login(
     MatrixJson(body): MatrixJson<LoginBody>,
 ) -> ApiResult<Json<LoginResponse>> {
     check_address_limit(&state, ip)?;
-    let kind = required(body.kind, "type")?;
+    let kind = required(body.kind.clone(), "type")?;
+    if kind == TOKEN {
+        return token_login(&state, body).await.map(Json);
+    }
     if kind != PASSWORD {
         return Err(ApiError::new(ErrorKind::Unknown, "Bad login type."));
     }
@@ -196,6 +203,74 @@ pub fn check_address_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<
             state.metrics.login(LoginOutcome::Limited);
             ApiError::limited(wait)
         })
+}
+
+/// `m.login.token`: a single-use token from `/login/get_token` names the user.
+async fn token_login(state: &AppState, body: LoginBody) -> ApiResult<LoginResponse> {
+    let presented = body.token.ok_or_else(|| ApiError::missing("token"))?.take();
+    let device_id = check_device_id(body.device_id)?;
+    let invalid = || ApiError::forbidden("Invalid or expired login token");
+    if token::check(&presented, token::TokenKind::Login).is_err() {
+        return Err(invalid());
+    }
+    let now = state.clock.now_ms();
+    let user_id = state
+        .store
+        .consume_login_token(&token::hash(&presented), now)
+        .await?
+        .ok_or_else(invalid)?;
+    let account = state.store.user(&user_id).await?.ok_or_else(invalid)?;
+    if account.deactivated {
+        return Err(ApiError::new(
+            ErrorKind::UserDeactivated,
+            "This account has been deactivated",
+        ));
+    }
+    let response = start_session(
+        state,
+        user_id,
+        device_id,
+        body.initial_device_display_name,
+        body.refresh_token,
+    )
+    .await?;
+    state.metrics.login(LoginOutcome::Ok);
+    Ok(response)
+}
+
+/// `POST /_matrix/client/v1/login/get_token`: a logged-in user, after UIA,
+/// gets a single-use token to sign in another device.
+pub async fn get_token(
+    State(state): State<AppState>,
+    requester: crate::extract::Requester,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    crate::extract::RawJson(raw): crate::extract::RawJson,
+) -> ApiResult<Json<Value>> {
+    crate::uia::reauthenticate(
+        &state,
+        &requester,
+        crate::uia::Sensitive::LoginToken,
+        &method,
+        &uri,
+        &raw,
+    )
+    .await?;
+    let minted = token::generate(token::TokenKind::Login);
+    let now = state.clock.now_ms();
+    let lifetime = state.config.tokens.login_token_lifetime_ms;
+    state
+        .store
+        .create_login_token(
+            &token::hash(&minted),
+            &requester.user_id,
+            now.saturating_add(lifetime),
+            now,
+        )
+        .await?;
+    Ok(Json(
+        json!({ "login_token": minted.as_str(), "expires_in_ms": lifetime }),
+    ))
 }
 
 /// Creates (or takes over) the device and hands out its tokens.

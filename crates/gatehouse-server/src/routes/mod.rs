@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/client/unstable/keys/device_signing/upload",
             post(keys::upload),
         )
+        .route("/_matrix/client/v1/login/get_token", post(login::get_token))
         .route(
             "/_gatehouse/threepid/validate",
             get(threepid::validate_link),

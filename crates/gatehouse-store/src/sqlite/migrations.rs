@@ -97,6 +97,15 @@ const MIGRATIONS: &[&str] = &[
         updated_ts INTEGER NOT NULL
     );
     ",
+    // 3: single-use login tokens (`m.login.token`).
+    r"
+    CREATE TABLE login_tokens (
+        token_hash BLOB PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        expires_ts INTEGER NOT NULL,
+        created_ts INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

@@ -1036,6 +1036,53 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_login_token(
+        &self,
+        hash: &TokenHash,
+        user_id: &UserId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (hash, id) = (*hash, user_id.as_str().to_owned());
+        self.write(move |tx| {
+            tx.execute("DELETE FROM login_tokens WHERE expires_ts <= ?1", [ts(Some(now))]).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO login_tokens (token_hash, user_id, expires_ts, created_ts) VALUES (?1, ?2, ?3, ?4)",
+                params![&hash.0[..], id, ts(Some(expires_at)), ts(Some(now))],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_login_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>> {
+        let hash = *hash;
+        self.write(move |tx| {
+            let row: Option<(String, Option<i64>)> = tx
+                .query_row(
+                    "SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = ?1",
+                    [&hash.0[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM login_tokens WHERE token_hash = ?1",
+                [&hash.0[..]],
+            )
+            .map_err(backend)?;
+            Ok(row
+                .filter(|(_, exp)| from_ts(*exp).is_some_and(|e| e > now))
+                .map(|(u, _)| UserId::from_trusted(u)))
+        })
+        .await
+    }
+
     async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>> {
         let id = user_id.as_str().to_owned();
         let text: Option<String> = self

@@ -2,7 +2,7 @@
 //!
 //!     cargo run -p gatehouse-client --example delete_device -- BASE_URL USER PASSWORD DEVICE_ID
 
-use gatehouse_client::{Client, InteractiveAuth, LoginRequest, UserIdentifier};
+use gatehouse_client::{Client, LoginRequest, UserIdentifier, authenticate};
 use serde_json::json;
 
 #[tokio::main(flavor = "current_thread")]
@@ -22,27 +22,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for d in client.devices().await? {
         println!("{}\t{}", d.device_id, d.display_name.unwrap_or_default());
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (c, device) = (client.clone(), device.clone());
-    let ia = InteractiveAuth::builder(
-        move |auth, _| {
+    let (user_id, secret) = (response.user_id.clone(), password.clone());
+    authenticate(
+        move |auth| {
             let (c, d) = (c.clone(), device.clone());
             Box::pin(async move { c.delete_device(&d, auth).await.map(|()| json!({})) })
         },
-        move |stage, _| {
-            let _ = tx.send(stage.to_owned());
+        // Answer the password stage with what we know; give up on others.
+        move |stage, status, _session| {
+            if let Some(e) = &status.error {
+                eprintln!("{e}");
+            }
+            let auth = (stage == "m.login.password" && status.errcode.is_none()).then(|| {
+                json!({"type": stage, "identifier": {"type": "m.id.user", "user": user_id}, "password": secret})
+            });
+            Box::pin(async move { auth })
         },
     )
-    .build();
-    let driver = ia.clone();
-    let (user_id, password) = (response.user_id.clone(), password.clone());
-    tokio::spawn(async move {
-        while let Some(stage) = rx.recv().await {
-            let auth = json!({"type": stage, "identifier": {"type": "m.id.user", "user": user_id}, "password": password});
-            driver.submit_auth_dict(auth, false).await;
-        }
-    });
-    ia.attempt_auth().await?;
+    .await?;
     println!("deleted");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //!     cargo run -p gatehouse-client --example uia_password_change -- BASE_URL USER OLD NEW
 
-use gatehouse_client::{Client, InteractiveAuth, LoginRequest, UserIdentifier};
+use gatehouse_client::{Client, LoginRequest, UserIdentifier, authenticate};
 use serde_json::json;
 
 #[tokio::main(flavor = "current_thread")]
@@ -19,30 +19,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .await?;
     let client = Client::builder(base).session(response.session()).build()?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (c, new) = (client.clone(), new.clone());
-    let ia = InteractiveAuth::builder(
-        move |auth, _| {
+    let (user_id, secret) = (response.user_id.clone(), old.clone());
+    authenticate(
+        move |auth| {
             let (c, new) = (c.clone(), new.clone());
             Box::pin(async move { c.set_password(&new, true, auth).await.map(|()| json!({})) })
         },
-        move |stage, status| {
+        // Answer the password stage with what we know; give up on others.
+        move |stage, status, _session| {
             if let Some(e) = &status.error {
                 eprintln!("{e}");
             }
-            let _ = tx.send(stage.to_owned());
+            let auth = (stage == "m.login.password" && status.errcode.is_none()).then(|| {
+                json!({"type": stage, "identifier": {"type": "m.id.user", "user": user_id}, "password": secret})
+            });
+            Box::pin(async move { auth })
         },
     )
-    .build();
-    let driver = ia.clone();
-    let (user_id, old) = (response.user_id.clone(), old.clone());
-    tokio::spawn(async move {
-        while let Some(stage) = rx.recv().await {
-            let auth = json!({"type": stage, "identifier": {"type": "m.id.user", "user": user_id}, "password": old});
-            driver.submit_auth_dict(auth, false).await;
-        }
-    });
-    ia.attempt_auth().await?;
+    .await?;
     println!("password changed; other devices logged out");
     Ok(())
 }

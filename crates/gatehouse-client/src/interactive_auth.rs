@@ -475,6 +475,72 @@ impl InteractiveAuth {
     }
 }
 
+/// Answers one stage: the auth dict to submit, or `None` to give up.
+pub type StageAnswer = Pin<Box<dyn Future<Output = Option<Value>> + Send>>;
+
+/// Runs a UIA-protected request to the end, answering each stage with
+/// `answer(stage, status, session)` — the whole loop for bots, CLIs and
+/// tests. `m.login.dummy` is done automatically; when `answer` gives up,
+/// the result is the server's last challenge as an error.
+///
+/// ```no_run
+/// # async fn f(client: gatehouse_client::Client) -> Result<(), gatehouse_client::Error> {
+/// use serde_json::json;
+/// let c = client.clone();
+/// gatehouse_client::authenticate(
+///     move |auth| { let c = c.clone(); Box::pin(async move { c.delete_device("OLD", auth).await.map(|()| json!({})) }) },
+///     |stage, _status, _session| Box::pin(async move {
+///         (stage == "m.login.password").then(|| json!({"type": stage,
+///             "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret"}))
+///     }),
+/// ).await?;
+/// # Ok(()) }
+/// ```
+pub async fn authenticate(
+    do_request: impl Fn(Option<Value>) -> BoxFuture<Result<Value, Error>> + Send + Sync + 'static,
+    answer: impl Fn(String, StageStatus, Option<String>) -> StageAnswer + Send + Sync + 'static,
+) -> Result<Value, Error> {
+    authenticate_with(|b| b, do_request, answer).await
+}
+
+/// [`authenticate`] with inputs and hooks set on a builder first.
+pub async fn authenticate_with(
+    configure: impl FnOnce(InteractiveAuthBuilder) -> InteractiveAuthBuilder,
+    do_request: impl Fn(Option<Value>) -> BoxFuture<Result<Value, Error>> + Send + Sync + 'static,
+    answer: impl Fn(String, StageStatus, Option<String>) -> StageAnswer + Send + Sync + 'static,
+) -> Result<Value, Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, StageStatus)>();
+    let builder = InteractiveAuth::builder(
+        move |auth, _| do_request(auth),
+        move |stage, status| {
+            let _ = tx.send((stage.to_owned(), status.clone()));
+        },
+    );
+    let ia = configure(builder).build();
+    let driver = ia.clone();
+    let mut answering = tokio::spawn(async move {
+        while let Some((stage, status)) = rx.recv().await {
+            match answer(stage, status, driver.session_id()).await {
+                Some(auth) => driver.submit_auth_dict(auth, false).await,
+                None => return,
+            }
+        }
+    });
+    tokio::select! {
+        result = ia.attempt_auth() => {
+            answering.abort();
+            result
+        }
+        _ = &mut answering => {
+            let data = ia.shared.state.lock().unwrap_or_else(|e| e.into_inner()).data.clone();
+            match crate::error::MatrixError::from_response(401, None, data) {
+                Some(e) => Err(Error::Matrix(e)),
+                None => Err(Error::InvalidResponse("authentication abandoned".into())),
+            }
+        }
+    }
+}
+
 fn flows_of(body: &Value) -> Vec<Vec<String>> {
     body.get("flows")
         .and_then(Value::as_array)

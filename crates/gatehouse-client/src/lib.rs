@@ -36,5 +36,8 @@ pub mod sso;
 pub use account::*;
 pub use client::{Client, ClientBuilder, RefreshHook, Session, TokenRefresh};
 pub use error::{Error, ErrorCode, MatrixError};
-pub use interactive_auth::{AuthInputs, InteractiveAuth, StageStatus, choose_flow};
+pub use interactive_auth::{
+    AuthInputs, InteractiveAuth, InteractiveAuthBuilder, StageAnswer, StageStatus, authenticate,
+    authenticate_with, choose_flow,
+};
 pub use login::*;

@@ -690,3 +690,43 @@ async fn login_tokens_sign_in_another_device() {
         .unwrap_err();
     assert_eq!(bogus.errcode(), Some(&ErrorCode::Forbidden));
 }
+
+#[tokio::test]
+async fn authenticate_runs_the_whole_loop_and_gives_up_cleanly() {
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    let client = logged_in(&server, "alice", false).await;
+    let other = logged_in(&server, "alice", false).await;
+    let target = other.session().unwrap().device_id.unwrap();
+    // Giving up: the server's challenge comes back as the error.
+    let c = client.clone();
+    let t = target.clone();
+    let gave_up = gatehouse_client::authenticate(
+        move |auth| {
+            let (c, t) = (c.clone(), t.clone());
+            Box::pin(async move { c.delete_device(&t, auth).await.map(|()| json!({})) })
+        },
+        |_, _, _| Box::pin(async { None }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        gave_up.matrix().is_some_and(|m| m.is_uia_challenge()),
+        "{gave_up:?}"
+    );
+    // Answering the password stage deletes the device.
+    let c = client.clone();
+    gatehouse_client::authenticate(
+        move |auth| {
+            let (c, t) = (c.clone(), target.clone());
+            Box::pin(async move { c.delete_device(&t, auth).await.map(|()| json!({})) })
+        },
+        |stage, _, session| {
+            assert!(session.is_some());
+            Box::pin(async move { Some(json!({"type": stage, "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"})) })
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(other.whoami().await, Err(Error::LoggedOut(_))));
+}

@@ -194,8 +194,18 @@ pub async fn show(
 pub async fn submit(
     State(state): State<AppState>,
     Path(stage): Path<String>,
-    Form(form): Form<std::collections::HashMap<String, String>>,
+    form: Result<
+        Form<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::FormRejection,
+    >,
 ) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(
+            &state,
+            "The form could not be read.",
+            StatusCode::BAD_REQUEST,
+        );
+    };
     if !STAGES.contains(&stage.as_str()) {
         return error_page(
             &state,

@@ -97,14 +97,19 @@ fn fill_uniform_base62(out: &mut [u8]) {
     }
 }
 
-fn push_checksum(token: &mut String) {
-    let body = &token[..token.len() - 1];
+/// The checksum digits of everything before the final `_`.
+fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
     let mut crc = crc32fast::hash(body.as_bytes());
     let mut digits = [b'0'; CHECKSUM_LEN];
     for d in digits.iter_mut().rev() {
         *d = BASE62[(crc % 62) as usize];
         crc /= 62;
     }
+    digits
+}
+
+fn push_checksum(token: &mut String) {
+    let digits = checksum(&token[..token.len() - 1]);
     token.extend(digits.iter().map(|&b| b as char));
 }
 
@@ -121,11 +126,9 @@ pub fn check(token: &str, kind: TokenKind) -> Result<(), TokenFormatError> {
     {
         return Err(TokenFormatError::Malformed);
     }
-    let mut expected = token[..token.len() - CHECKSUM_LEN].to_owned();
-    push_checksum(&mut expected);
-    if expected.as_bytes()[expected.len() - CHECKSUM_LEN..]
-        == token.as_bytes()[token.len() - CHECKSUM_LEN..]
-    {
+    // Checked on every request: no allocation.
+    let body = &token[..token.len() - CHECKSUM_LEN - 1];
+    if checksum(body)[..] == token.as_bytes()[token.len() - CHECKSUM_LEN..] {
         Ok(())
     } else {
         Err(TokenFormatError::BadChecksum)

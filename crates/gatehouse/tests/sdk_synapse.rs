@@ -208,6 +208,17 @@ async fn the_sdk_works_against_synapse() {
         "Synapse refuses spec-form m.id.phone: {phone:?}"
     );
 
+    // Synapse has no m.login.password fallback page (the spec lists one;
+    // Gatehouse serves it). Checked as Synapse does it.
+    let page = reqwest::get(anon.fallback_auth_url("m.login.password", "any-session"))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.status().as_u16(),
+        404,
+        "Synapse serves no password fallback page"
+    );
+
     // A user made through the admin API, with an email: log in by email.
     synapse.run(&["create-user", "carol", "carol-pw", "carol@example.org"]);
     let by_email = anon

@@ -27,42 +27,49 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.config.max_request_body_bytes;
-        let too_large = || {
-            ApiError::new(
-                ErrorKind::TooLarge,
-                format!("Request body exceeds {limit} bytes"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let mut body = req.into_body();
-        if declared.is_some_and(|n| n > limit as u64) {
-            linger(body, declared.unwrap_or(0)).await;
-            return Err(too_large());
-        }
-        let bytes = match Limited::new(&mut body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                linger(body, 0).await;
-                return Err(too_large());
-            }
-            Err(_) => {
-                return Err(ApiError::new(
-                    ErrorKind::NotJson,
-                    "Could not read the request body",
-                ));
-            }
-        };
+        let bytes = read_body(req, state).await?;
         let parsed = parse_json_object(&bytes).map(MatrixJson);
-        // Bodies carry passwords: wipe our copy once parsed.
-        if let Ok(mut owned) = bytes.try_into_mut() {
-            owned.as_mut().zeroize();
-        }
+        wipe(bytes);
         parsed
+    }
+}
+
+/// Reads a body within `max_request_body_bytes` (413 `M_TOO_LARGE` past it).
+async fn read_body(req: Request, state: &AppState) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.max_request_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::TooLarge,
+            format!("Request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    if declared.is_some_and(|n| n > limit as u64) {
+        linger(body, declared.unwrap_or(0)).await;
+        return Err(too_large());
+    }
+    match Limited::new(&mut body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            linger(body, 0).await;
+            Err(too_large())
+        }
+        Err(_) => Err(ApiError::new(
+            ErrorKind::NotJson,
+            "Could not read the request body",
+        )),
+    }
+}
+
+/// Bodies carry passwords: wipe our copy once parsed.
+fn wipe(bytes: bytes::Bytes) {
+    if let Ok(mut owned) = bytes.try_into_mut() {
+        owned.as_mut().zeroize();
     }
 }
 
@@ -75,15 +82,13 @@ impl FromRequest<AppState> for RawJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let empty = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v == "0");
-        if empty {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(serde_json::json!({})));
         }
-        let MatrixJson(value) = MatrixJson::<serde_json::Value>::from_request(req, state).await?;
-        Ok(Self(value))
+        let parsed = parse_json_object(&bytes).map(RawJson);
+        wipe(bytes);
+        parsed
     }
 }
 

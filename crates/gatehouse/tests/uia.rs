@@ -518,6 +518,17 @@ async fn devices_are_listed_renamed_and_deleted_under_uia() {
         .await;
     assert_error(&missing, 404, "M_NOT_FOUND");
 
+    // A DELETE with no body at all (as curl sends it) is a request without auth.
+    let bare = server
+        .send(
+            server
+                .http
+                .delete(server.url("/_matrix/client/v3/devices/BBB"))
+                .bearer_auth(&at),
+        )
+        .await;
+    assert_eq!(bare.0, 401, "{}", bare.1);
+    assert!(bare.1["flows"].is_array());
     let (status, ch) = delete(&server, "/_matrix/client/v3/devices/BBB", &at, json!({})).await;
     assert_eq!(status, 401, "{ch}");
     let auth = json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw", "session": s(&ch, "session")}});

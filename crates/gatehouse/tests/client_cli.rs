@@ -197,3 +197,84 @@ async fn the_cli_covers_the_account_lifecycle() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn cli_registration_prompts_terms_and_waits_for_the_email_link() {
+    let smtp = common::Smtp::start();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut settings: Vec<(&str, String)> = smtp.settings();
+    settings.extend([
+        ("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}")),
+        ("GATEHOUSE_PUBLIC_BASEURL", base.clone()),
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+        (
+            "GATEHOUSE_REGISTRATION__FLOWS",
+            r#"[["m.login.terms", "m.login.email.identity"]]"#.into(),
+        ),
+        ("GATEHOUSE_UIA__TERMS__PRIVACY__VERSION", "\"1\"".into()),
+        (
+            "GATEHOUSE_UIA__TERMS__PRIVACY__LANGUAGES",
+            r#"{en = {name = "Privacy", url = "https://example.org/p"}}"#.into(),
+        ),
+    ]);
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _server = Server::start(&pairs);
+    let dir = tempfile::tempdir().unwrap();
+    // Declining the policies stops registration.
+    let declined = client(
+        dir.path(),
+        &[
+            "register",
+            "--homeserver",
+            &base,
+            "--username",
+            "dan",
+            "--email",
+            "dan@example.org",
+        ],
+        "pw\nn\n",
+    );
+    assert!(!declined.status.success());
+    assert!(
+        String::from_utf8_lossy(&declined.stderr).contains("Privacy"),
+        "the policies are shown"
+    );
+    // Accepting them, then the CLI polls until the emailed link is opened.
+    let mut child = Command::new(BIN)
+        .args([
+            "client",
+            "register",
+            "--homeserver",
+            &base,
+            "--username",
+            "erin",
+            "--email",
+            "erin@example.org",
+        ])
+        .env("GATEHOUSE_CLIENT_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pw\ny\n").unwrap();
+    let before = smtp.messages().len();
+    let link = common::link_in(&smtp.wait_for(before + 1));
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still waiting for the link"
+    );
+    reqwest::get(&link).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Registered @erin:localhost"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me = json(&client(dir.path(), &["whoami", "--json"], ""));
+    assert_eq!(me["user_id"], "@erin:localhost");
+}

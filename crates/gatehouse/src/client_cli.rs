@@ -349,6 +349,41 @@ async fn with_uia(
     }
 }
 
+/// Sends a login request (password or token) and stores the session.
+async fn finish_login(
+    client: &Client,
+    request: LoginRequest,
+    refresh: bool,
+    device_id: Option<String>,
+    profile: &str,
+    homeserver: &str,
+    json_mode: bool,
+) -> Result<(), String> {
+    let mut request = request
+        .refresh_token(refresh)
+        .initial_device_display_name("gatehouse CLI");
+    if let Some(d) = device_id {
+        request = request.device_id(d);
+    }
+    let r = client
+        .login_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    save(profile, homeserver, &r.session())?;
+    print(
+        json_mode,
+        &json!({"user_id": r.user_id, "device_id": r.device_id}),
+        || {
+            format!(
+                "Logged in as {} (device {})",
+                r.user_id,
+                r.device_id.clone().unwrap_or_default()
+            )
+        },
+    );
+    Ok(())
+}
+
 pub async fn run(args: ClientArgs, cli: &mut clap::Command) -> Result<(), String> {
     let (profile, json_mode) = (args.profile, args.json);
     match args.command {
@@ -393,25 +428,17 @@ pub async fn run(args: ClientArgs, cli: &mut clap::Command) -> Result<(), String
             );
             println!("Open this URL in your browser to log in:\n{url}");
             let token = callback.login_token().await.map_err(|e| e.to_string())?;
-            let mut req = LoginRequest::token(token)
-                .refresh_token(refresh)
-                .initial_device_display_name("gatehouse CLI");
-            if let Some(d) = device_id {
-                req = req.device_id(d);
-            }
-            let r = client.login_request(req).await.map_err(|e| e.to_string())?;
-            save(&profile, &homeserver, &r.session())?;
-            print(
+            let req = LoginRequest::token(token);
+            finish_login(
+                &client,
+                req,
+                refresh,
+                device_id,
+                &profile,
+                &homeserver,
                 json_mode,
-                &json!({"user_id": r.user_id, "device_id": r.device_id}),
-                || {
-                    format!(
-                        "Logged in as {} (device {})",
-                        r.user_id,
-                        r.device_id.clone().unwrap_or_default()
-                    )
-                },
-            );
+            )
+            .await?;
         }
         ClientCommand::Login {
             homeserver,
@@ -433,25 +460,17 @@ pub async fn run(args: ClientArgs, cli: &mut clap::Command) -> Result<(), String
             let client = Client::builder(&homeserver)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let mut req = LoginRequest::password(identifier, password)
-                .refresh_token(refresh)
-                .initial_device_display_name("gatehouse CLI");
-            if let Some(d) = device_id {
-                req = req.device_id(d);
-            }
-            let r = client.login_request(req).await.map_err(|e| e.to_string())?;
-            save(&profile, &homeserver, &r.session())?;
-            print(
+            let req = LoginRequest::password(identifier, password);
+            finish_login(
+                &client,
+                req,
+                refresh,
+                device_id,
+                &profile,
+                &homeserver,
                 json_mode,
-                &json!({"user_id": r.user_id, "device_id": r.device_id}),
-                || {
-                    format!(
-                        "Logged in as {} (device {})",
-                        r.user_id,
-                        r.device_id.clone().unwrap_or_default()
-                    )
-                },
-            );
+            )
+            .await?;
         }
         ClientCommand::Register {
             homeserver,

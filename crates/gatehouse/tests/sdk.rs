@@ -15,20 +15,6 @@ use gatehouse_client::{
 };
 use serde_json::{Value, json};
 
-fn start_public(extra: Vec<(&'static str, String)>) -> Server {
-    let port = free_port();
-    let mut all: Vec<(&str, String)> = vec![
-        ("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}")),
-        (
-            "GATEHOUSE_PUBLIC_BASEURL",
-            format!("http://127.0.0.1:{port}"),
-        ),
-    ];
-    all.extend(extra);
-    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Server::start(&pairs)
-}
-
 async fn logged_in(server: &Server, user: &str, refresh: bool) -> Client {
     let temp = Client::builder(&server.base).build().unwrap();
     let r = temp
@@ -46,7 +32,7 @@ async fn logged_in(server: &Server, user: &str, refresh: bool) -> Client {
 
 #[tokio::test]
 async fn discovery_states() {
-    let server = start_public(vec![]);
+    let server = Server::start_public(vec![]);
     let domain = server.base.trim_start_matches("http://").to_owned();
     let d = AutoDiscovery::new().with_scheme("http");
     let found = d.find_client_config(&domain).await;
@@ -424,7 +410,7 @@ async fn email_registration_with_poll_and_no_auth_flow_found() {
         "GATEHOUSE_REGISTRATION__FLOWS",
         r#"[["m.login.email.identity"]]"#.into(),
     ));
-    let server = start_public(settings);
+    let server = Server::start_public(settings);
     let anon = Client::builder(&server.base).build().unwrap();
     let body = json!({"username": "mailer", "password": "pw"});
     let (c1, c2) = (anon.clone(), anon.clone());

@@ -82,25 +82,24 @@ impl Drop for Synapse {
     }
 }
 
-async fn uia(
-    ia: impl FnOnce(std::sync::Arc<dyn Fn(&str, &StageStatus) + Send + Sync>) -> InteractiveAuth,
-    user: &'static str,
-    password: &'static str,
-) -> Result<Value, Error> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let ia = ia(std::sync::Arc::new(move |stage: &str, _: &StageStatus| {
-        let _ = tx.send(stage.to_owned());
-    }));
-    let driver = ia.clone();
-    tokio::spawn(async move {
-        while let Some(stage) = rx.recv().await {
-            if stage == "m.login.password" {
-                let auth = json!({"type": stage, "identifier": {"type": "m.id.user", "user": user}, "password": password});
-                driver.submit_auth_dict(auth, false).await;
-            }
-        }
+/// Runs a UIA-protected request, answering the password stage as `user`.
+async fn uia<F>(request: F, user: &'static str, password: &'static str) -> Result<Value, Error>
+where
+    F: Fn(
+            Option<Value>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, Error>> + Send>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let run = gatehouse_client::authenticate(request, move |stage, _, _| {
+        Box::pin(async move {
+            (stage == "m.login.password")
+                .then(|| json!({"type": stage, "identifier": {"type": "m.id.user", "user": user}, "password": password}))
+        })
     });
-    tokio::time::timeout(Duration::from_secs(30), ia.attempt_auth())
+    tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("UIA in time")
 }
@@ -133,21 +132,15 @@ async fn the_sdk_works_against_synapse() {
     // Registration through InteractiveAuth (dummy stage, done by the SDK).
     let c = anon.clone();
     let registered = uia(
-        move |su| {
-            InteractiveAuth::builder(
-                move |auth, _| {
-                    let c = c.clone();
-                    Box::pin(async move {
-                        c.register(
-                            json!({"username": "sdkuser", "password": "pw", "refresh_token": true}),
-                            auth,
-                        )
-                        .await
-                    })
-                },
-                move |s, st| su(s, st),
-            )
-            .build()
+        move |auth| {
+            let c = c.clone();
+            Box::pin(async move {
+                c.register(
+                    json!({"username": "sdkuser", "password": "pw", "refresh_token": true}),
+                    auth,
+                )
+                .await
+            })
         },
         "sdkuser",
         "pw",
@@ -233,19 +226,13 @@ async fn the_sdk_works_against_synapse() {
     // /login/get_token under UIA, then m.login.token.
     let c = client.clone();
     let token = uia(
-        move |su| {
-            InteractiveAuth::builder(
-                move |auth, _| {
-                    let c = c.clone();
-                    Box::pin(async move {
-                        c.login_token(auth)
-                            .await
-                            .map(|t| json!({"login_token": t.login_token}))
-                    })
-                },
-                move |s, st| su(s, st),
-            )
-            .build()
+        move |auth| {
+            let c = c.clone();
+            Box::pin(async move {
+                c.login_token(auth)
+                    .await
+                    .map(|t| json!({"login_token": t.login_token}))
+            })
         },
         "sdkuser",
         "pw",
@@ -262,15 +249,9 @@ async fn the_sdk_works_against_synapse() {
     let other = via_token.device_id.clone().unwrap();
     let c = client.clone();
     uia(
-        move |su| {
-            InteractiveAuth::builder(
-                move |auth, _| {
-                    let (c, d) = (c.clone(), other.clone());
-                    Box::pin(async move { c.delete_device(&d, auth).await.map(|()| json!({})) })
-                },
-                move |s, st| su(s, st),
-            )
-            .build()
+        move |auth| {
+            let (c, d) = (c.clone(), other.clone());
+            Box::pin(async move { c.delete_device(&d, auth).await.map(|()| json!({})) })
         },
         "sdkuser",
         "pw",
@@ -287,17 +268,9 @@ async fn the_sdk_works_against_synapse() {
     );
     let c = client.clone();
     uia(
-        move |su| {
-            InteractiveAuth::builder(
-                move |auth, _| {
-                    let c = c.clone();
-                    Box::pin(
-                        async move { c.set_password("pw2", false, auth).await.map(|()| json!({})) },
-                    )
-                },
-                move |s, st| su(s, st),
-            )
-            .build()
+        move |auth| {
+            let c = c.clone();
+            Box::pin(async move { c.set_password("pw2", false, auth).await.map(|()| json!({})) })
         },
         "sdkuser",
         "pw",
@@ -319,15 +292,9 @@ async fn the_sdk_works_against_synapse() {
     // password login is 403 M_FORBIDDEN, not M_USER_DEACTIVATED.
     let c = client.clone();
     uia(
-        move |su| {
-            InteractiveAuth::builder(
-                move |auth, _| {
-                    let c = c.clone();
-                    Box::pin(async move { c.deactivate_account(auth, true).await })
-                },
-                move |s, st| su(s, st),
-            )
-            .build()
+        move |auth| {
+            let c = c.clone();
+            Box::pin(async move { c.deactivate_account(auth, true).await })
         },
         "sdkuser",
         "pw2",
@@ -499,19 +466,13 @@ async fn email_refresh_and_cli_sso_against_synapse() {
         .into_owned();
     let c = client.clone();
     let token = uia(
-        move |su| {
-            InteractiveAuth::builder(
-                move |auth, _| {
-                    let c = c.clone();
-                    Box::pin(async move {
-                        c.login_token(auth)
-                            .await
-                            .map(|t| json!({"t": t.login_token}))
-                    })
-                },
-                move |s, st| su(s, st),
-            )
-            .build()
+        move |auth| {
+            let c = c.clone();
+            Box::pin(async move {
+                c.login_token(auth)
+                    .await
+                    .map(|t| json!({"t": t.login_token}))
+            })
         },
         "mailuser",
         "pw",

@@ -5,24 +5,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Server, Smtp, assert_error, free_port, link_in, s};
+use common::{Server, Smtp, assert_error, link_in, s};
 use serde_json::{Value, json};
 
 const REG: &str = "/_matrix/client/v3/register";
-
-fn start(settings: Vec<(&'static str, String)>) -> Server {
-    let port = free_port();
-    let mut all: Vec<(&str, String)> = vec![
-        ("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}")),
-        (
-            "GATEHOUSE_PUBLIC_BASEURL",
-            format!("http://127.0.0.1:{port}"),
-        ),
-    ];
-    all.extend(settings);
-    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Server::start(&pairs)
-}
 
 async fn open_link(server: &Server, link: &str) -> (u16, String) {
     let resp = server.http.get(link).send().await.unwrap();
@@ -47,7 +33,7 @@ async fn registration_with_a_validated_email() {
         "GATEHOUSE_REGISTRATION__FLOWS",
         r#"[["m.login.email.identity"]]"#.into(),
     ));
-    let server = start(settings);
+    let server = Server::start_public(settings);
     let ask =
         json!({"client_secret": "secret-1", "email": "New.User@Example.org", "send_attempt": 1});
     let (status, first) = server
@@ -119,7 +105,7 @@ async fn registration_with_a_validated_email() {
 #[tokio::test]
 async fn forgotten_password_is_reset_by_email() {
     let smtp = Smtp::start();
-    let server = start(smtp.settings());
+    let server = Server::start_public(smtp.settings());
     server.create_user("alice", "old", &["--email", "alice@example.org"]);
     let old_session = server.login("alice", "old", json!({})).await;
     let unknown = server
@@ -164,7 +150,7 @@ async fn forgotten_password_is_reset_by_email() {
 #[tokio::test]
 async fn adding_an_email_to_an_account() {
     let smtp = Smtp::start();
-    let server = start(smtp.settings());
+    let server = Server::start_public(smtp.settings());
     server.create_user("alice", "pw", &[]);
     let at = s(
         &server.login("alice", "pw", json!({})).await,
@@ -243,7 +229,7 @@ async fn recorder(reply: Value) -> (String, Arc<Mutex<Vec<String>>>) {
 #[tokio::test]
 async fn registration_with_an_sms_code() {
     let (hook, seen) = recorder(json!({"ok": true})).await;
-    let server = start(vec![
+    let server = Server::start_public(vec![
         ("GATEHOUSE_SMS__ENABLED", "true".into()),
         ("GATEHOUSE_SMS__WEBHOOK_URL", hook),
         ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
@@ -315,7 +301,7 @@ async fn recaptcha_is_verified_against_siteverify() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/siteverify", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let server = start(vec![
+    let server = Server::start_public(vec![
         ("GATEHOUSE_RECAPTCHA__ENABLED", "true".into()),
         ("GATEHOUSE_RECAPTCHA__SITE_KEY", "public-site-key".into()),
         ("GATEHOUSE_RECAPTCHA__SECRET_KEY", "shh".into()),

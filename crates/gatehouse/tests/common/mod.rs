@@ -59,6 +59,22 @@ impl Server {
         s
     }
 
+    /// A server whose `public_baseurl` is its own address (for links in
+    /// emails and `.well-known`), with `extra` settings.
+    pub fn start_public(extra: Vec<(&'static str, String)>) -> Self {
+        let port = free_port();
+        let mut all: Vec<(&str, String)> = vec![
+            ("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "GATEHOUSE_PUBLIC_BASEURL",
+                format!("http://127.0.0.1:{port}"),
+            ),
+        ];
+        all.extend(extra);
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self::start(&pairs)
+    }
+
     /// A server on an existing data directory (for restart tests).
     pub fn start_in(dir: &Path, extra: &[(&str, &str)]) -> Self {
         let mut env = base_env();

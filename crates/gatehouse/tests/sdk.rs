@@ -444,7 +444,7 @@ async fn email_registration_with_poll_and_no_auth_flow_found() {
     let status = rx.recv().await.unwrap();
     assert!(
         status.email_sid.is_some(),
-        "the SDK requested the email token itself"
+        "the SDK requested the email token itself: {status:?}"
     );
     ia.poll().await; // not clicked yet: nothing happens
     let link = link_in(&smtp.wait_for(1));

@@ -245,6 +245,24 @@ pub struct Smtp {
     pub maildir: tempfile::TempDir,
 }
 
+/// An SMTP server on 127.0.0.1, port 0, delivering into the maildir given
+/// as its argument; prints its port once it listens.
+const SMTP_SERVER: &str = r#"
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
+from aiosmtpd.handlers import Mailbox
+async def main():
+    handler = Mailbox(sys.argv[1])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"#;
+
+/// A port that was free a moment ago. Only for a Gatehouse server that must
+/// know its own address before it starts (it binds within milliseconds);
+/// slower servers should bind port 0 themselves and report it.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -267,29 +285,30 @@ impl Smtp {
             }
         });
         let maildir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        // aiosmtpd binds port 0 itself and prints the port it got: choosing
+        // a "free" port here and passing it on would race with every other
+        // server the tests start meanwhile (Python takes ~0.3 s to bind).
+        let mut child = Command::new(&python)
+            .args(["-c", SMTP_SERVER])
             .arg(maildir.path().join("mail"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start aiosmtpd with {python} ({e}); run ./scripts/test, which installs it"));
+        let mut line = String::new();
+        let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        let port = line.trim().parse().ok();
         // Owned at once, so that Drop reaps it whatever happens next.
         let smtp = Self {
             child,
-            port,
+            port: port.unwrap_or_default(),
             maildir,
         };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return smtp;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!(
-            "aiosmtpd did not start on port {port} (is it installed for {python}? run ./scripts/test)"
+        assert!(
+            read.is_ok() && port.is_some(),
+            "aiosmtpd did not start (is it installed for {python}? run ./scripts/test)"
         );
+        smtp
     }
 
     /// Settings that point a Gatehouse server at this SMTP server.

@@ -31,29 +31,43 @@ impl Synapse {
         Self::start_with(&[])
     }
 
-    /// With extra arguments after DIR PORT (an SMTP port).
+    /// With extra arguments after DIR PORT (an SMTP port). Synapse needs
+    /// its port in its config, so it is chosen here; when another test's
+    /// server takes that port during Synapse's seconds of start-up, the
+    /// start is tried again on another port (at most three times).
     fn start_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port().to_string();
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start", dir.path().to_str().unwrap(), &port])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port().to_string();
+            let out = Command::new("bash")
+                .arg(script())
+                .args(["start", dir.path().to_str().unwrap(), &port])
+                .args(extra)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.success() {
+                let stdout = String::from_utf8(out.stdout).unwrap();
+                let base = stdout
+                    .trim()
+                    .strip_prefix("SYNAPSE_URL=")
+                    .expect("SYNAPSE_URL line")
+                    .trim_end_matches('/')
+                    .to_owned();
+                return Self { dir, base };
+            }
+            let port_taken = stderr.contains("Address already in use")
+                || stderr.contains("something already answers");
+            failures.push(stderr);
+            if !port_taken {
+                break;
+            }
+        }
+        panic!(
             "synapse.sh start failed (run ./scripts/test, which installs Synapse): {}",
-            String::from_utf8_lossy(&out.stderr)
+            failures.join("\n---- next attempt ----\n")
         );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let base = stdout
-            .trim()
-            .strip_prefix("SYNAPSE_URL=")
-            .expect("SYNAPSE_URL line")
-            .trim_end_matches('/')
-            .to_owned();
-        Self { dir, base }
     }
 
     fn run(&self, args: &[&str]) -> String {

@@ -1,98 +1,77 @@
-// A minimal SMTP sink on 127.0.0.1 for the email stages: it accepts every
-// message (no TLS, no authentication) and keeps it for the test to read.
+// A real SMTP server for the email stages: aiosmtpd (PyPI), started through
+// scripts/smtp-server.py, which binds a port itself, prints it, and delivers
+// every message into a maildir that the tests read.
 
-import net from "node:net";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
 
-export async function startSmtpSink() {
-  const messages = [];
-  const waiters = [];
+const SCRIPT = fileURLToPath(new URL("../../../scripts/smtp-server.py", import.meta.url));
 
-  const sockets = new Set();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.setEncoding("utf8");
-    let buffer = "";
-    let inData = false;
-    let envelope = { from: null, to: [] };
-    const reply = (line) => socket.write(`${line}\r\n`);
-    reply("220 interop-smtp ready");
+/** The Python with aiosmtpd that scripts/test installs (or $GATEHOUSE_TEST_PYTHON). */
+function python() {
+  if (process.env.GATEHOUSE_TEST_PYTHON) return process.env.GATEHOUSE_TEST_PYTHON;
+  const venv = path.join(os.homedir(), ".cache", "gatehouse-venv", "bin", "python");
+  return existsSync(venv) ? venv : "python3";
+}
 
-    socket.on("data", (chunk) => {
-      buffer += chunk;
-      for (;;) {
-        if (inData) {
-          const end = buffer.indexOf("\r\n.\r\n");
-          if (end === -1) return;
-          const data = buffer.slice(0, end).replace(/^\.\./gm, ".");
-          buffer = buffer.slice(end + 5);
-          inData = false;
-          const message = { ...envelope, data };
-          envelope = { from: null, to: [] };
-          messages.push(message);
-          for (const waiter of waiters.splice(0)) waiter();
-          reply("250 OK queued");
-          continue;
-        }
-        const eol = buffer.indexOf("\r\n");
-        if (eol === -1) return;
-        const line = buffer.slice(0, eol);
-        buffer = buffer.slice(eol + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (verb === "EHLO") {
-          socket.write("250-interop-smtp\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
-        } else if (verb === "HELO") reply("250 interop-smtp");
-        else if (verb === "MAIL") {
-          envelope.from = line.replace(/^MAIL FROM:\s*/i, "");
-          reply("250 OK");
-        } else if (verb === "RCPT") {
-          envelope.to.push(line.replace(/^RCPT TO:\s*/i, ""));
-          reply("250 OK");
-        } else if (verb === "DATA") {
-          inData = true;
-          reply("354 End data with <CR><LF>.<CR><LF>");
-        } else if (verb === "RSET") {
-          envelope = { from: null, to: [] };
-          reply("250 OK");
-        } else if (verb === "NOOP") reply("250 OK");
-        else if (verb === "QUIT") {
-          reply("221 Bye");
-          socket.end();
-          return;
-        } else reply("502 Command not implemented");
-      }
-    });
-    socket.on("error", () => {});
+/** The value of a header in a raw message (folded lines joined). */
+function header(raw, name) {
+  const split = raw.search(/\r?\n\r?\n/);
+  const head = (split === -1 ? raw : raw.slice(0, split)).replace(/\r?\n[ \t]+/g, " ");
+  const m = head.match(new RegExp(`^${name}:\\s*(.*)$`, "im"));
+  return m ? m[1].trim() : "";
+}
+
+export async function startSmtpServer() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "gatehouse-smtp-"));
+  const maildir = path.join(dir, "mail");
+  const child = spawn(python(), [SCRIPT, maildir], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk) => (stderr += chunk));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  // Settling twice is a no-op: a later exit (at close) rejects nothing.
+  const first = await new Promise((resolve, reject) => {
+    readline.createInterface({ input: child.stdout }).once("line", resolve);
+    child.once("error", reject);
+    child.once("exit", (code) =>
+      reject(new Error(`aiosmtpd exited (code ${code}); run ./scripts/test, which installs it\n${stderr}`)),
+    );
   });
+  const port = Number(first.trim());
 
-  await new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
+  /** Every delivered message, oldest first: { to, data }. */
+  const messages = () => {
+    const fresh = path.join(maildir, "new");
+    if (!existsSync(fresh)) return [];
+    return readdirSync(fresh, { withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => readFileSync(path.join(fresh, e.name), "utf8"))
+      .map((data) => ({ to: [header(data, "X-RcptTo") || header(data, "To")], data }));
+  };
 
   return {
-    port: server.address().port,
+    port,
     messages,
     /** The first message to `address` (waits up to timeoutMs for it). */
     async waitFor(address, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const found = messages.find((m) => m.to.some((to) => to.toLowerCase().includes(address.toLowerCase())));
+        const all = messages();
+        const found = all.find((m) => m.to.some((to) => to.toLowerCase().includes(address.toLowerCase())));
         if (found) return found;
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`no mail to ${address} within ${timeoutMs} ms (got ${messages.length})`);
-        await new Promise((resolve) => {
-          const timer = setTimeout(resolve, left);
-          waiters.push(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
+        if (Date.now() > deadline) throw new Error(`no mail to ${address} within ${timeoutMs} ms (got ${all.length})`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
       }
     },
-    close() {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
+    async close() {
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -1,13 +1,13 @@
 // matrix-js-sdk's InteractiveAuth (seeds 001 and 002) against a real Gatehouse
-// server: registration (dummy, registration token, email through a local SMTP
-// sink), password change, devices, deactivation, cross-signing keys, fallback
+// server: registration (dummy, registration token, email through a real SMTP
+// server, aiosmtpd), password change, devices, deactivation, cross-signing keys, fallback
 // pages, NoAuthFlowFoundError, session resume. Written against the Matrix spec.
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 
 import { rawJson, startServer } from "../lib/harness.js";
-import { findLink, startSmtpSink } from "../lib/smtp.js";
+import { findLink, startSmtpServer } from "../lib/smtp.js";
 import {
   AuthType,
   ClientPrefix,
@@ -57,7 +57,7 @@ const REGISTRATION_TOKEN_ENV = envFrom("INTEROP_REGISTRATION_TOKEN_ENV", {
 
 /**
  * Registration offering a dummy flow and an email flow; the SMTP settings
- * (a local sink, no TLS) are added by the test.
+ * (aiosmtpd on loopback, no TLS) are added by the test.
  */
 const REGISTRATION_EMAIL_ENV = envFrom("INTEROP_REGISTRATION_EMAIL_ENV", {
   GATEHOUSE_REGISTRATION__ENABLED: "true",
@@ -331,7 +331,7 @@ describe("seed 001/002: registration with email verification (m.login.email.iden
   let smtp;
 
   before(async () => {
-    smtp = await startSmtpSink();
+    smtp = await startSmtpServer();
     server = await startServer({
       env: {
         ...REGISTRATION_EMAIL_ENV,

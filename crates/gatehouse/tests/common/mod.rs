@@ -245,21 +245,6 @@ pub struct Smtp {
     pub maildir: tempfile::TempDir,
 }
 
-/// An SMTP server on 127.0.0.1, port 0, delivering into the maildir given
-/// as its argument; prints its port once it listens.
-const SMTP_SERVER: &str = r#"
-import asyncio, sys
-from aiosmtpd.smtp import SMTP
-from aiosmtpd.handlers import Mailbox
-async def main():
-    handler = Mailbox(sys.argv[1])
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-asyncio.run(main())
-"#;
-
 /// A port that was free a moment ago. Only for a Gatehouse server that must
 /// know its own address before it starts (it binds within milliseconds);
 /// slower servers should bind port 0 themselves and report it.
@@ -285,11 +270,9 @@ impl Smtp {
             }
         });
         let maildir = tempfile::tempdir().unwrap();
-        // aiosmtpd binds port 0 itself and prints the port it got: choosing
-        // a "free" port here and passing it on would race with every other
-        // server the tests start meanwhile (Python takes ~0.3 s to bind).
+        // It binds port 0 itself and prints the port it got (see the script).
         let mut child = Command::new(&python)
-            .args(["-c", SMTP_SERVER])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/smtp-server.py"))
             .arg(maildir.path().join("mail"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -225,16 +225,22 @@ impl Client {
         Ok(v.get("valid").and_then(Value::as_bool).unwrap_or(false))
     }
 
-    /// `POST …/email/requestToken` for `purpose`.
+    /// `POST …/email/requestToken` for `purpose`. With a `next_link`, the
+    /// link in the email sends the browser there once it validated (the
+    /// server may refuse hosts it does not allow: `M_INVALID_PARAM`).
     pub async fn request_email_token(
         &self,
         purpose: TokenPurpose,
         email: &str,
         client_secret: &str,
         send_attempt: u64,
+        next_link: Option<&str>,
     ) -> Result<RequestTokenResponse, Error> {
-        let body =
+        let mut body =
             json!({ "email": email, "client_secret": client_secret, "send_attempt": send_attempt });
+        if let Some(next_link) = next_link {
+            body["next_link"] = next_link.into();
+        }
         let path = format!("{}/email/requestToken", purpose.prefix());
         let mode = if purpose == TokenPurpose::AddThreepid {
             Auth::Required
@@ -269,9 +275,16 @@ impl Client {
         email: &str,
         client_secret: &str,
         send_attempt: u64,
+        next_link: Option<&str>,
     ) -> Result<RequestTokenResponse, Error> {
-        self.request_email_token(TokenPurpose::Register, email, client_secret, send_attempt)
-            .await
+        self.request_email_token(
+            TokenPurpose::Register,
+            email,
+            client_secret,
+            send_attempt,
+            next_link,
+        )
+        .await
     }
 
     /// `GET /account/3pid`.

@@ -172,7 +172,7 @@
 //! .inputs(AuthInputs { email_address: Some("alice@example.org".into()), ..AuthInputs::default() })
 //! .request_email_token(move |email, secret, attempt, _session| {
 //!     let c = c2.clone();
-//!     Box::pin(async move { Ok(c.request_email_token(TokenPurpose::Register, &email, &secret, attempt).await?.sid) })
+//!     Box::pin(async move { Ok(c.request_email_token(TokenPurpose::Register, &email, &secret, attempt, None).await?.sid) })
 //! })
 //! .build();
 //! let poller = ia.clone();

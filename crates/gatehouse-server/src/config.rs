@@ -61,6 +61,9 @@ pub struct EmailConfig {
     pub from: String,
     /// How long a validation link stays valid.
     pub token_lifetime_ms: u64,
+    /// Hosts a `requestToken` call's `next_link` may point to (exact names,
+    /// lowercase); empty allows any http(s) URL, as Synapse does by default.
+    pub next_link_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -105,6 +108,7 @@ impl Default for EmailConfig {
             smtp_password: None,
             from: "Gatehouse <noreply@localhost>".into(),
             token_lifetime_ms: 60 * 60 * 1000,
+            next_link_domains: Vec::new(),
         }
     }
 }

@@ -324,6 +324,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         validated_at: None,
         created_at: 1,
         expires_at: 100,
+        next_link: Some("https://example.org/one".into()),
     };
     assert_eq!(
         store.upsert_threepid_validation(&v).await.unwrap().sid,
@@ -340,10 +341,22 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         ("sid1", h("t1")),
         "same send_attempt: same session, nothing new"
     );
+    assert_eq!(
+        store
+            .threepid_validation("sid1")
+            .await
+            .unwrap()
+            .unwrap()
+            .next_link
+            .as_deref(),
+        Some("https://example.org/one"),
+        "next_link kept"
+    );
     let next = ThreepidValidation {
         sid: "sid3".into(),
         token_hash: h("t3"),
         send_attempt: 2,
+        next_link: None,
         ..v.clone()
     };
     let got = store.upsert_threepid_validation(&next).await.unwrap();
@@ -351,6 +364,16 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         (got.sid.as_str(), got.token_hash),
         ("sid1", h("t3")),
         "new attempt: same session, new token"
+    );
+    assert_eq!(
+        store
+            .threepid_validation("sid1")
+            .await
+            .unwrap()
+            .unwrap()
+            .next_link,
+        None,
+        "the newest attempt's next_link wins"
     );
     assert!(store.mark_threepid_validated("sid1", 50).await.unwrap());
     assert!(store.mark_threepid_validated("sid1", 60).await.unwrap());

@@ -154,6 +154,9 @@ pub struct ThreepidValidation {
     pub validated_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// Where the emailed link redirects once it validated (`next_link` of
+    /// the `requestToken` call; the newest attempt's wins).
+    pub next_link: Option<String>,
 }
 
 /// A third-party ID bound to an account.

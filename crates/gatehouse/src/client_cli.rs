@@ -263,7 +263,7 @@ async fn with_uia(
         let c = email_client.clone();
         Box::pin(async move {
             Ok(
-                c.request_email_token(TokenPurpose::Register, &email, &secret, attempt)
+                c.request_email_token(TokenPurpose::Register, &email, &secret, attempt, None)
                     .await?
                     .sid,
             )

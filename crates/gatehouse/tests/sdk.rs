@@ -414,6 +414,7 @@ async fn email_registration_with_poll_and_no_auth_flow_found() {
     let anon = Client::builder(&server.base).build().unwrap();
     let body = json!({"username": "mailer", "password": "pw"});
     let (c1, c2) = (anon.clone(), anon.clone());
+    let next_link = format!("{}/_matrix/client/versions", server.base);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StageStatus>();
     let ia = InteractiveAuth::builder(
         move |auth, _| {
@@ -429,13 +430,17 @@ async fn email_registration_with_poll_and_no_auth_flow_found() {
         ..AuthInputs::default()
     })
     .request_email_token(move |email, secret, attempt, _session| {
-        let c = c2.clone();
+        let (c, next) = (c2.clone(), next_link.clone());
         Box::pin(async move {
-            Ok(
-                c.request_email_token(TokenPurpose::Register, &email, &secret, attempt)
-                    .await?
-                    .sid,
+            Ok(c.request_email_token(
+                TokenPurpose::Register,
+                &email,
+                &secret,
+                attempt,
+                Some(&next),
             )
+            .await?
+            .sid)
         })
     })
     .build();
@@ -448,7 +453,12 @@ async fn email_registration_with_poll_and_no_auth_flow_found() {
     );
     ia.poll().await; // not clicked yet: nothing happens
     let link = link_in(&smtp.wait_for(1));
-    reqwest::get(&link).await.unwrap();
+    let opened = reqwest::get(&link).await.unwrap();
+    assert_eq!(
+        opened.url().as_str(),
+        format!("{}/_matrix/client/versions", server.base),
+        "the validated link redirected to the next_link the SDK sent"
+    );
     ia.poll().await;
     let registered = tokio::time::timeout(Duration::from_secs(10), done)
         .await

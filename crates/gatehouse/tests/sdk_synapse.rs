@@ -390,6 +390,7 @@ async fn email_refresh_and_cli_sso_against_synapse() {
                 &email,
                 &secret,
                 attempt,
+                None,
             )
             .await?
             .sid)

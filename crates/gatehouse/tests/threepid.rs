@@ -205,6 +205,50 @@ async fn adding_an_email_to_an_account() {
     );
 }
 
+#[tokio::test]
+async fn the_email_link_redirects_to_an_allowed_next_link() {
+    let smtp = Smtp::start();
+    let mut settings = smtp.settings();
+    settings.push((
+        "GATEHOUSE_EMAIL__NEXT_LINK_DOMAINS",
+        r#"["app.example.org"]"#.into(),
+    ));
+    let server = Server::start_public(settings);
+    const ASK: &str = "/_matrix/client/v3/register/email/requestToken";
+    let ask = |next: &str| json!({"client_secret": "c", "email": "bob@example.org", "send_attempt": 1, "next_link": next});
+    for bad in [
+        "javascript:alert(1)",
+        "/relative/path",
+        "https://evil.example.com/x",
+    ] {
+        assert_error(&server.post(ASK, ask(bad)).await, 400, "M_INVALID_PARAM");
+    }
+    let next = "https://app.example.org/welcome?from=mail";
+    let (status, t) = server.post(ASK, ask(next)).await;
+    assert_eq!(status, 200, "{t}");
+    let link = link_in(&smtp.wait_for(1));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let wrong = no_redirects
+        .get(link.replace("token=", "token=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400, "a wrong link shows the error page");
+    let right = no_redirects.get(&link).send().await.unwrap();
+    assert!(right.status().is_redirection(), "{}", right.status());
+    assert_eq!(right.headers()["location"], next);
+    let (_, done) = server
+        .post(
+            "/_gatehouse/threepid/submit_token",
+            json!({"sid": s(&t, "sid"), "client_secret": "c", "token": "nope"}),
+        )
+        .await;
+    assert_eq!(done, json!({"success": false}));
+}
+
 /// An HTTP endpoint on loopback that records what it receives.
 async fn recorder(reply: Value) -> (String, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -10,7 +10,7 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Medium, Threepid, canonical_email, phone_to_msisdn};
 use gatehouse_core::token::{self, TokenKind};
@@ -46,6 +46,7 @@ pub struct EmailTokenBody {
     client_secret: Option<String>,
     email: Option<String>,
     send_attempt: Option<u64>,
+    next_link: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +55,26 @@ pub struct MsisdnTokenBody {
     country: Option<String>,
     phone_number: Option<String>,
     send_attempt: Option<u64>,
+}
+
+/// A `next_link` the emailed link may redirect to: an absolute http(s) URL
+/// on an allowed host. Anything else is refused rather than dropped, so the
+/// client learns at once that its redirect will not happen.
+fn check_next_link(state: &AppState, link: Option<String>) -> ApiResult<Option<String>> {
+    let Some(link) = link else { return Ok(None) };
+    let url = reqwest::Url::parse(&link)
+        .map_err(|_| ApiError::invalid("next_link is not an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::invalid("next_link must be an http or https URL"));
+    }
+    let allowed = &state.config.email.next_link_domains;
+    let host = url.host_str().unwrap_or_default();
+    if !allowed.is_empty() && !allowed.iter().any(|d| d.eq_ignore_ascii_case(host)) {
+        return Err(ApiError::invalid(
+            "next_link's host is not allowed on this server",
+        ));
+    }
+    Ok(Some(url.into()))
 }
 
 fn check_client_secret(secret: Option<String>) -> ApiResult<String> {
@@ -126,6 +147,7 @@ async fn start_validation(
     send_attempt: u64,
     secret: String,
     lifetime_ms: u64,
+    next_link: Option<String>,
 ) -> ApiResult<(ThreepidValidation, Option<String>)> {
     let now = state.clock.now_ms();
     let fresh = ThreepidValidation {
@@ -137,6 +159,7 @@ async fn start_validation(
         validated_at: None,
         created_at: now,
         expires_at: now.saturating_add(lifetime_ms),
+        next_link,
     };
     let stored = state.store.upsert_threepid_validation(&fresh).await?;
     let send = stored.token_hash == fresh.token_hash;
@@ -159,6 +182,7 @@ pub async fn request_email_token(
     let send_attempt = body
         .send_attempt
         .ok_or_else(|| ApiError::missing("send_attempt"))?;
+    let next_link = check_next_link(state, body.next_link)?;
     let threepid = Threepid {
         medium: Medium::Email,
         address: email.clone(),
@@ -172,6 +196,7 @@ pub async fn request_email_token(
         send_attempt,
         secret,
         state.config.email.token_lifetime_ms,
+        next_link,
     )
     .await?;
     if let Some(secret) = to_send {
@@ -232,6 +257,9 @@ pub async fn request_msisdn_token(
         send_attempt,
         code,
         state.config.sms.token_lifetime_ms,
+        // A code is typed into the client and POSTed to `submit_url`; the
+        // spec ignores `next_link` there, so it is not kept.
+        None,
     )
     .await?;
     if let Some(code) = to_send {
@@ -328,19 +356,21 @@ pub struct SubmitToken {
     token: Option<String>,
 }
 
-/// Checks a presented secret against a validation and marks it done.
-async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<bool> {
+/// Checks a presented secret against a validation and marks it done:
+/// `Some(next_link)` when it validated, `None` when the secret is wrong.
+async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<Option<Option<String>>> {
     let (Some(sid), Some(secret), Some(tok)) = (q.sid, q.client_secret, q.token) else {
         return Err(ApiError::missing("sid, client_secret and token"));
     };
     let Some(v) = state.store.threepid_validation(&sid).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let now = state.clock.now_ms();
     if v.client_secret != secret || v.expires_at <= now || v.token_hash != token::hash(tok.trim()) {
-        return Ok(false);
+        return Ok(None);
     }
-    Ok(state.store.mark_threepid_validated(&sid, now).await?)
+    let marked = state.store.mark_threepid_validated(&sid, now).await?;
+    Ok(marked.then_some(v.next_link))
 }
 
 /// `GET /_gatehouse/threepid/validate`: the link in the email.
@@ -348,14 +378,18 @@ pub async fn validate_link(
     State(state): State<AppState>,
     Query(q): Query<SubmitToken>,
 ) -> Response {
-    let (ok, status) = match validate(&state, q).await {
-        Ok(true) => (true, StatusCode::OK),
-        Ok(false) => (false, StatusCode::BAD_REQUEST),
+    let (ok, status, next_link) = match validate(&state, q).await {
+        Ok(Some(next_link)) => (true, StatusCode::OK, next_link),
+        Ok(None) => (false, StatusCode::BAD_REQUEST, None),
         Err(e) => (
             false,
             StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            None,
         ),
     };
+    if ok && let Some(next) = next_link {
+        return Redirect::to(&next).into_response();
+    }
     if ok {
         crate::fallback::message_page(
             &state,
@@ -380,7 +414,7 @@ pub async fn submit_token(
     State(state): State<AppState>,
     MatrixJson(q): MatrixJson<SubmitToken>,
 ) -> ApiResult<Json<Value>> {
-    let success = validate(&state, q).await?;
+    let success = validate(&state, q).await?.is_some();
     Ok(Json(json!({ "success": success })))
 }
 

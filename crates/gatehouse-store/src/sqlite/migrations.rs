@@ -106,6 +106,10 @@ const MIGRATIONS: &[&str] = &[
         created_ts INTEGER NOT NULL
     );
     ",
+    // 4: where a validated email link redirects (`next_link`).
+    r"
+    ALTER TABLE threepid_validations ADD COLUMN next_link TEXT;
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

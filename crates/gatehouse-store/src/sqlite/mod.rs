@@ -286,7 +286,7 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistrationToken> 
     })
 }
 
-const VALIDATION_COLUMNS: &str = "sid, client_secret, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts";
+const VALIDATION_COLUMNS: &str = "sid, client_secret, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts, next_link";
 
 fn validation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreepidValidation> {
     let medium: String = r.get(2)?;
@@ -304,6 +304,7 @@ fn validation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreepidValida
         validated_at: from_ts(r.get(6)?),
         created_at: from_ts(r.get(7)?).unwrap_or(0),
         expires_at: from_ts(r.get(8)?).unwrap_or(0),
+        next_link: r.get(9)?,
     })
 }
 
@@ -980,8 +981,8 @@ impl Store for SqliteStore {
                 // A new attempt: a new token for the same session.
                 Some(old) => {
                     tx.execute(
-                        "UPDATE threepid_validations SET token_hash = ?2, send_attempt = ?3, expires_ts = ?4 WHERE sid = ?1",
-                        params![old.sid, &v.token_hash.0[..], i64::try_from(v.send_attempt).unwrap_or(i64::MAX), ts(Some(v.expires_at))],
+                        "UPDATE threepid_validations SET token_hash = ?2, send_attempt = ?3, expires_ts = ?4, next_link = ?5 WHERE sid = ?1",
+                        params![old.sid, &v.token_hash.0[..], i64::try_from(v.send_attempt).unwrap_or(i64::MAX), ts(Some(v.expires_at)), v.next_link],
                     )
                     .map_err(backend)?;
                     Ok(ThreepidValidation { sid: old.sid, validated_at: old.validated_at, created_at: old.created_at, ..v })
@@ -989,8 +990,8 @@ impl Store for SqliteStore {
                 None => {
                     tx.execute(
                         "INSERT INTO threepid_validations
-                           (sid, client_secret, medium, address, token_hash, send_attempt, created_ts, expires_ts)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                           (sid, client_secret, medium, address, token_hash, send_attempt, created_ts, expires_ts, next_link)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                         params![
                             v.sid,
                             v.client_secret,
@@ -1000,6 +1001,7 @@ impl Store for SqliteStore {
                             i64::try_from(v.send_attempt).unwrap_or(i64::MAX),
                             ts(Some(v.created_at)),
                             ts(Some(v.expires_at)),
+                            v.next_link,
                         ],
                     )
                     .map_err(backend)?;

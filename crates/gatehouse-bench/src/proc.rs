@@ -38,6 +38,8 @@ pub fn bench_env(data: &Path) -> Vec<(String, String)> {
         "LOGIN_PER_ADDRESS",
         "LOGIN_PER_ACCOUNT",
         "FAILED_LOGINS_PER_ACCOUNT",
+        "REGISTRATION_PER_ADDRESS",
+        "THREEPID_VALIDATION",
     ] {
         env.push((
             format!("GATEHOUSE_RATE_LIMITS__{limit}__PER_SECOND"),

@@ -280,12 +280,24 @@ pub struct RateLimitConfig {
     pub login_per_account: Rate,
     /// Failed login attempts per account.
     pub failed_logins_per_account: Rate,
+    /// Accounts registered per client IP address (only successful
+    /// registrations count; UIA round trips do not).
+    pub registration_per_address: Rate,
+    /// `requestToken` calls (each may send an email or SMS), counted per
+    /// client IP address and, separately, per email address or number.
+    pub threepid_validation: Rate,
 }
 
-/// Synapse's `rc_login` defaults.
+/// Synapse's `rc_login` and `rc_registration` defaults.
 const SYNAPSE_RC_LOGIN: Rate = Rate {
     per_second: 0.17,
     burst_count: 3,
+};
+
+/// Synapse's `rc_3pid_validation` default: five, then one every ~5 minutes.
+const SYNAPSE_RC_3PID_VALIDATION: Rate = Rate {
+    per_second: 0.003,
+    burst_count: 5,
 };
 
 impl Default for Config {
@@ -353,6 +365,8 @@ impl Default for RateLimitConfig {
             login_per_address: SYNAPSE_RC_LOGIN,
             login_per_account: SYNAPSE_RC_LOGIN,
             failed_logins_per_account: SYNAPSE_RC_LOGIN,
+            registration_per_address: SYNAPSE_RC_LOGIN,
+            threepid_validation: SYNAPSE_RC_3PID_VALIDATION,
         }
     }
 }
@@ -463,6 +477,14 @@ impl Config {
             (
                 "rate_limits.failed_logins_per_account",
                 limits.failed_logins_per_account,
+            ),
+            (
+                "rate_limits.registration_per_address",
+                limits.registration_per_address,
+            ),
+            (
+                "rate_limits.threepid_validation",
+                limits.threepid_validation,
             ),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {

@@ -14,11 +14,22 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::sessions::Sessions;
 
-/// Login rate limits (see `rate_limits` in the configuration).
-pub struct LoginLimits {
+/// Rate limits (see `rate_limits` in the configuration). In memory, per
+/// instance: several instances behind a balancer each allow the configured
+/// rate, as with Synapse workers.
+pub struct RateLimits {
+    /// Login attempts per client address.
     pub per_address: RateLimiter<IpAddr>,
+    /// Login attempts per account.
     pub per_account: RateLimiter<String>,
+    /// Failed login attempts per account.
     pub failures_per_account: RateLimiter<String>,
+    /// Accounts registered per client address.
+    pub registrations_per_address: RateLimiter<IpAddr>,
+    /// `requestToken` calls per client address.
+    pub threepid_requests_per_address: RateLimiter<IpAddr>,
+    /// `requestToken` calls per email address or phone number.
+    pub threepid_requests_per_threepid: RateLimiter<String>,
 }
 
 /// Shared state: one `Arc`, because axum clones the state several times
@@ -40,7 +51,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<Sessions>,
     pub hasher: HashPool,
-    pub limits: Arc<LoginLimits>,
+    pub limits: Arc<RateLimits>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub messenger: crate::messenger::Messenger,
@@ -56,10 +67,13 @@ impl AppState {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let hasher = HashPool::start(policy, threads, config.passwords.max_queued_hashes);
         let rl = &config.rate_limits;
-        let limits = LoginLimits {
+        let limits = RateLimits {
             per_address: RateLimiter::new(rl.login_per_address),
             per_account: RateLimiter::new(rl.login_per_account),
             failures_per_account: RateLimiter::new(rl.failed_logins_per_account),
+            registrations_per_address: RateLimiter::new(rl.registration_per_address),
+            threepid_requests_per_address: RateLimiter::new(rl.threepid_validation),
+            threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation),
         };
         let sessions = Sessions::new(
             store.clone(),

@@ -378,3 +378,113 @@ async fn recaptcha_is_verified_against_siteverify() {
         "both answers were checked at siteverify"
     );
 }
+
+#[tokio::test]
+async fn registration_and_token_requests_are_rate_limited() {
+    let smtp = Smtp::start();
+    let mut settings = smtp.settings();
+    for (k, v) in [
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true"),
+        (
+            "GATEHOUSE_RATE_LIMITS__REGISTRATION_PER_ADDRESS__PER_SECOND",
+            "0.001",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__REGISTRATION_PER_ADDRESS__BURST_COUNT",
+            "2",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__THREEPID_VALIDATION__PER_SECOND",
+            "0.001",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__THREEPID_VALIDATION__BURST_COUNT",
+            "3",
+        ),
+    ] {
+        settings.push((k, v.into()));
+    }
+    let server = Server::start_public(settings);
+    let from = |ip: &str, path: &str, body: Value| {
+        server
+            .http
+            .post(server.url(path))
+            .header("X-Forwarded-For", ip)
+            .json(&body)
+    };
+
+    // Registration: UIA round trips cost nothing, created accounts do.
+    for _ in 0..5 {
+        let (status, _) = server
+            .send(from(
+                "10.0.0.1",
+                REG,
+                json!({"username": "x", "password": "pw"}),
+            ))
+            .await;
+        assert_eq!(status, 401, "a challenge is not a registration");
+    }
+    for name in ["first", "second"] {
+        let (_, c) = server
+            .send(from(
+                "10.0.0.1",
+                REG,
+                json!({"username": name, "password": "pw"}),
+            ))
+            .await;
+        let done = json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy", "session": s(&c, "session")}});
+        assert_eq!(server.send(from("10.0.0.1", REG, done)).await.0, 200);
+    }
+    let third = server
+        .send(from(
+            "10.0.0.1",
+            REG,
+            json!({"username": "third", "password": "pw"}),
+        ))
+        .await;
+    assert_error(&third, 429, "M_LIMIT_EXCEEDED");
+    assert!(third.1["retry_after_ms"].as_u64().unwrap() > 0);
+    let (status, _) = server
+        .send(from(
+            "10.0.0.2",
+            REG,
+            json!({"username": "third", "password": "pw"}),
+        ))
+        .await;
+    assert_eq!(status, 401, "another address is not held back");
+
+    // requestToken: per client address...
+    const ASK: &str = "/_matrix/client/v3/register/email/requestToken";
+    let ask = |email: &str| json!({"client_secret": "c", "email": email, "send_attempt": 1});
+    for n in 1..=3 {
+        let (status, v) = server
+            .send(from("10.0.1.1", ASK, ask(&format!("u{n}@example.org"))))
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_error(
+        &server
+            .send(from("10.0.1.1", ASK, ask("u4@example.org")))
+            .await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+    // ...and per address asked for, whoever asks: u1 has had one, two more.
+    for ip in ["10.0.2.1", "10.0.2.2"] {
+        assert_eq!(
+            server.send(from(ip, ASK, ask("u1@example.org"))).await.0,
+            200
+        );
+    }
+    assert_error(
+        &server
+            .send(from("10.0.2.3", ASK, ask("u1@example.org")))
+            .await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+    smtp.wait_for(3);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(smtp.messages().len(), 3, "one email per address");
+}

@@ -58,7 +58,13 @@ export function baseTestEnv() {
     GATEHOUSE_SQLITE__DURABILITY: "normal",
     GATEHOUSE_LOG_FILTER: "warn",
   };
-  for (const limit of ["LOGIN_PER_ADDRESS", "LOGIN_PER_ACCOUNT", "FAILED_LOGINS_PER_ACCOUNT"]) {
+  for (const limit of [
+    "LOGIN_PER_ADDRESS",
+    "LOGIN_PER_ACCOUNT",
+    "FAILED_LOGINS_PER_ACCOUNT",
+    "REGISTRATION_PER_ADDRESS",
+    "THREEPID_VALIDATION",
+  ]) {
     for (const [key, value] of Object.entries(LAX_LIMIT)) {
       env[`GATEHOUSE_RATE_LIMITS__${limit}__${key}`] = value;
     }

@@ -1,6 +1,9 @@
 //! Registration: `POST /register`, `GET /register/available`, and
 //! `GET /v1/register/m.login.registration_token/validity`.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{Method, Uri};
@@ -13,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::login::check_device_id;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{RawJson, typed};
+use crate::extract::{ClientIp, RawJson, typed};
 use crate::issue;
 use crate::state::AppState;
 use crate::uia::{self, Operation, Subject};
@@ -80,21 +83,40 @@ pub struct RegisterResponse {
     expires_in_ms: Option<u64>,
 }
 
+/// Whether this address may register one more account
+/// (`rate_limits.registration_per_address`); only a created account counts.
+fn check_registration_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
+    state
+        .limits
+        .registrations_per_address
+        .peek(&ip, Instant::now())
+        .map_err(ApiError::limited)
+}
+
+fn count_registration(state: &AppState, ip: IpAddr) {
+    state
+        .limits
+        .registrations_per_address
+        .record(&ip, Instant::now());
+}
+
 pub async fn register(
     State(state): State<AppState>,
     Query(query): Query<KindQuery>,
+    ClientIp(ip): ClientIp,
     method: Method,
     uri: Uri,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<RegisterResponse>> {
     match query.kind.as_deref() {
         None | Some("user") => {}
-        Some("guest") => return register_guest(&state, &raw).await,
+        Some("guest") => return register_guest(&state, ip, &raw).await,
         Some(other) => return Err(ApiError::invalid(format!("Unknown kind: {other}"))),
     }
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
     }
+    check_registration_limit(&state, ip)?;
     let body: RegisterBody = typed(&raw)?;
     let username = body
         .username
@@ -160,6 +182,7 @@ pub async fn register(
             other => other.into(),
         });
     }
+    count_registration(&state, ip);
     tracing::info!(user_id = %user_id, "registered");
     Ok(Json(RegisterResponse {
         user_id: user_id.to_string(),
@@ -174,13 +197,18 @@ pub async fn register(
 }
 
 /// `kind=guest`: an account with a generated name, no password and no UIA.
-async fn register_guest(state: &AppState, raw: &Value) -> ApiResult<Json<RegisterResponse>> {
+async fn register_guest(
+    state: &AppState,
+    ip: IpAddr,
+    raw: &Value,
+) -> ApiResult<Json<RegisterResponse>> {
     if !state.config.registration.guest_access {
         return Err(ApiError::new(
             ErrorKind::GuestAccessForbidden,
             "Guest access is disabled",
         ));
     }
+    check_registration_limit(state, ip)?;
     let body: RegisterBody = typed(raw)?;
     let localpart = format!(
         "guest-{}",
@@ -210,6 +238,7 @@ async fn register_guest(state: &AppState, raw: &Value) -> ApiResult<Json<Registe
         }),
     };
     state.store.register(registration).await?;
+    count_registration(state, ip);
     Ok(Json(RegisterResponse {
         user_id: user_id.to_string(),
         home_server: state.config.server_name.clone(),

@@ -7,6 +7,9 @@
 //! `submit_url`) marks the validation session done, which the
 //! `m.login.email.identity` / `m.login.msisdn` stages then accept.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -19,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{MatrixJson, RawJson, Requester, typed};
+use crate::extract::{ClientIp, MatrixJson, RawJson, Requester, typed};
 use crate::state::AppState;
 use crate::uia::{self, Sensitive};
 
@@ -187,6 +190,7 @@ pub async fn request_email_token(
         medium: Medium::Email,
         address: email.clone(),
     };
+    check_threepid_limit(state, &threepid)?;
     check_binding(state, purpose, &threepid).await?;
     let secret = random_id(32);
     let (validation, to_send) = start_validation(
@@ -248,6 +252,7 @@ pub async fn request_msisdn_token(
         medium: Medium::Msisdn,
         address: msisdn.clone(),
     };
+    check_threepid_limit(state, &threepid)?;
     check_binding(state, purpose, &threepid).await?;
     let code = six_digits();
     let (validation, to_send) = start_validation(
@@ -305,11 +310,34 @@ macro_rules! request_token_route {
     ($name:ident, $body:ty, $handler:ident, $purpose:expr) => {
         pub async fn $name(
             State(state): State<AppState>,
+            ClientIp(ip): ClientIp,
             MatrixJson(body): MatrixJson<$body>,
         ) -> ApiResult<Json<Value>> {
+            check_address_limit(&state, &ip)?;
             $handler(&state, $purpose, body).await
         }
     };
+}
+
+/// `rate_limits.threepid_validation` per client address, checked before
+/// the body is read.
+fn check_address_limit(state: &AppState, ip: &IpAddr) -> ApiResult<()> {
+    state
+        .limits
+        .threepid_requests_per_address
+        .check(ip, Instant::now())
+        .map_err(ApiError::limited)
+}
+
+/// `rate_limits.threepid_validation` per email address or phone number, so
+/// that many clients together cannot flood one inbox or phone either.
+fn check_threepid_limit(state: &AppState, threepid: &Threepid) -> ApiResult<()> {
+    let key = format!("{}:{}", threepid.medium.as_str(), threepid.address);
+    state
+        .limits
+        .threepid_requests_per_threepid
+        .check(&key, Instant::now())
+        .map_err(ApiError::limited)
 }
 
 request_token_route!(

@@ -27,6 +27,8 @@ pub fn base_env() -> Vec<(String, String)> {
         "LOGIN_PER_ADDRESS",
         "LOGIN_PER_ACCOUNT",
         "FAILED_LOGINS_PER_ACCOUNT",
+        "REGISTRATION_PER_ADDRESS",
+        "THREEPID_VALIDATION",
     ] {
         env.push((
             format!("GATEHOUSE_RATE_LIMITS__{limit}__PER_SECOND"),

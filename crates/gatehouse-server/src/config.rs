@@ -467,6 +467,14 @@ impl Config {
         if let Err(e) = self.password_policy() {
             return invalid("passwords.argon2_*", &e.to_string());
         }
+        // The emailed link and the SMS `submit_url` point back at this
+        // server; without its public address they would lead nowhere.
+        if (self.email.enabled || self.sms.enabled) && self.public_baseurl.is_none() {
+            return invalid(
+                "public_baseurl",
+                "must be set when email.enabled or sms.enabled is true (links and submit_url point to it)",
+            );
+        }
         if self.passwords.hashing_threads == Some(0) {
             return invalid("passwords.hashing_threads", "must be at least 1");
         }

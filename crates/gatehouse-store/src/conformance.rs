@@ -325,6 +325,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         created_at: 1,
         expires_at: 100,
         next_link: Some("https://example.org/one".into()),
+        failed_attempts: 0,
     };
     assert_eq!(
         store.upsert_threepid_validation(&v).await.unwrap().sid,
@@ -352,6 +353,27 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         Some("https://example.org/one"),
         "next_link kept"
     );
+    assert_eq!(
+        store.count_failed_threepid_attempt("sid1").await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.count_failed_threepid_attempt("sid1").await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .threepid_validation("sid1")
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_attempts,
+        2
+    );
+    assert_eq!(
+        store.count_failed_threepid_attempt("nope").await.unwrap(),
+        0
+    );
     let next = ThreepidValidation {
         sid: "sid3".into(),
         token_hash: h("t3"),
@@ -374,6 +396,16 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
             .next_link,
         None,
         "the newest attempt's next_link wins"
+    );
+    assert_eq!(
+        store
+            .threepid_validation("sid1")
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_attempts,
+        0,
+        "a new secret resets the failures"
     );
     assert!(store.mark_threepid_validated("sid1", 50).await.unwrap());
     assert!(store.mark_threepid_validated("sid1", 60).await.unwrap());

@@ -201,6 +201,11 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a validation done; `false` if unknown.
     async fn mark_threepid_validated(&self, sid: &str, now: Timestamp) -> StoreResult<bool>;
 
+    /// Counts a wrong secret presented for a validation, atomically, and
+    /// returns the count so far (0 if unknown). A new `send_attempt`
+    /// resets it.
+    async fn count_failed_threepid_attempt(&self, sid: &str) -> StoreResult<u32>;
+
     /// Stores a login token for `user_id`, valid until `expires_at`.
     async fn create_login_token(
         &self,

@@ -157,6 +157,8 @@ pub struct ThreepidValidation {
     /// Where the emailed link redirects once it validated (`next_link` of
     /// the `requestToken` call; the newest attempt's wins).
     pub next_link: Option<String>,
+    /// Wrong secrets presented since the last one was sent.
+    pub failed_attempts: u32,
 }
 
 /// A third-party ID bound to an account.

@@ -82,6 +82,12 @@ fn invalid_configuration_names_the_key_and_fails() {
         &[("GATEHOUSE_PUBLIC_BASEURL", "matrix.example.org")],
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("public_baseurl"));
+    let out = run(&["config", "show"], &[("GATEHOUSE_EMAIL__ENABLED", "true")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("public_baseurl"),
+        "email links need the public address"
+    );
     assert!(
         !run(&["--config", "/nonexistent.toml", "serve"], &[])
             .status

@@ -328,6 +328,53 @@ async fn registration_with_an_sms_code() {
 }
 
 #[tokio::test]
+async fn sms_codes_cannot_be_guessed() {
+    let (hook, seen) = recorder(json!({"ok": true})).await;
+    let server = Server::start_public(vec![
+        ("GATEHOUSE_SMS__ENABLED", "true".into()),
+        ("GATEHOUSE_SMS__WEBHOOK_URL", hook),
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+    ]);
+    let ask = |attempt: u64| json!({"client_secret": "c", "country": "GB", "phone_number": "07400 654321", "send_attempt": attempt});
+    let last_code = || -> String {
+        let sent: Value = serde_json::from_str(seen.lock().unwrap().last().unwrap()).unwrap();
+        sent["body"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect()
+    };
+    let (_, t) = server
+        .post("/_matrix/client/v3/register/msisdn/requestToken", ask(1))
+        .await;
+    let code = last_code();
+    let submit = |token: &str| {
+        server.send(
+            server
+                .http
+                .post(s(&t, "submit_url"))
+                .json(&json!({"sid": s(&t, "sid"), "client_secret": "c", "token": token})),
+        )
+    };
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        assert_eq!(submit(wrong).await, (200, json!({"success": false})));
+    }
+    assert_eq!(
+        submit(&code).await,
+        (200, json!({"success": false})),
+        "after five wrong codes even the right one is refused"
+    );
+    // A new send_attempt sends a new code for the same session.
+    let (_, again) = server
+        .post("/_matrix/client/v3/register/msisdn/requestToken", ask(2))
+        .await;
+    assert_eq!(again["sid"], t["sid"]);
+    assert_eq!(submit(&last_code()).await, (200, json!({"success": true})));
+}
+
+#[tokio::test]
 async fn recaptcha_is_verified_against_siteverify() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let store = seen.clone();

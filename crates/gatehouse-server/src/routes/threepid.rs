@@ -132,13 +132,19 @@ fn six_digits() -> String {
     out
 }
 
-fn submit_url(state: &AppState) -> Option<String> {
-    state.config.public_baseurl.as_ref().map(|b| {
-        format!(
+/// The `requestToken` answer: `sid`, and `submit_url` (where a code is
+/// POSTed), left out rather than `null` if there were no public address
+/// (the configuration requires one when email or SMS is on).
+fn token_response(state: &AppState, sid: &str) -> Value {
+    let mut answer = json!({ "sid": sid });
+    if let Some(base) = &state.config.public_baseurl {
+        answer["submit_url"] = format!(
             "{}/_gatehouse/threepid/submit_token",
-            b.trim_end_matches('/')
+            base.trim_end_matches('/')
         )
-    })
+        .into();
+    }
+    answer
 }
 
 /// Stores the validation (or finds the one this `send_attempt` already
@@ -163,6 +169,7 @@ async fn start_validation(
         created_at: now,
         expires_at: now.saturating_add(lifetime_ms),
         next_link,
+        failed_attempts: 0,
     };
     let stored = state.store.upsert_threepid_validation(&fresh).await?;
     let send = stored.token_hash == fresh.token_hash;
@@ -223,9 +230,7 @@ pub async fn request_email_token(
             .map_err(|e| sending_failed(&e))?;
         tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation email sent");
     }
-    Ok(Json(
-        json!({ "sid": validation.sid, "submit_url": submit_url(state) }),
-    ))
+    Ok(Json(token_response(state, &validation.sid)))
 }
 
 pub async fn request_msisdn_token(
@@ -275,9 +280,10 @@ pub async fn request_msisdn_token(
             .map_err(|e| sending_failed(&e))?;
         tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation SMS sent");
     }
-    Ok(Json(
-        json!({ "sid": validation.sid, "submit_url": submit_url(state), "msisdn": msisdn, "intl_fmt": format!("+{msisdn}") }),
-    ))
+    let mut answer = token_response(state, &validation.sid);
+    answer["msisdn"] = msisdn.as_str().into();
+    answer["intl_fmt"] = format!("+{msisdn}").into();
+    Ok(Json(answer))
 }
 
 fn urlencode(s: &str) -> String {
@@ -384,6 +390,11 @@ pub struct SubmitToken {
     token: Option<String>,
 }
 
+/// Wrong secrets a validation survives: a 6-digit SMS code must not be
+/// guessable by trying them all. A new `send_attempt` starts afresh, and
+/// `requestToken` itself is rate limited per address and per number.
+const MAX_FAILED_ATTEMPTS: u32 = 5;
+
 /// Checks a presented secret against a validation and marks it done:
 /// `Some(next_link)` when it validated, `None` when the secret is wrong.
 async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<Option<Option<String>>> {
@@ -394,7 +405,12 @@ async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<Option<Option<S
         return Ok(None);
     };
     let now = state.clock.now_ms();
-    if v.client_secret != secret || v.expires_at <= now || v.token_hash != token::hash(tok.trim()) {
+    if v.failed_attempts >= MAX_FAILED_ATTEMPTS || v.expires_at <= now {
+        return Ok(None);
+    }
+    if v.client_secret != secret || v.token_hash != token::hash(tok.trim()) {
+        let failures = state.store.count_failed_threepid_attempt(&sid).await?;
+        tracing::info!(sid = %sid, failures, "wrong 3PID validation secret");
         return Ok(None);
     }
     let marked = state.store.mark_threepid_validated(&sid, now).await?;

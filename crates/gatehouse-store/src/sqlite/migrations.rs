@@ -106,9 +106,11 @@ const MIGRATIONS: &[&str] = &[
         created_ts INTEGER NOT NULL
     );
     ",
-    // 4: where a validated email link redirects (`next_link`).
+    // 4: where a validated email link redirects (`next_link`), and wrong
+    // secrets presented (a validation dies after a few: SMS codes are short).
     r"
     ALTER TABLE threepid_validations ADD COLUMN next_link TEXT;
+    ALTER TABLE threepid_validations ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;
     ",
 ];
 

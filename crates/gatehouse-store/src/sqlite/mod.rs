@@ -286,7 +286,7 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistrationToken> 
     })
 }
 
-const VALIDATION_COLUMNS: &str = "sid, client_secret, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts, next_link";
+const VALIDATION_COLUMNS: &str = "sid, client_secret, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts, next_link, failed_attempts";
 
 fn validation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreepidValidation> {
     let medium: String = r.get(2)?;
@@ -305,6 +305,7 @@ fn validation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreepidValida
         created_at: from_ts(r.get(7)?).unwrap_or(0),
         expires_at: from_ts(r.get(8)?).unwrap_or(0),
         next_link: r.get(9)?,
+        failed_attempts: r.get(10)?,
     })
 }
 
@@ -981,11 +982,11 @@ impl Store for SqliteStore {
                 // A new attempt: a new token for the same session.
                 Some(old) => {
                     tx.execute(
-                        "UPDATE threepid_validations SET token_hash = ?2, send_attempt = ?3, expires_ts = ?4, next_link = ?5 WHERE sid = ?1",
+                        "UPDATE threepid_validations SET token_hash = ?2, send_attempt = ?3, expires_ts = ?4, next_link = ?5, failed_attempts = 0 WHERE sid = ?1",
                         params![old.sid, &v.token_hash.0[..], i64::try_from(v.send_attempt).unwrap_or(i64::MAX), ts(Some(v.expires_at)), v.next_link],
                     )
                     .map_err(backend)?;
-                    Ok(ThreepidValidation { sid: old.sid, validated_at: old.validated_at, created_at: old.created_at, ..v })
+                    Ok(ThreepidValidation { sid: old.sid, validated_at: old.validated_at, created_at: old.created_at, failed_attempts: 0, ..v })
                 }
                 None => {
                     tx.execute(
@@ -1034,6 +1035,22 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn count_failed_threepid_attempt(&self, sid: &str) -> StoreResult<u32> {
+        let sid = sid.to_owned();
+        self.write(move |tx| {
+            tx.query_row(
+                "UPDATE threepid_validations SET failed_attempts = failed_attempts + 1
+                 WHERE sid = ?1 RETURNING failed_attempts",
+                [sid],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(backend)
         })
         .await
     }

@@ -286,12 +286,22 @@ pub struct RateLimitConfig {
     /// `requestToken` calls (each may send an email or SMS), counted per
     /// client IP address and, separately, per email address or number.
     pub threepid_validation: Rate,
+    /// Registration tokens tried per client IP address: validity checks
+    /// and `m.login.registration_token` stages alike, so tokens cannot be
+    /// guessed.
+    pub registration_token_checks: Rate,
 }
 
 /// Synapse's `rc_login` and `rc_registration` defaults.
 const SYNAPSE_RC_LOGIN: Rate = Rate {
     per_second: 0.17,
     burst_count: 3,
+};
+
+/// Synapse's `rc_registration_token_validity` default.
+const SYNAPSE_RC_REGISTRATION_TOKEN_VALIDITY: Rate = Rate {
+    per_second: 0.1,
+    burst_count: 5,
 };
 
 /// Synapse's `rc_3pid_validation` default: five, then one every ~5 minutes.
@@ -367,6 +377,7 @@ impl Default for RateLimitConfig {
             failed_logins_per_account: SYNAPSE_RC_LOGIN,
             registration_per_address: SYNAPSE_RC_LOGIN,
             threepid_validation: SYNAPSE_RC_3PID_VALIDATION,
+            registration_token_checks: SYNAPSE_RC_REGISTRATION_TOKEN_VALIDITY,
         }
     }
 }
@@ -493,6 +504,10 @@ impl Config {
             (
                 "rate_limits.threepid_validation",
                 limits.threepid_validation,
+            ),
+            (
+                "rate_limits.registration_token_checks",
+                limits.registration_token_checks,
             ),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {

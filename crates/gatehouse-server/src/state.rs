@@ -30,6 +30,8 @@ pub struct RateLimits {
     pub threepid_requests_per_address: RateLimiter<IpAddr>,
     /// `requestToken` calls per email address or phone number.
     pub threepid_requests_per_threepid: RateLimiter<String>,
+    /// Registration tokens tried per client address.
+    pub registration_token_checks: RateLimiter<IpAddr>,
 }
 
 /// Shared state: one `Arc`, because axum clones the state several times
@@ -74,6 +76,7 @@ impl AppState {
             registrations_per_address: RateLimiter::new(rl.registration_per_address),
             threepid_requests_per_address: RateLimiter::new(rl.threepid_validation),
             threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation),
+            registration_token_checks: RateLimiter::new(rl.registration_token_checks),
         };
         let sessions = Sessions::new(
             store.clone(),

@@ -449,6 +449,18 @@ async fn registration_and_token_requests_are_rate_limited() {
             "GATEHOUSE_RATE_LIMITS__THREEPID_VALIDATION__BURST_COUNT",
             "3",
         ),
+        (
+            "GATEHOUSE_RATE_LIMITS__REGISTRATION_TOKEN_CHECKS__PER_SECOND",
+            "0.001",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__REGISTRATION_TOKEN_CHECKS__BURST_COUNT",
+            "3",
+        ),
+        (
+            "GATEHOUSE_REGISTRATION__FLOWS",
+            r#"[["m.login.dummy"], ["m.login.registration_token"]]"#,
+        ),
     ] {
         settings.push((k, v.into()));
     }
@@ -500,6 +512,45 @@ async fn registration_and_token_requests_are_rate_limited() {
         ))
         .await;
     assert_eq!(status, 401, "another address is not held back");
+
+    // Registration tokens: validity checks and token stages share a budget.
+    let validity =
+        |ip: &str| {
+            server
+                .http
+                .get(server.url(
+                    "/_matrix/client/v1/register/m.login.registration_token/validity?token=guess",
+                ))
+                .header("X-Forwarded-For", ip)
+        };
+    for _ in 0..2 {
+        assert_eq!(
+            server.send(validity("10.0.3.1")).await,
+            (200, json!({"valid": false}))
+        );
+    }
+    let (_, c) = server
+        .send(from(
+            "10.0.3.1",
+            REG,
+            json!({"username": "tok", "password": "pw"}),
+        ))
+        .await;
+    let guess = json!({"username": "tok", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "guess", "session": s(&c, "session")}});
+    assert_eq!(
+        server.send(from("10.0.3.1", REG, guess.clone())).await.0,
+        401
+    );
+    assert_error(
+        &server.send(from("10.0.3.1", REG, guess)).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+    assert_error(
+        &server.send(validity("10.0.3.1")).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
 
     // requestToken: per client address...
     const ASK: &str = "/_matrix/client/v3/register/email/requestToken";

@@ -64,6 +64,7 @@ export function baseTestEnv() {
     "FAILED_LOGINS_PER_ACCOUNT",
     "REGISTRATION_PER_ADDRESS",
     "THREEPID_VALIDATION",
+    "REGISTRATION_TOKEN_CHECKS",
   ]) {
     for (const [key, value] of Object.entries(LAX_LIMIT)) {
       env[`GATEHOUSE_RATE_LIMITS__${limit}__${key}`] = value;

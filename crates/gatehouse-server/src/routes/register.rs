@@ -117,6 +117,9 @@ pub async fn register(
         return Err(ApiError::forbidden("Registration is disabled"));
     }
     check_registration_limit(&state, ip)?;
+    if raw["auth"]["type"] == gatehouse_core::uia::REGISTRATION_TOKEN {
+        check_token_limit(&state, ip)?;
+    }
     let body: RegisterBody = typed(&raw)?;
     let username = body
         .username
@@ -271,10 +274,25 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+/// One registration token tried from `ip`
+/// (`rate_limits.registration_token_checks`).
+fn check_token_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
+    state
+        .limits
+        .registration_token_checks
+        .check(&ip, Instant::now())
+        .map_err(ApiError::limited)
+}
+
 pub async fn token_validity(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Value>> {
+    if !state.config.registration.enabled {
+        return Err(ApiError::forbidden("Registration is disabled"));
+    }
+    check_token_limit(&state, ip)?;
     if !state
         .config
         .registration

@@ -29,6 +29,7 @@ pub fn base_env() -> Vec<(String, String)> {
         "FAILED_LOGINS_PER_ACCOUNT",
         "REGISTRATION_PER_ADDRESS",
         "THREEPID_VALIDATION",
+        "REGISTRATION_TOKEN_CHECKS",
     ] {
         env.push((
             format!("GATEHOUSE_RATE_LIMITS__{limit}__PER_SECOND"),

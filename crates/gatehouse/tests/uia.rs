@@ -120,6 +120,23 @@ async fn registration_with_dummy_and_username_rules() {
         "inhibit_login gives no session: {v}"
     );
     server.login("quick", "pw", json!({})).await;
+    // No username: the server generates the localpart.
+    let (status, v) = server
+        .post(
+            REG,
+            json!({"password": "pw", "auth": {"type": "m.login.dummy"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let generated = s(&v, "user_id");
+    assert!(
+        generated.starts_with('@') && generated.ends_with(":localhost") && generated.len() > 20,
+        "{generated}"
+    );
+    assert_eq!(
+        server.whoami(&s(&v, "access_token")).await.1["user_id"],
+        generated
+    );
 }
 
 #[tokio::test]
@@ -493,6 +510,18 @@ async fn devices_are_listed_renamed_and_deleted_under_uia() {
         )
         .await;
     assert_eq!(rename, (200, json!({})));
+    let put_empty = |id: &str| {
+        server
+            .http
+            .put(server.url(&format!("/_matrix/client/v3/devices/{id}")))
+            .bearer_auth(&at)
+            .json(&json!({}))
+    };
+    assert_eq!(
+        server.send(put_empty("BBB")).await,
+        (200, json!({})),
+        "no display_name: unchanged"
+    );
     assert_eq!(
         server
             .get("/_matrix/client/v3/devices/BBB", Some(&at))
@@ -500,6 +529,7 @@ async fn devices_are_listed_renamed_and_deleted_under_uia() {
             .1["display_name"],
         "Phone"
     );
+    assert_error(&server.send(put_empty("ZZZ")).await, 404, "M_NOT_FOUND");
     assert_error(
         &server
             .get("/_matrix/client/v3/devices/ZZZ", Some(&at))
@@ -773,11 +803,18 @@ async fn guests_register_only_when_enabled() {
     let (status, v) = server
         .post(
             &format!("{REG}?kind=guest"),
-            json!({"initial_device_display_name": "Guest tab"}),
+            // Everything but the display name MUST be ignored, even of a wrong type.
+            json!({"initial_device_display_name": "Guest tab", "device_id": "MINE", "refresh_token": true, "username": 7}),
         )
         .await;
     assert_eq!(status, 200, "{v}");
     assert!(s(&v, "user_id").starts_with("@guest-"));
+    assert_ne!(v["device_id"], "MINE", "the server picks the device ID");
+    assert!(v.get("refresh_token").is_none(), "{v}");
+    let (_, devices) = server
+        .get("/_matrix/client/v3/devices", Some(&s(&v, "access_token")))
+        .await;
+    assert_eq!(devices["devices"][0]["display_name"], "Guest tab");
     let (status, me) = server.whoami(&s(&v, "access_token")).await;
     assert_eq!((status, me["is_guest"].as_bool()), (200, Some(true)));
     // A guest has nothing to re-authenticate with.

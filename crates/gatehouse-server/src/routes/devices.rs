@@ -63,12 +63,22 @@ pub async fn rename(
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
     let body: RenameBody = typed(&raw)?;
-    if body.display_name.as_ref().is_some_and(|n| n.len() > 100) {
+    // Absent (or null): "the display name is unchanged", as the spec says
+    // and Synapse does; the device must still exist.
+    let Some(name) = body.display_name else {
+        state
+            .store
+            .device(&requester.user_id, &device_id)
+            .await?
+            .ok_or_else(not_found)?;
+        return Ok(Json(json!({})));
+    };
+    if name.len() > 100 {
         return Err(ApiError::invalid("display_name is longer than 100 bytes"));
     }
     if !state
         .store
-        .rename_device(&requester.user_id, &device_id, body.display_name.as_deref())
+        .rename_device(&requester.user_id, &device_id, Some(&name))
         .await?
     {
         return Err(not_found());

@@ -38,6 +38,12 @@ struct RegisterBody {
     refresh_token: bool,
 }
 
+/// A random localpart, for guests and for registrations without a
+/// `username`: 16 characters of `[a-z0-9]`, about 80 bits.
+fn generated_localpart() -> String {
+    crate::routes::threepid_random(16).to_ascii_lowercase()
+}
+
 /// Checks a wanted localpart: grammar, reservation, availability.
 async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
     let id = UserId::new(username, &state.config.server_name).map_err(|e| {
@@ -121,10 +127,8 @@ pub async fn register(
         check_token_limit(&state, ip)?;
     }
     let body: RegisterBody = typed(&raw)?;
-    let username = body
-        .username
-        .clone()
-        .ok_or_else(|| ApiError::missing("username"))?;
+    // "If omitted, the homeserver MUST generate a Matrix ID local part."
+    let username = body.username.clone().unwrap_or_else(generated_localpart);
     let user_id = check_username(&state, &username).await?;
     let device_id = check_device_id(body.device_id.clone())?;
     if body.password.is_none() {
@@ -212,16 +216,18 @@ async fn register_guest(
         ));
     }
     check_registration_limit(state, ip)?;
-    let body: RegisterBody = typed(raw)?;
-    let localpart = format!(
-        "guest-{}",
-        crate::routes::threepid_random(16).to_ascii_lowercase()
-    );
+    // The spec: every parameter but `initial_device_display_name` "MUST BE
+    // ignored", and the server picks the device ID "regardless of input".
+    let display_name = raw
+        .get("initial_device_display_name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let localpart = format!("guest-{}", generated_localpart());
     let user_id =
         UserId::new(&localpart, &state.config.server_name).map_err(|_| ApiError::internal())?;
-    let device_id = check_device_id(body.device_id)?;
+    let device_id = check_device_id(None)?;
     let now = state.clock.now_ms();
-    let minted = issue::mint(state, body.refresh_token);
+    let minted = issue::mint(state, false);
     let registration = NewRegistration {
         user: NewUser {
             user_id: user_id.clone(),
@@ -235,7 +241,7 @@ async fn register_guest(
         session: Some(NewSession {
             user_id: user_id.clone(),
             device_id: device_id.clone(),
-            initial_display_name: body.initial_device_display_name,
+            initial_display_name: display_name,
             tokens: minted.pair,
             now,
         }),

@@ -829,6 +829,14 @@ async fn deactivation_removes_everything_but_the_name(store: impl Store) {
     };
     store.add_threepid(&alice, &email, 1).await.unwrap();
     login(&store, &alice, "A1", "a1", Some("ra1")).await;
+    store
+        .set_cross_signing_keys(&alice, &serde_json::json!({"master_key": 1}), 1)
+        .await
+        .unwrap();
+    store
+        .create_login_token(&h("lt"), &alice, 100, 1)
+        .await
+        .unwrap();
     store.deactivate_user(&alice).await.unwrap();
     let rec = store.user(&alice).await.unwrap().expect("the record stays");
     // The hash stays so that a correct password can be answered with
@@ -837,6 +845,8 @@ async fn deactivation_removes_everything_but_the_name(store: impl Store) {
     assert!(!alive(&store, "a1").await);
     assert!(store.user_by_threepid(&email).await.unwrap().is_none());
     assert!(store.devices(&alice).await.unwrap().is_empty());
+    assert!(store.cross_signing_keys(&alice).await.unwrap().is_none());
+    assert_eq!(store.consume_login_token(&h("lt"), 2).await.unwrap(), None);
     let reuse = store
         .create_user(NewUser {
             user_id: alice,

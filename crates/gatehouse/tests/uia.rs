@@ -662,7 +662,11 @@ async fn threepids_are_listed_and_deleted() {
             json!({"medium": "email", "address": "ALICE@example.org"}),
         )
         .await;
-    assert_eq!(del, (200, json!({"id_server_unbind_result": "success"})));
+    assert_eq!(
+        del,
+        (200, json!({"id_server_unbind_result": "no-support"})),
+        "no identity server was ever told"
+    );
     let again = server
         .post_auth(
             "/_matrix/client/v3/account/3pid/delete",
@@ -790,6 +794,19 @@ async fn cross_signing_upload_needs_uia_only_to_replace() {
         .post(
             "/_matrix/client/v3/login",
             json!({"type": "m.login.password", "user": "alice", "password": "pw", "device_id": keypair(6).1}),
+        )
+        .await;
+    assert_error(&clash, 403, "M_FORBIDDEN");
+    // Nor may a new key's public key be the ID of one of the user's devices.
+    let taken = keypair(7).1;
+    server
+        .login("alice", "pw", json!({"device_id": taken.clone()}))
+        .await;
+    let clash = server
+        .post_auth(
+            path,
+            &at,
+            json!({"master_key": key("@alice:localhost", "master", &taken)}),
         )
         .await;
     assert_error(&clash, 403, "M_FORBIDDEN");

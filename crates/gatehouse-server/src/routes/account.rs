@@ -207,5 +207,7 @@ pub async fn delete_threepid(
             "That third-party ID is not bound to your account",
         ));
     }
-    Ok(Json(json!({ "id_server_unbind_result": "success" })))
+    // Gatehouse never binds 3PIDs on an identity server, so it knows of no
+    // `id_server` to unbind from: the spec's answer for that is `no-support`.
+    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }

@@ -94,6 +94,22 @@ pub async fn upload(
     let Some(master) = merged.get("master_key") else {
         return Err(ApiError::missing("master_key"));
     };
+    // "The public key of one of the keys is the same as one of the user's
+    // device IDs": refused, as a device ID may not be a key ID either.
+    let new_ids = key_ids(&raw);
+    if !new_ids.is_empty()
+        && let Some(clash) = state
+            .store
+            .devices(&requester.user_id)
+            .await?
+            .into_iter()
+            .find(|d| new_ids.contains(&d.device_id))
+    {
+        return Err(ApiError::forbidden(format!(
+            "A key's public key is the ID of device {}",
+            clash.device_id
+        )));
+    }
     // Self- and user-signing keys must be signed by the master key in force.
     let master_id = key_ids(&json!({ "master_key": master }))
         .pop()

@@ -142,6 +142,19 @@ pub fn identifier_of(
 }
 
 /// Checks a requested device ID: printable, not absurdly long.
+/// "The given device ID must not be the same as a cross-signing key ID"
+/// (both login types; a generated ID cannot be one).
+async fn check_not_a_key_id(state: &AppState, user_id: &UserId, device_id: &str) -> ApiResult<()> {
+    if let Some(keys) = state.store.cross_signing_keys(user_id).await?
+        && super::keys::key_ids(&keys).iter().any(|k| k == device_id)
+    {
+        return Err(ApiError::forbidden(
+            "device_id is the ID of a cross-signing key",
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_device_id(device_id: Option<String>) -> ApiResult<String> {
     match device_id {
         None => Ok(token::generate_device_id()),
@@ -173,13 +186,8 @@ pub async fn login(
     let requested_device = body.device_id.is_some();
     let device_id = check_device_id(body.device_id)?;
     let account = check_password(&state, &identifier, password).await?;
-    if requested_device
-        && let Some(keys) = state.store.cross_signing_keys(&account.user_id).await?
-        && super::keys::key_ids(&keys).contains(&device_id)
-    {
-        return Err(ApiError::forbidden(
-            "device_id is the ID of a cross-signing key",
-        ));
+    if requested_device {
+        check_not_a_key_id(&state, &account.user_id, &device_id).await?;
     }
     let response = start_session(
         &state,
@@ -208,6 +216,7 @@ pub fn check_address_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<
 /// `m.login.token`: a single-use token from `/login/get_token` names the user.
 async fn token_login(state: &AppState, body: LoginBody) -> ApiResult<LoginResponse> {
     let presented = body.token.ok_or_else(|| ApiError::missing("token"))?.take();
+    let requested_device = body.device_id.is_some();
     let device_id = check_device_id(body.device_id)?;
     let invalid = || ApiError::forbidden("Invalid or expired login token");
     if token::check(&presented, token::TokenKind::Login).is_err() {
@@ -225,6 +234,9 @@ async fn token_login(state: &AppState, body: LoginBody) -> ApiResult<LoginRespon
             ErrorKind::UserDeactivated,
             "This account has been deactivated",
         ));
+    }
+    if requested_device {
+        check_not_a_key_id(state, &user_id, &device_id).await?;
     }
     let response = start_session(
         state,

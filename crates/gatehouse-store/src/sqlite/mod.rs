@@ -437,8 +437,10 @@ impl Store for SqliteStore {
             delete_device_tokens(tx, &id, None)?;
             tx.execute("DELETE FROM devices WHERE user_id = ?1", [&id])
                 .map_err(backend)?;
-            tx.execute("DELETE FROM threepids WHERE user_id = ?1", [&id])
-                .map_err(backend)?;
+            for table in ["threepids", "cross_signing_keys", "login_tokens"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE user_id = ?1"), [&id])
+                    .map_err(backend)?;
+            }
             Ok(())
         })
         .await

@@ -367,10 +367,10 @@ async fn check_stage(
             let password =
                 Zeroizing::new(text("password").ok_or_else(|| ApiError::missing("auth.password"))?);
             let account = check_password(state, &identifier, password).await?;
+            // Someone else's right password answers exactly like a wrong
+            // one: a UIA session must not tell whether it fits another account.
             if subject.user_id.as_deref() != Some(account.user_id.as_str()) {
-                return Err(ApiError::forbidden(
-                    "That password belongs to another account",
-                ));
+                return Err(ApiError::forbidden("Invalid username or password"));
             }
             Ok(())
         }

@@ -440,6 +440,10 @@ async fn sessions_are_bound_to_user_operation_and_used_once() {
         )
         .await;
     assert_eq!((status, v["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
+    assert_eq!(
+        v["error"], "Invalid username or password",
+        "no hint that the password fits another account"
+    );
     // Concurrent completion: exactly one wins.
     let req = || {
         server.post_auth(

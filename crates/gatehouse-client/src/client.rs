@@ -40,9 +40,27 @@ pub struct TokenRefresh {
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Obtains new tokens from a refresh token (matrix-js-sdk's
-/// `tokenRefreshFunction`). The default calls `POST /refresh`.
+/// `tokenRefreshFunction`). The default is [`Client::refresh_request`].
+///
+/// The hook runs while the client holds its refresh lock, so that
+/// concurrent requests share one refresh. Inside it, the client's own
+/// requests do not refresh (they would wait for the hook that waits for
+/// them), and [`Client::refresh`] answers an error; call
+/// [`Client::refresh_request`] to reach the standard endpoint.
 pub type RefreshHook =
     Arc<dyn Fn(Client, String) -> BoxFuture<'static, Result<TokenRefresh, Error>> + Send + Sync>;
+
+tokio::task_local! {
+    /// Set while a refresh (hook or default) runs on this task.
+    static IN_REFRESH: ();
+}
+
+fn in_refresh() -> bool {
+    IN_REFRESH.try_with(|()| ()).is_ok()
+}
+
+/// The longest wait a server's `Retry-After` can impose on a refresh.
+const MAX_REFRESH_WAIT: Duration = Duration::from_secs(60);
 
 type SessionListener = Arc<dyn Fn(&Session) + Send + Sync>;
 type LogoutListener = Arc<dyn Fn(&MatrixError) + Send + Sync>;
@@ -62,6 +80,10 @@ struct Inner {
     on_session_changed: Option<SessionListener>,
     on_logged_out: Option<LogoutListener>,
     refresh_margin: Duration,
+    /// The lifetime of the last refreshed access token (ms; 0: unknown).
+    /// The margin is at most half of it, or a short-lived token would be
+    /// "about to expire" from birth and every request would refresh first.
+    token_lifetime_ms: std::sync::atomic::AtomicU64,
     rate_limit_retries: u32,
 }
 
@@ -145,6 +167,7 @@ impl ClientBuilder {
                 on_session_changed: self.on_session_changed,
                 on_logged_out: self.on_logged_out,
                 refresh_margin: self.refresh_margin,
+                token_lifetime_ms: std::sync::atomic::AtomicU64::new(0),
                 rate_limit_retries: self.rate_limit_retries,
             }),
         })
@@ -230,7 +253,7 @@ impl Client {
                     if auth == Auth::Required && e.errcode == ErrorCode::UnknownToken =>
                 {
                     let has_refresh = self.session().and_then(|s| s.refresh_token).is_some();
-                    if e.soft_logout && has_refresh && !refreshed {
+                    if e.soft_logout && has_refresh && !refreshed && !in_refresh() {
                         self.refresh_after(token.as_deref().unwrap_or_default())
                             .await?;
                         refreshed = true;
@@ -301,11 +324,18 @@ impl Client {
     /// The access token to use now, refreshing first if it is about to expire.
     async fn fresh_access_token(&self) -> Result<String, Error> {
         let session = self.session().ok_or(Error::NotLoggedIn)?;
-        let near_expiry = session.expires_at_ms.is_some_and(|at| {
-            at.saturating_sub(u64::try_from(self.inner.refresh_margin.as_millis()).unwrap_or(0))
-                <= now_ms()
-        });
-        if near_expiry && session.refresh_token.is_some() {
+        let mut margin = u64::try_from(self.inner.refresh_margin.as_millis()).unwrap_or(0);
+        let lifetime = self
+            .inner
+            .token_lifetime_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if lifetime > 0 {
+            margin = margin.min(lifetime / 2);
+        }
+        let near_expiry = session
+            .expires_at_ms
+            .is_some_and(|at| at.saturating_sub(margin) <= now_ms());
+        if near_expiry && session.refresh_token.is_some() && !in_refresh() {
             self.refresh_after(&session.access_token).await?;
             return self
                 .session()
@@ -328,6 +358,11 @@ impl Client {
 
     /// Refreshes now (matrix-js-sdk's `refreshToken`), whatever the expiry.
     pub async fn refresh(&self) -> Result<Session, Error> {
+        if in_refresh() {
+            return Err(Error::InvalidResponse(
+                "refresh() called from inside a refresh hook; use refresh_request()".into(),
+            ));
+        }
         let _guard = self.inner.refreshing.lock().await;
         let current = self.session().ok_or(Error::NotLoggedIn)?;
         self.refresh_locked(current).await?;
@@ -339,30 +374,50 @@ impl Client {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         let tokens = loop {
-            let result = match &self.inner.refresh_hook {
-                Some(hook) => hook(self.clone(), refresh_token.clone()).await,
-                None => self.default_refresh(&refresh_token).await,
-            };
-            match result {
-                Ok(t) => break t,
-                // Transient: back off and try again.
-                Err(Error::Transport(_) | Error::Http { .. }) if attempt < 3 => {}
-                Err(Error::Matrix(e)) if e.errcode == ErrorCode::LimitExceeded && attempt < 3 => {
-                    delay = e.retry_after.unwrap_or(delay);
+            let attempt_once = async {
+                match &self.inner.refresh_hook {
+                    Some(hook) => hook(self.clone(), refresh_token.clone()).await,
+                    None => self.refresh_request(&refresh_token).await,
                 }
-                Err(Error::Matrix(e)) => {
+            };
+            let error = match IN_REFRESH.scope((), attempt_once).await {
+                Ok(t) => break t,
+                Err(e) => e,
+            };
+            // Transient failures (network, server errors, rate limits) are
+            // tried again with back-off, and end as errors, not as a
+            // logout: the refresh token may well still be good.
+            let transient = match &error {
+                Error::Transport(_) | Error::Http { .. } => true,
+                Error::Matrix(e) => e.status >= 500 || e.errcode == ErrorCode::LimitExceeded,
+                _ => false,
+            };
+            match error {
+                _ if transient && attempt >= 3 => return Err(error),
+                Error::Matrix(e) if transient => {
+                    if let Some(wait) = e.retry_after {
+                        delay = wait.min(MAX_REFRESH_WAIT);
+                    }
+                }
+                _ if transient => {}
+                Error::Matrix(e) => {
                     // The refresh token is dead: the session cannot continue.
                     if let Some(f) = &self.inner.on_logged_out {
                         f(&e);
                     }
                     return Err(Error::LoggedOut(e));
                 }
-                Err(other) => return Err(other),
+                other => return Err(other),
             }
             attempt += 1;
             tokio::time::sleep(delay).await;
-            delay *= 2;
+            delay = (delay * 2).min(MAX_REFRESH_WAIT);
         };
+        if let Some(ms) = tokens.expires_in_ms {
+            self.inner
+                .token_lifetime_ms
+                .store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
         let next = Session {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token.or(current.refresh_token),
@@ -373,8 +428,10 @@ impl Client {
         Ok(())
     }
 
-    /// `POST /refresh`, without the (expired) access token.
-    async fn default_refresh(&self, refresh_token: &str) -> Result<TokenRefresh, Error> {
+    /// `POST /refresh` with `refresh_token`, without the (expired) access
+    /// token: the default refresh, and the one a [`RefreshHook`] may call.
+    /// It changes nothing in the client; [`Client::refresh`] does.
+    pub async fn refresh_request(&self, refresh_token: &str) -> Result<TokenRefresh, Error> {
         let v = self
             .send_once(
                 Method::POST,

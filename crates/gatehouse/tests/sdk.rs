@@ -603,6 +603,83 @@ async fn non_json_errors_and_refresh_back_off() {
 }
 
 #[tokio::test]
+async fn a_failing_server_is_not_a_logout_and_hooks_cannot_deadlock() {
+    let app = axum::Router::new().route(
+        "/_matrix/client/v3/refresh",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"errcode": "M_UNKNOWN", "error": "Internal server error"})),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let session = Session {
+        access_token: "old".into(),
+        user_id: "@a:hs".into(),
+        refresh_token: Some("r1".into()),
+        ..Session::default()
+    };
+    let logged_out = Arc::new(AtomicUsize::new(0));
+    let counter = logged_out.clone();
+    let client = Client::builder(&base)
+        .session(session.clone())
+        .on_logged_out(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    match client.refresh().await {
+        Err(Error::Matrix(e)) => assert_eq!(e.status, 500),
+        other => panic!("a 500 is transient, not a logout: {other:?}"),
+    }
+    assert_eq!(logged_out.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        client.session(),
+        Some(session.clone()),
+        "the session is kept"
+    );
+
+    // Against Gatehouse: a hook that calls refresh() is told so instead of
+    // waiting for itself; refresh_request() is the way to the endpoint.
+    let server = Server::start(&[]);
+    server.create_user("alice", "pw", &[]);
+    let r = Client::builder(&server.base)
+        .build()
+        .unwrap()
+        .login_request(
+            LoginRequest::password(UserIdentifier::user("alice"), "pw").refresh_token(true),
+        )
+        .await
+        .unwrap();
+    let nested = Arc::new(Mutex::new(None));
+    let seen = nested.clone();
+    let client = Client::builder(&server.base)
+        .session(r.session())
+        .refresh_hook(Arc::new(move |client: Client, rt: String| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let inner = tokio::time::timeout(Duration::from_secs(5), client.refresh()).await;
+                *seen.lock().unwrap() = Some(inner.is_ok_and(|r| r.is_err()));
+                client.refresh_request(&rt).await
+            })
+        }))
+        .build()
+        .unwrap();
+    let before = client.session().unwrap().access_token;
+    let after = client.refresh().await.unwrap();
+    assert_ne!(after.access_token, before);
+    assert_eq!(
+        *nested.lock().unwrap(),
+        Some(true),
+        "refresh() inside the hook answered an error at once"
+    );
+    assert_eq!(client.whoami().await.unwrap().user_id, "@alice:localhost");
+}
+
+#[tokio::test]
 async fn busy_changed_brackets_foreground_requests() {
     let server = Server::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
     let anon = Client::builder(&server.base).build().unwrap();

@@ -117,6 +117,8 @@ struct State {
     client_secret: String,
     email_sid: Option<String>,
     email_attempt: u64,
+    /// The stage last handed to `state_updated`.
+    current_stage: Option<String>,
     done: bool,
 }
 
@@ -129,6 +131,10 @@ struct Shared {
     supported_stages: Option<Vec<String>>,
     state: Mutex<State>,
     finished: Mutex<Option<oneshot::Sender<Result<Value, Error>>>>,
+    /// Held while a submission is in flight: submissions go one at a time
+    /// (two concurrent 200s could register twice), and `poll` skips its
+    /// turn rather than queue behind one.
+    submitting: tokio::sync::Mutex<()>,
 }
 
 /// Drives one UIA-protected request; cheap to clone (clones share state).
@@ -206,6 +212,7 @@ impl InteractiveAuthBuilder {
                 supported_stages: self.supported_stages,
                 state: Mutex::new(state),
                 finished: Mutex::new(None),
+                submitting: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -302,32 +309,57 @@ impl InteractiveAuth {
             .unwrap_or_else(|_| Err(Error::InvalidResponse("authentication abandoned".into())))
     }
 
-    /// Submits a stage's auth dict (the session is added). With
-    /// `background`, errors other than a new challenge are not reported.
-    pub async fn submit_auth_dict(&self, auth: Value, background: bool) {
-        if self.state().done {
-            return;
-        }
-        self.run(Some(auth), background).await;
+    /// Whether `attempt_auth` runs and has not finished: submissions
+    /// outside of it would have nobody to hand their result to.
+    fn running(&self) -> bool {
+        !self.state().done
+            && self
+                .shared
+                .finished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
     }
 
-    /// For email stages: re-submits the email credentials, in the
-    /// background, to see whether the link was opened. Does nothing before
-    /// an email token was requested.
+    /// Submits a stage's auth dict (the session is added), after any
+    /// submission in flight. With `background`, errors other than a new
+    /// challenge are not reported. Does nothing unless
+    /// [`attempt_auth`](Self::attempt_auth) is running.
+    pub async fn submit_auth_dict(&self, auth: Value, background: bool) {
+        if !self.running() {
+            tracing::debug!("submit_auth_dict outside attempt_auth: ignored");
+            return;
+        }
+        let _turn = self.shared.submitting.lock().await;
+        self.run_locked(Some(auth), background).await;
+    }
+
+    /// Asks the server, in the background, whether the current stage was
+    /// completed elsewhere: the email link opened (the email credentials
+    /// are sent), or a fallback page finished (only the session is sent).
+    /// Does nothing while a submission is in flight, before the server
+    /// gave a session, or outside [`attempt_auth`](Self::attempt_auth).
     pub async fn poll(&self) {
-        let (sid, secret) = {
+        if !self.running() {
+            return;
+        }
+        let Ok(_turn) = self.shared.submitting.try_lock() else {
+            return;
+        };
+        let auth = {
             let s = self.state();
-            if s.done || s.session_id.is_none() {
+            if s.session_id.is_none() {
                 return;
             }
-            match &s.email_sid {
-                Some(sid) => (sid.clone(), s.client_secret.clone()),
-                None => return,
+            match (&s.email_sid, s.current_stage.as_deref()) {
+                (Some(sid), Some(EMAIL)) => {
+                    let creds = json!({ "sid": sid, "client_secret": s.client_secret });
+                    json!({ "type": EMAIL, "threepid_creds": creds, "threepidCreds": creds })
+                }
+                _ => json!({}),
             }
         };
-        let creds = json!({ "sid": sid, "client_secret": secret });
-        let auth = json!({ "type": EMAIL, "threepid_creds": creds, "threepidCreds": creds });
-        self.submit_auth_dict(auth, true).await;
+        self.run_locked(Some(auth), true).await;
     }
 
     fn finish(&self, result: Result<Value, Error>) {
@@ -343,8 +375,15 @@ impl InteractiveAuth {
         }
     }
 
-    /// Sends requests until the application must act or the result is known.
-    async fn run(&self, mut auth: Option<Value>, background: bool) {
+    /// Sends requests until the application must act or the result is
+    /// known, in its turn.
+    async fn run(&self, auth: Option<Value>, background: bool) {
+        let _turn = self.shared.submitting.lock().await;
+        self.run_locked(auth, background).await;
+    }
+
+    /// [`run`](Self::run) for a caller that holds the submission turn.
+    async fn run_locked(&self, mut auth: Option<Value>, background: bool) {
         loop {
             if let (Some(Value::Object(map)), Some(session)) = (auth.as_mut(), self.session_id()) {
                 map.entry("session").or_insert(Value::String(session));
@@ -420,7 +459,13 @@ impl InteractiveAuth {
             })
             .unwrap_or_default();
         let Some(stage) = flow.iter().find(|s| !completed.contains(s)).cloned() else {
-            return Next::WaitForUser;
+            // Every stage done, yet still a challenge: nothing left to ask
+            // the user, so waiting would wait forever.
+            self.finish(Err(Error::InvalidResponse(
+                "the server challenges again, but every stage of the chosen flow is completed"
+                    .into(),
+            )));
+            return Next::Finished;
         };
         let mut status = StageStatus {
             errcode: challenge
@@ -435,23 +480,32 @@ impl InteractiveAuth {
                 .map(str::to_owned),
             email_sid: self.email_sid(),
         };
+        // As soon as the chosen flow has an email stage (as matrix-js-sdk
+        // does): the email is on its way while the user does other stages,
+        // and a refusal (address in use, unknown) ends the attempt at once.
+        if flow.iter().any(|s| s == EMAIL)
+            && status.email_sid.is_none()
+            && let Err(e) = self.request_email(&mut status).await
+        {
+            self.finish(Err(e));
+            return Next::Finished;
+        }
         if stage == DUMMY {
             return Next::Submit(json!({ "type": DUMMY }));
         }
-        if stage == EMAIL && status.email_sid.is_none() {
-            self.request_email(&mut status).await;
-        }
+        self.state().current_stage = Some(stage.clone());
         (self.shared.state_updated)(&stage, &status);
         Next::WaitForUser
     }
 
-    /// Requests the email token for the email stage, when an address is known.
-    async fn request_email(&self, status: &mut StageStatus) {
+    /// Requests the email token for the email stage, when an address is
+    /// known; its failure fails the authentication (as in matrix-js-sdk).
+    async fn request_email(&self, status: &mut StageStatus) -> Result<(), Error> {
         let (Some(email), Some(request)) = (
             self.shared.inputs.email_address.clone(),
             self.shared.request_email_token.clone(),
         ) else {
-            return;
+            return Ok(());
         };
         let (secret, attempt, session) = {
             let mut s = self.state();
@@ -462,16 +516,10 @@ impl InteractiveAuth {
                 s.session_id.clone(),
             )
         };
-        match request(email, secret, attempt, session).await {
-            Ok(sid) => {
-                self.set_email_sid(sid.clone());
-                status.email_sid = Some(sid);
-            }
-            Err(e) => {
-                status.errcode = e.errcode().map(|c| c.as_str().to_owned());
-                status.error = Some(e.to_string());
-            }
-        }
+        let sid = request(email, secret, attempt, session).await?;
+        self.set_email_sid(sid.clone());
+        status.email_sid = Some(sid);
+        Ok(())
     }
 }
 
@@ -788,5 +836,78 @@ mod tests {
         let ia = b.session_id("OLD").build();
         assert_eq!(ia.attempt_auth().await.unwrap(), json!({"ok": 1}));
         assert_eq!(seen.lock().unwrap()[0], Some(json!({"session": "OLD"})));
+    }
+
+    #[tokio::test]
+    async fn a_challenge_with_every_stage_completed_ends_instead_of_hanging() {
+        let (b, _, stages) = scripted(vec![challenge(
+            json!({"flows": [{"stages": ["m.login.password"]}], "session": "S", "completed": ["m.login.password"]}),
+        )]);
+        let ia = b.build();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), ia.attempt_auth())
+            .await
+            .expect("no hang");
+        assert!(
+            matches!(result, Err(Error::InvalidResponse(_))),
+            "{result:?}"
+        );
+        assert!(stages.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn submissions_outside_attempt_auth_are_ignored_and_poll_sends_the_session() {
+        let (b, seen, stages) = scripted(vec![
+            challenge(json!({"flows": [{"stages": ["m.login.recaptcha"]}], "session": "S"})),
+            Ok(json!({"done": true})),
+        ]);
+        let ia = b.session_id("S").build();
+        ia.submit_auth_dict(json!({"type": "m.login.recaptcha"}), false)
+            .await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing sent before attempt_auth"
+        );
+        let runner = ia.clone();
+        let handle = tokio::spawn(async move { runner.attempt_auth().await });
+        while stages.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // Completed in a fallback page elsewhere: poll asks with the session only.
+        ia.poll().await;
+        assert_eq!(handle.await.unwrap().unwrap(), json!({"done": true}));
+        assert_eq!(seen.lock().unwrap()[1], Some(json!({"session": "S"})));
+    }
+
+    #[tokio::test]
+    async fn a_refused_email_token_request_fails_the_attempt() {
+        let (b, _, stages) = scripted(vec![challenge(
+            json!({"flows": [{"stages": ["m.login.terms", EMAIL]}], "session": "S"}),
+        )]);
+        let ia = b
+            .inputs(AuthInputs {
+                email_address: Some("taken@example.org".into()),
+                ..AuthInputs::default()
+            })
+            .request_email_token(|_, _, _, _| {
+                Box::pin(async {
+                    Err(Error::Matrix(
+                        MatrixError::from_response(
+                            400,
+                            None,
+                            json!({"errcode": "M_THREEPID_IN_USE", "error": "in use"}),
+                        )
+                        .unwrap(),
+                    ))
+                })
+            })
+            .build();
+        match ia.attempt_auth().await {
+            Err(Error::Matrix(e)) => assert_eq!(e.errcode.as_str(), "M_THREEPID_IN_USE"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            stages.lock().unwrap().is_empty(),
+            "asked for as soon as the flow was chosen, before the terms stage"
+        );
     }
 }

@@ -237,6 +237,9 @@ fn print(json_mode: bool, value: &Value, human: impl FnOnce() -> String) {
     }
 }
 
+/// How long `login --sso` waits for the browser to come back.
+const SSO_WAIT: Duration = Duration::from_secs(600);
+
 /// Runs a UIA-protected request, prompting in the terminal for each stage.
 async fn with_uia(
     client: &Client,
@@ -273,7 +276,7 @@ async fn with_uia(
     let driver = ia.clone();
     let fallback = client.clone();
     let prompter = tokio::spawn(async move {
-        while let Some((stage, status)) = rx.recv().await {
+        'stages: while let Some((stage, status)) = rx.recv().await {
             if let Some(err) = &status.error {
                 eprintln!("{err}");
             }
@@ -318,6 +321,14 @@ async fn with_uia(
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         driver.poll().await;
+                        // The link was opened and the server asks for the
+                        // next stage (or the stage again, with an error).
+                        if !rx.is_empty() {
+                            if std::io::stderr().is_terminal() {
+                                eprint!("\r");
+                            }
+                            continue 'stages;
+                        }
                     }
                     return Err("the email link was not opened in time".into());
                 }
@@ -426,8 +437,12 @@ pub async fn run(args: ClientArgs, cli: &mut clap::Command) -> Result<(), String
                 idp.as_deref(),
                 Some(SsoAction::Login),
             );
-            println!("Open this URL in your browser to log in:\n{url}");
-            let token = callback.login_token().await.map_err(|e| e.to_string())?;
+            // On stderr, like every prompt: stdout stays clean for --json.
+            eprintln!("Open this URL in your browser to log in:\n{url}");
+            let token = tokio::time::timeout(SSO_WAIT, callback.login_token())
+                .await
+                .map_err(|_| "no SSO redirect arrived within 10 minutes".to_owned())?
+                .map_err(|e| e.to_string())?;
             let req = LoginRequest::token(token);
             finish_login(
                 &client,

@@ -456,7 +456,8 @@ async fn email_refresh_and_cli_sso_against_synapse() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut reader = std::io::BufReader::new(cli.stdout.take().unwrap());
+    // The URL comes on stderr, with the other prompts.
+    let mut reader = std::io::BufReader::new(cli.stderr.take().unwrap());
     let mut line = String::new();
     let url = loop {
         line.clear();
@@ -494,6 +495,11 @@ async fn email_refresh_and_cli_sso_against_synapse() {
     )
     .await
     .unwrap();
+    // An idle connection (browsers open spare ones) does not hold it up.
+    let callback = url::Url::parse(&redirect).unwrap();
+    let _idle =
+        std::net::TcpStream::connect((callback.host_str().unwrap(), callback.port().unwrap()))
+            .unwrap();
     let back = reqwest::get(format!(
         "{redirect}?loginToken={}",
         token["t"].as_str().unwrap()

@@ -196,8 +196,18 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
     serde_json::from_value(v).map_err(|e| Error::InvalidResponse(e.to_string()))
 }
 
+/// RFC 3986's unreserved characters stay; everything else is escaped.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a path segment or query value. Not form encoding: a
+/// `+` for a space means a space only in queries; in a path it is a `+`,
+/// and `/devices/my+phone` would name another device.
 pub(crate) fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 impl Client {
@@ -348,6 +358,13 @@ mod tests {
             serde_json::to_value(req).unwrap(),
             json!({"type": "m.login.token", "token": "tok"})
         );
+    }
+
+    #[test]
+    fn components_are_percent_encoded() {
+        assert_eq!(encode("my phone/1+2"), "my%20phone%2F1%2B2");
+        assert_eq!(encode("AbC-._~9"), "AbC-._~9");
+        assert_eq!(encode("é"), "%C3%A9");
     }
 
     #[test]

@@ -170,6 +170,11 @@ fn save(profile: &str, homeserver: &str, session: &Session) -> Result<(), String
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        // `mode` applies only when the file is created; a leftover one keeps
+        // whatever it had, so set it again before writing the tokens.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
         f.sync_all().map_err(|e| e.to_string())?;
     }
@@ -188,11 +193,20 @@ fn load(profile: &str) -> Result<Stored, String> {
 fn client_for(profile: &str) -> Result<(Client, String), String> {
     let stored = load(profile)?;
     let (p, hs) = (profile.to_owned(), stored.homeserver.clone());
+    let gone = profile_path(profile)?;
     let client = Client::builder(&stored.homeserver)
         .session(stored.session)
         .on_session_changed(move |s| {
             if let Err(e) = save(&p, &hs, s) {
                 eprintln!("gatehouse: could not store the refreshed session: {e}");
+            }
+        })
+        // A hard logout (token revoked, device deleted elsewhere): the stored
+        // session can never work again. After a soft logout it is kept, so
+        // that its user and device are still known.
+        .on_logged_out(move |e| {
+            if !e.soft_logout && std::fs::remove_file(&gone).is_ok() {
+                eprintln!("gatehouse: the server ended this session; profile removed");
             }
         })
         .build()

@@ -131,6 +131,11 @@ async fn the_cli_covers_the_account_lifecycle() {
     ok(&client(d, &["devices", "delete", &phone_device], "pw1\n"));
     let gone = client(d, &["whoami", "--profile", "phone"], "");
     assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("profile removed"),
+        "a session the server ended is forgotten"
+    );
+    assert!(!d.join("phone.json").exists());
 
     // passwd: new twice, then the current one for UIA.
     ok(&client(d, &["passwd"], "pw2\npw2\npw1\n"));

@@ -45,10 +45,11 @@ pub struct ClientConfig {
     pub identity_server: DiscoveredServer,
 }
 
-/// Spec versions this SDK speaks; a homeserver must share one.
+/// Spec versions this SDK speaks; a homeserver must share one. Like
+/// matrix-js-sdk, v1.1 at least: a server speaking only r0 is refused.
 pub const SUPPORTED_VERSIONS: &[&str] = &[
-    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
-    "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17",
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+    "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17",
 ];
 
 pub const ERROR_INVALID: &str = "Invalid homeserver discovery response";
@@ -79,7 +80,8 @@ impl Default for AutoDiscovery {
 impl AutoDiscovery {
     pub fn new() -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            // matrix-js-sdk's limit for each discovery request.
+            .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
         Self {
@@ -108,7 +110,7 @@ impl AutoDiscovery {
         };
         let response = match self.http.get(&url).send().await {
             Ok(r) => r,
-            Err(_) => return fail_prompt(ERROR_GENERIC_FAILURE),
+            Err(_) => return fail_prompt(ERROR_INVALID),
         };
         match response.status().as_u16() {
             200 => {}
@@ -118,7 +120,7 @@ impl AutoDiscovery {
                     identity_server: DiscoveredServer::new(DiscoveryState::Prompt, None, None),
                 };
             }
-            _ => return fail_prompt(ERROR_GENERIC_FAILURE),
+            _ => return fail_prompt(ERROR_INVALID),
         }
         match response.json::<Value>().await {
             Ok(v) if v.is_object() => self.from_discovery_config(&v).await,
@@ -127,28 +129,35 @@ impl AutoDiscovery {
     }
 
     /// Validates an already fetched `.well-known` object (or a login
-    /// response's `well_known`).
+    /// response's `well_known`). As in matrix-js-sdk, the identity server
+    /// is looked at only once the homeserver checked out (it stays
+    /// `Prompt` otherwise), and a bad one is `FailPrompt`: the homeserver
+    /// is usable without it.
     pub async fn from_discovery_config(&self, well_known: &Value) -> ClientConfig {
-        let hs_url = well_known
-            .get("m.homeserver")
-            .and_then(|h| h.get("base_url"))
-            .and_then(Value::as_str);
-        let homeserver = match hs_url {
-            None | Some("") => {
-                DiscoveredServer::new(DiscoveryState::FailPrompt, Some(ERROR_INVALID), None)
-            }
-            Some(url) => self.check_homeserver(url).await,
-        };
-        let identity_server = match well_known.get("m.identity_server") {
-            None => DiscoveredServer::new(DiscoveryState::Prompt, None, None),
-            Some(is) => match is.get("base_url").and_then(Value::as_str) {
+        let prompt = || DiscoveredServer::new(DiscoveryState::Prompt, None, None);
+        let homeserver = match well_known.get("m.homeserver") {
+            None => DiscoveredServer::new(DiscoveryState::FailPrompt, Some(ERROR_INVALID), None),
+            Some(hs) => match hs.get("base_url").and_then(Value::as_str) {
                 None | Some("") => DiscoveredServer::new(
                     DiscoveryState::FailPrompt,
-                    Some(ERROR_INVALID_IS_BASE_URL),
+                    Some(ERROR_INVALID_HS_BASE_URL),
                     None,
                 ),
-                Some(url) => self.check_identity_server(url).await,
+                Some(url) => self.check_homeserver(url).await,
             },
+        };
+        if homeserver.state != DiscoveryState::Success {
+            return ClientConfig {
+                homeserver,
+                identity_server: prompt(),
+            };
+        }
+        let identity_server = match well_known.get("m.identity_server") {
+            None => prompt(),
+            Some(is) => {
+                self.check_identity_server(is.get("base_url").and_then(Value::as_str))
+                    .await
+            }
         };
         ClientConfig {
             homeserver,
@@ -192,10 +201,10 @@ impl AutoDiscovery {
         DiscoveredServer::new(DiscoveryState::Success, None, Some(base))
     }
 
-    async fn check_identity_server(&self, raw: &str) -> DiscoveredServer {
-        let Some(base) = normalise(raw) else {
+    async fn check_identity_server(&self, raw: Option<&str>) -> DiscoveredServer {
+        let Some(base) = raw.and_then(normalise) else {
             return DiscoveredServer::new(
-                DiscoveryState::FailError,
+                DiscoveryState::FailPrompt,
                 Some(ERROR_INVALID_IS_BASE_URL),
                 None,
             );
@@ -203,7 +212,7 @@ impl AutoDiscovery {
         match self.get_json(&format!("{base}/_matrix/identity/v2")).await {
             Some(_) => DiscoveredServer::new(DiscoveryState::Success, None, Some(base)),
             None => DiscoveredServer::new(
-                DiscoveryState::FailError,
+                DiscoveryState::FailPrompt,
                 Some(ERROR_INVALID_IDENTITY_SERVER),
                 Some(base),
             ),
@@ -219,13 +228,18 @@ impl AutoDiscovery {
     }
 }
 
-/// An http(s) URL without its trailing slash, or `None`.
+/// An http(s) URL rebuilt from scheme, host, port and path (a query,
+/// fragment or credentials are dropped), without a trailing slash; `None`
+/// if it is not one.
 fn normalise(raw: &str) -> Option<String> {
     let parsed = url::Url::parse(raw).ok()?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+    if !matches!(parsed.scheme(), "http" | "https") {
         return None;
     }
-    Some(raw.trim_end_matches('/').to_owned())
+    let host = parsed.host_str()?;
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let url = format!("{}://{host}{port}{}", parsed.scheme(), parsed.path());
+    Some(url.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -237,6 +251,10 @@ mod tests {
         assert_eq!(
             normalise("https://hs.example.org/").as_deref(),
             Some("https://hs.example.org")
+        );
+        assert_eq!(
+            normalise("https://hs.example.org:8448/base/?x=1#f").as_deref(),
+            Some("https://hs.example.org:8448/base")
         );
         assert_eq!(normalise("not a url"), None);
         assert_eq!(normalise("ftp://x"), None);
@@ -260,6 +278,17 @@ mod tests {
                 &serde_json::json!({"m.homeserver": {"base_url": "::"}, "m.identity_server": {}}),
             )
             .await;
-        assert_eq!(c.identity_server.state, DiscoveryState::FailPrompt);
+        assert_eq!(
+            c.identity_server.state,
+            DiscoveryState::Prompt,
+            "not looked at while the homeserver fails"
+        );
+        let c = d
+            .from_discovery_config(&serde_json::json!({"m.homeserver": {}}))
+            .await;
+        assert_eq!(
+            (c.homeserver.state, c.homeserver.error.as_deref()),
+            (DiscoveryState::FailPrompt, Some(ERROR_INVALID_HS_BASE_URL))
+        );
     }
 }

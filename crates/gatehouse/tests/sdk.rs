@@ -59,6 +59,18 @@ async fn discovery_states() {
         d.from_discovery_config(&wk).await.homeserver.state,
         DiscoveryState::FailError
     );
+    // A working homeserver with a broken identity server: the homeserver
+    // is usable, the identity server is FAIL_PROMPT.
+    let wk = json!({"m.homeserver": {"base_url": server.base}, "m.identity_server": {"base_url": server.base}});
+    let found = d.from_discovery_config(&wk).await;
+    assert_eq!(found.homeserver.state, DiscoveryState::Success);
+    assert_eq!(
+        (
+            found.identity_server.state,
+            found.identity_server.base_url.as_deref()
+        ),
+        (DiscoveryState::FailPrompt, Some(server.base.as_str()))
+    );
 }
 
 #[tokio::test]

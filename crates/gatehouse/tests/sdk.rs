@@ -570,6 +570,21 @@ async fn fallback_urls_and_session_resume() {
 
 /// A stand-in that is not a homeserver at all: a proxy answering 502 with
 /// HTML, then a working refresh. Real HTTP on loopback.
+/// A server that fails on purpose (what Gatehouse never does), on
+/// loopback, and a session with a refresh token to use against it.
+async fn misbehaving_server(app: axum::Router) -> (String, Session) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let session = Session {
+        access_token: "old".into(),
+        user_id: "@a:hs".into(),
+        refresh_token: Some("r1".into()),
+        ..Session::default()
+    };
+    (base, session)
+}
+
 #[tokio::test]
 async fn non_json_errors_and_refresh_back_off() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -589,15 +604,7 @@ async fn non_json_errors_and_refresh_back_off() {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let session = Session {
-        access_token: "old".into(),
-        user_id: "@a:hs".into(),
-        refresh_token: Some("r1".into()),
-        ..Session::default()
-    };
+    let (base, session) = misbehaving_server(app).await;
     let client = Client::builder(&base).session(session).build().unwrap();
     match client.whoami().await {
         Err(Error::Http { status, body }) => {
@@ -625,15 +632,7 @@ async fn a_failing_server_is_not_a_logout_and_hooks_cannot_deadlock() {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let session = Session {
-        access_token: "old".into(),
-        user_id: "@a:hs".into(),
-        refresh_token: Some("r1".into()),
-        ..Session::default()
-    };
+    let (base, session) = misbehaving_server(app).await;
     let logged_out = Arc::new(AtomicUsize::new(0));
     let counter = logged_out.clone();
     let client = Client::builder(&base)

@@ -150,6 +150,8 @@ pub struct Requester {
     pub user_id: UserId,
     pub device_id: String,
     pub is_guest: bool,
+    /// The client's address (rate limits for what the requester does).
+    pub ip: std::net::IpAddr,
 }
 
 /// Where a request's access token came from (borrowed from the header in

@@ -20,6 +20,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::{Map, json};
 
+use crate::extract::ClientIp;
 use crate::state::AppState;
 
 /// Stages with a fallback page.
@@ -193,6 +194,7 @@ pub async fn show(
 /// `POST …/fallback/web`: the form's answer completes the stage.
 pub async fn submit(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(stage): Path<String>,
     form: Result<
         Form<std::collections::HashMap<String, String>>,
@@ -266,7 +268,7 @@ pub async fn submit(
         };
         return render(&state, page, StatusCode::BAD_REQUEST);
     }
-    let outcome = crate::uia::complete_stage(&state, &session_id, &stage, &auth).await;
+    let outcome = crate::uia::complete_stage(&state, &session_id, &stage, &auth, ip).await;
     let (done, message, status) = match outcome {
         Ok(()) => (true, None, StatusCode::OK),
         Err(e) => (

@@ -57,7 +57,9 @@ impl Sessions {
         }
         let hash = token::hash(token);
         let now = self.clock.now_ms();
-        if let Some(hit) = self.cached(&hash, now)? {
+        if let Some(mut hit) = self.cached(&hash, now)? {
+            // The cached owner, but this request's address.
+            hit.ip = ip;
             return Ok(hit);
         }
         let record = self
@@ -72,6 +74,7 @@ impl Sessions {
             user_id: record.user_id,
             device_id: record.device_id,
             is_guest: record.is_guest,
+            ip,
         };
         // Last seen: written on cache misses only, and only when stale or
         // from a new address — never on every request.

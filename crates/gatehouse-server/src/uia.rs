@@ -90,7 +90,8 @@ pub async fn reauthenticate(
     uri: &axum::http::Uri,
     body: &Value,
 ) -> ApiResult<Authorised> {
-    let subject = subject_for_user(state, &requester.user_id).await?;
+    let mut subject = subject_for_user(state, &requester.user_id).await?;
+    subject.ip = Some(requester.ip);
     authorise(
         state,
         Operation::Sensitive(kind),
@@ -118,6 +119,7 @@ pub async fn subject_for_user(
             .into_iter()
             .map(|t| t.threepid)
             .collect(),
+        ip: None,
     })
 }
 
@@ -128,6 +130,9 @@ pub struct Subject {
     pub user_id: Option<String>,
     pub has_password: bool,
     pub threepids: Vec<Threepid>,
+    /// Where the stage is answered from: a password stage counts against
+    /// that address's login rate limit, like a login.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// A completed session and what its stages established.
@@ -366,6 +371,9 @@ async fn check_stage(
             )?;
             let password =
                 Zeroizing::new(text("password").ok_or_else(|| ApiError::missing("auth.password"))?);
+            if let Some(ip) = subject.ip {
+                crate::routes::login::check_address_limit(state, ip)?;
+            }
             let account = check_password(state, &identifier, password).await?;
             // Someone else's right password answers exactly like a wrong
             // one: a UIA session must not tell whether it fits another account.
@@ -498,6 +506,7 @@ pub async fn complete_stage(
     session_id: &str,
     stage: &str,
     auth: &Map<String, Value>,
+    ip: std::net::IpAddr,
 ) -> ApiResult<()> {
     let mut session = live_session(state, session_id)
         .await?
@@ -506,7 +515,7 @@ pub async fn complete_stage(
         .as_str()
         .and_then(Operation::parse)
         .unwrap_or(Operation::Sensitive(Sensitive::PasswordChange));
-    let subject = match &session.binding.user_id {
+    let mut subject = match &session.binding.user_id {
         Some(u) => {
             subject_for_user(
                 state,
@@ -516,6 +525,7 @@ pub async fn complete_stage(
         }
         None => Subject::default(),
     };
+    subject.ip = Some(ip);
     let flows = flows_for(state, op, &subject);
     if !uia::stage_allowed(&flows, &session.completed, stage) {
         return Err(ApiError::new(

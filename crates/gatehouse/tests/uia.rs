@@ -895,3 +895,47 @@ async fn flows_can_differ_per_operation() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("uia.operations")
     );
 }
+
+#[tokio::test]
+async fn password_stages_count_against_the_address_like_logins() {
+    let server = start(&[
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true".into()),
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_PER_ADDRESS__PER_SECOND",
+            "0.001".into(),
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_PER_ADDRESS__BURST_COUNT",
+            "2".into(),
+        ),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let path = "/_matrix/client/v3/account/password";
+    let from = |ip: &'static str, body: Value| {
+        server
+            .http
+            .post(server.url(path))
+            .bearer_auth(&at)
+            .header("X-Forwarded-For", ip)
+            .json(&body)
+    };
+    let (_, c) = server
+        .send(from("10.7.0.1", json!({"new_password": "new"})))
+        .await;
+    let guess = |pw: &str| json!({"new_password": "new", "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": pw, "session": s(&c, "session")}});
+    for _ in 0..2 {
+        let (status, v) = server.send(from("10.7.0.1", guess("wrong"))).await;
+        assert_eq!((status, v["errcode"].as_str()), (401, Some("M_FORBIDDEN")));
+    }
+    assert_error(
+        &server.send(from("10.7.0.1", guess("pw"))).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+    let (status, v) = server.send(from("10.7.0.2", guess("pw"))).await;
+    assert_eq!(status, 200, "another address goes on: {v}");
+}

@@ -67,6 +67,12 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::UserDeactivated = e {
+            return Self::new(
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            );
+        }
         // The details go to the log, never to the client.
         tracing::error!(error = %e, "store failure");
         Self::internal()

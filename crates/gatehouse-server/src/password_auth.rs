@@ -84,16 +84,19 @@ pub async fn check_password(
     if rehash {
         // An imported bcrypt hash or outdated Argon2 cost: upgrade it now,
         // while we hold the plain password. A failure here is not the user's.
+        // Only over the hash that was checked: a password changed while this
+        // one was hashing must not be overwritten by the old one.
+        let old = account.password_hash.as_deref().unwrap_or_default();
         match state.hasher.hash(password).await {
-            Ok(new_hash) => {
-                if let Err(e) = state
-                    .store
-                    .set_password_hash(&account.user_id, &new_hash)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not store the upgraded password hash");
-                }
-            }
+            Ok(new_hash) => match state
+                .store
+                .upgrade_password_hash(&account.user_id, old, &new_hash)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::info!("password changed meanwhile; upgrade dropped"),
+                Err(e) => tracing::warn!(error = %e, "could not store the upgraded password hash"),
+            },
             Err(_) => tracing::warn!("hashing pool busy; password hash upgrade deferred"),
         }
     }

@@ -13,8 +13,8 @@ use gatehouse_core::token::{self, TokenHash};
 use gatehouse_core::user_id::UserId;
 
 use crate::{
-    NewRegistration, NewSession, NewTokenPair, NewUser, RegistrationToken, Store, StoreError,
-    ThreepidValidation, UiaSessionRecord,
+    EndSessions, NewRegistration, NewSession, NewTokenPair, NewUser, RegistrationToken, Store,
+    StoreError, ThreepidValidation, UiaSessionRecord,
 };
 
 /// Runs every check against fresh stores made by `factory`.
@@ -111,9 +111,19 @@ async fn devices_are_managed(store: impl Store) {
         .await
         .unwrap();
     assert!(!alive(&store, "b").await);
-    store.delete_other_devices(&alice, "A").await.unwrap();
+    // A password change ends the other sessions in the same transaction.
+    store
+        .set_password_hash(&alice, "$changed", EndSessions::AllBut("A".into()))
+        .await
+        .unwrap();
     assert!(alive(&store, "a").await && !alive(&store, "c").await);
     assert_eq!(store.devices(&alice).await.unwrap().len(), 1);
+    store
+        .set_password_hash(&alice, "$reset", EndSessions::All)
+        .await
+        .unwrap();
+    assert!(!alive(&store, "a").await);
+    assert!(store.devices(&alice).await.unwrap().is_empty());
 }
 
 async fn registration_tokens_count_uses(store: impl Store) {
@@ -546,7 +556,10 @@ async fn users_are_unique_and_found(store: impl Store) {
     assert_eq!(rec.password_hash.as_deref(), Some("$hash"));
     assert!(!rec.deactivated && !rec.is_admin);
     assert!(store.user(&uid("nobody")).await.unwrap().is_none());
-    store.set_password_hash(&alice, "$new").await.unwrap();
+    store
+        .set_password_hash(&alice, "$new", EndSessions::Keep)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .user(&alice)
@@ -558,9 +571,35 @@ async fn users_are_unique_and_found(store: impl Store) {
         Some("$new")
     );
     assert!(matches!(
-        store.set_password_hash(&uid("nobody"), "$x").await,
+        store
+            .set_password_hash(&uid("nobody"), "$x", EndSessions::Keep)
+            .await,
         Err(StoreError::NoSuchUser)
     ));
+    // An upgrade applies only over the hash that was checked.
+    assert!(
+        !store
+            .upgrade_password_hash(&alice, "$hash", "$upgraded")
+            .await
+            .unwrap(),
+        "the password changed meanwhile: the newer one stays"
+    );
+    assert!(
+        store
+            .upgrade_password_hash(&alice, "$new", "$upgraded")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .user(&alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("$upgraded")
+    );
     user(&store, "bob").await;
     let all: Vec<_> = store
         .list_users()
@@ -838,6 +877,18 @@ async fn deactivation_removes_everything_but_the_name(store: impl Store) {
         .await
         .unwrap();
     store.deactivate_user(&alice).await.unwrap();
+    // A login that checked the password before the deactivation committed
+    // gets no session after it.
+    let late = store
+        .create_session(NewSession {
+            user_id: alice.clone(),
+            device_id: "LATE".into(),
+            initial_display_name: None,
+            tokens: pair("late", None),
+            now: 2,
+        })
+        .await;
+    assert!(matches!(late, Err(StoreError::UserDeactivated)), "{late:?}");
     let rec = store.user(&alice).await.unwrap().expect("the record stays");
     // The hash stays so that a correct password can be answered with
     // M_USER_DEACTIVATED rather than a misleading M_FORBIDDEN.

@@ -31,6 +31,9 @@ pub enum StoreError {
     ThreepidInUse,
     #[error("no such user")]
     NoSuchUser,
+    /// A session was asked for an account deactivated meanwhile.
+    #[error("user is deactivated")]
+    UserDeactivated,
     #[error("registration token already exists")]
     TokenExists,
     #[error("registration token is not usable")]
@@ -58,8 +61,24 @@ pub trait Store: Send + Sync + 'static {
     /// All accounts, ordered by ID.
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
 
-    /// Replaces the password hash. `NoSuchUser` if the account does not exist.
-    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StoreResult<()>;
+    /// Replaces the password hash and ends `sessions`, atomically.
+    /// `NoSuchUser` if the account does not exist.
+    async fn set_password_hash(
+        &self,
+        user_id: &UserId,
+        hash: &str,
+        sessions: EndSessions,
+    ) -> StoreResult<()>;
+
+    /// Replaces the hash `old` by `new` (the same password, a stronger
+    /// hash), unless the password changed meanwhile: `false` then, and the
+    /// newer password stays.
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &UserId,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool>;
 
     /// Marks the account deactivated and removes its devices, tokens and
     /// third-party IDs. The password hash is kept, so login can tell a right
@@ -124,9 +143,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes several devices and their tokens (unknown IDs are ignored).
     async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> StoreResult<()>;
-
-    /// Deletes every device (and token) of an account except one.
-    async fn delete_other_devices(&self, user_id: &UserId, keep: &str) -> StoreResult<()>;
 
     /// Records where and when a device was last seen.
     async fn touch_device(

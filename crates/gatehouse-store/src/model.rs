@@ -161,6 +161,18 @@ pub struct ThreepidValidation {
     pub failed_attempts: u32,
 }
 
+/// Which sessions a password change ends, in the same transaction (so a
+/// changed password never leaves an old session alive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndSessions {
+    /// None (an administrator's reset, or `logout_devices: false`).
+    Keep,
+    /// Every device but this one (the one that asked).
+    AllBut(String),
+    /// Every device (a forgotten password).
+    All,
+}
+
 /// A third-party ID bound to an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreepidRecord {

@@ -180,7 +180,7 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             store
-                .set_password_hash(&id, &hash)
+                .set_password_hash(&id, &hash, gatehouse_store::EndSessions::Keep)
                 .await
                 .map_err(|e| format!("{id}: {e}"))?;
             println!("password set for {id}");

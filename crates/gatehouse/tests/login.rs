@@ -290,7 +290,10 @@ async fn imported_synapse_bcrypt_hashes_log_in_and_are_upgraded() {
     let store =
         gatehouse_store::SqliteStore::open(&db, gatehouse_store::sqlite::Durability::Full).unwrap();
     let id = gatehouse_core::user_id::UserId::new("imported", "localhost").unwrap();
-    store.set_password_hash(&id, &bcrypt_hash).await.unwrap();
+    store
+        .set_password_hash(&id, &bcrypt_hash, gatehouse_store::EndSessions::Keep)
+        .await
+        .unwrap();
     server.login("imported", "hunter2", json!({})).await;
     let stored = store
         .user(&id)

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{Method, Uri};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Medium, canonical_threepid};
+use gatehouse_store::EndSessions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -82,15 +83,16 @@ pub async fn change_password(
         .hash(new_password)
         .await
         .map_err(|_| ApiError::limited(1000))?;
+    let sessions = if body.logout_devices {
+        EndSessions::AllBut(requester.device_id.clone())
+    } else {
+        EndSessions::Keep
+    };
     state
         .store
-        .set_password_hash(&requester.user_id, &hash)
+        .set_password_hash(&requester.user_id, &hash, sessions)
         .await?;
     if body.logout_devices {
-        state
-            .store
-            .delete_other_devices(&requester.user_id, &requester.device_id)
-            .await?;
         state.sessions.invalidate_user(&requester.user_id);
     }
     tracing::info!(user_id = %requester.user_id, "password changed");
@@ -125,9 +127,16 @@ async fn reset_password(
         .hash(new_password)
         .await
         .map_err(|_| ApiError::limited(1000))?;
-    state.store.set_password_hash(&user_id, &hash).await?;
+    let sessions = if logout_devices {
+        EndSessions::All
+    } else {
+        EndSessions::Keep
+    };
+    state
+        .store
+        .set_password_hash(&user_id, &hash, sessions)
+        .await?;
     if logout_devices {
-        state.store.delete_all_devices(&user_id).await?;
         state.sessions.invalidate_user(&user_id);
     }
     tracing::info!(user_id = %user_id, "password reset");

@@ -19,8 +19,8 @@ use gatehouse_core::user_id::UserId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::{
-    AccessTokenRecord, DeviceRecord, NewRegistration, NewSession, NewTokenPair, NewUser,
-    RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidRecord,
+    AccessTokenRecord, DeviceRecord, EndSessions, NewRegistration, NewSession, NewTokenPair,
+    NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidRecord,
     ThreepidValidation, UiaSessionRecord, UserRecord,
 };
 use gatehouse_core::uia::Binding;
@@ -335,9 +335,37 @@ fn expire_uia_sessions(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<()> 
     Ok(())
 }
 
+/// Deletes an account's devices and their tokens, all or all but `keep`.
+fn delete_devices_but(tx: &Transaction<'_>, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
+    let keep = keep.unwrap_or("");
+    for table in ["access_tokens", "refresh_tokens", "devices"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE user_id = ?1 AND device_id != ?2"),
+            [user_id, keep],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 /// Creates (or takes over) a device and stores its first token pair.
+/// Refused for an account deactivated meanwhile (checked inside the
+/// transaction: the password check before it took a while).
 fn start_session(tx: &Transaction<'_>, s: &NewSession) -> StoreResult<()> {
     let uid = s.user_id.as_str();
+    let deactivated: Option<bool> = tx
+        .query_row(
+            "SELECT deactivated FROM users WHERE user_id = ?1",
+            [uid],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    match deactivated {
+        None => return Err(StoreError::NoSuchUser),
+        Some(true) => return Err(StoreError::UserDeactivated),
+        Some(false) => {}
+    }
     let existed: bool = tx
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2)",
@@ -407,7 +435,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StoreResult<()> {
+    async fn set_password_hash(
+        &self,
+        user_id: &UserId,
+        hash: &str,
+        sessions: EndSessions,
+    ) -> StoreResult<()> {
         let (id, hash) = (user_id.as_str().to_owned(), hash.to_owned());
         self.write(move |tx| {
             let n = tx
@@ -417,10 +450,32 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             if n == 0 {
-                Err(StoreError::NoSuchUser)
-            } else {
-                Ok(())
+                return Err(StoreError::NoSuchUser);
             }
+            match sessions {
+                EndSessions::Keep => Ok(()),
+                EndSessions::All => delete_devices_but(tx, &id, None),
+                EndSessions::AllBut(keep) => delete_devices_but(tx, &id, Some(&keep)),
+            }
+        })
+        .await
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &UserId,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let (id, old, new) = (user_id.as_str().to_owned(), old.to_owned(), new.to_owned());
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?3 WHERE user_id = ?1 AND password_hash = ?2",
+                    [&id, &old, &new],
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
         })
         .await
     }
@@ -507,7 +562,7 @@ impl Store for SqliteStore {
                         d.last_seen_ts, d.last_seen_ip
                  FROM access_tokens a JOIN users u ON u.user_id = a.user_id
                  LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id
-                 WHERE a.token_hash = ?1",
+                 WHERE a.token_hash = ?1 AND u.deactivated = 0",
             )?
             .query_row([&hash.0[..]], |r| {
                 Ok(AccessTokenRecord {
@@ -595,13 +650,8 @@ impl Store for SqliteStore {
 
     async fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()> {
         let id = user_id.as_str().to_owned();
-        self.write(move |tx| {
-            delete_device_tokens(tx, &id, None)?;
-            tx.execute("DELETE FROM devices WHERE user_id = ?1", [&id])
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| delete_devices_but(tx, &id, None))
+            .await
     }
 
     async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>> {
@@ -664,29 +714,6 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn delete_other_devices(&self, user_id: &UserId, keep: &str) -> StoreResult<()> {
-        let (id, keep) = (user_id.as_str().to_owned(), keep.to_owned());
-        self.write(move |tx| {
-            tx.execute(
-                "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id != ?2",
-                [&id, &keep],
-            )
-            .map_err(backend)?;
-            tx.execute(
-                "DELETE FROM refresh_tokens WHERE user_id = ?1 AND device_id != ?2",
-                [&id, &keep],
-            )
-            .map_err(backend)?;
-            tx.execute(
-                "DELETE FROM devices WHERE user_id = ?1 AND device_id != ?2",
-                [&id, &keep],
-            )
-            .map_err(backend)?;
             Ok(())
         })
         .await

@@ -346,6 +346,17 @@ pub async fn authorise(
     Ok(Authorised { session })
 }
 
+/// One registration token tried from `ip`
+/// (`rate_limits.registration_token_checks`): validity checks, and token
+/// stages through the API or the fallback page.
+pub(crate) fn check_token_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
+    state
+        .limits
+        .registration_token_checks
+        .check(&ip, std::time::Instant::now())
+        .map_err(ApiError::limited)
+}
+
 /// Checks one stage's submission; records what it proved in `data`.
 async fn check_stage(
     state: &AppState,
@@ -392,6 +403,9 @@ async fn check_stage(
                     ErrorKind::Unauthorized,
                     "A registration token was already used in this session",
                 ));
+            }
+            if let Some(ip) = subject.ip {
+                check_token_limit(state, ip)?;
             }
             if !state
                 .store

@@ -154,6 +154,19 @@ async fn login_rate_limits_per_address_and_per_account() {
             .header("X-Forwarded-For", ip)
             .json(&json!({"type": "m.login.password", "user": "alice", "password": pw}))
     };
+    // Only the entry the proxy appended counts: a forged first entry
+    // does not give a fresh address.
+    let forged = |n: usize| {
+        server
+            .http
+            .post(server.url("/_matrix/client/v3/login"))
+            .header("X-Forwarded-For", format!("192.0.2.{n}, 10.0.9.9"))
+            .json(&json!({"type": "m.login.password", "user": "alice", "password": "pw"}))
+    };
+    for n in 0..3 {
+        assert_eq!(server.send(forged(n)).await.0, 200);
+    }
+    assert_error(&server.send(forged(3)).await, 429, "M_LIMIT_EXCEEDED");
     // Per address: three attempts, then 429 with Retry-After.
     for _ in 0..3 {
         assert_eq!(server.send(attempt("10.0.0.1", "pw")).await.0, 200);

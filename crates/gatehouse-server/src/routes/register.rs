@@ -123,9 +123,6 @@ pub async fn register(
         return Err(ApiError::forbidden("Registration is disabled"));
     }
     check_registration_limit(&state, ip)?;
-    if raw["auth"]["type"] == gatehouse_core::uia::REGISTRATION_TOKEN {
-        check_token_limit(&state, ip)?;
-    }
     let body: RegisterBody = typed(&raw)?;
     // "If omitted, the homeserver MUST generate a Matrix ID local part."
     let username = body.username.clone().unwrap_or_else(generated_localpart);
@@ -134,10 +131,14 @@ pub async fn register(
     if body.password.is_none() {
         return Err(ApiError::missing("password"));
     }
+    let subject = Subject {
+        ip: Some(ip),
+        ..Subject::default()
+    };
     let authorised = uia::authorise(
         &state,
         Operation::Register,
-        &Subject::default(),
+        &subject,
         &method,
         uri.path(),
         &raw,
@@ -280,16 +281,6 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
-/// One registration token tried from `ip`
-/// (`rate_limits.registration_token_checks`).
-fn check_token_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
-    state
-        .limits
-        .registration_token_checks
-        .check(&ip, Instant::now())
-        .map_err(ApiError::limited)
-}
-
 pub async fn token_validity(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -298,7 +289,7 @@ pub async fn token_validity(
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
     }
-    check_token_limit(&state, ip)?;
+    uia::check_token_limit(&state, ip)?;
     if !state
         .config
         .registration

@@ -63,3 +63,20 @@ async fn writes_survive_reopening() {
     );
     assert_eq!(store.devices(&alice).await.unwrap().len(), 1);
 }
+
+#[test]
+fn a_database_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.sqlite");
+    drop(SqliteStore::open(&path, Durability::Full).unwrap());
+    let newer = i64::try_from(SqliteStore::schema_version()).unwrap() + 1;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let err = SqliteStore::open(&path, Durability::Full)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("newer than this build"), "{err}");
+}

@@ -63,6 +63,16 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
         let mut writer = open_connection(path, durability)?;
+        let found: i64 = writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(backend)?;
+        if usize::try_from(found).is_ok_and(|v| v > migrations::latest()) {
+            return Err(StoreError::Backend(format!(
+                "{} has schema version {found}, newer than this build's {}: run a newer Gatehouse",
+                path.display(),
+                migrations::latest()
+            )));
+        }
         migrations::run(&mut writer).map_err(backend)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -88,13 +98,22 @@ impl SqliteStore {
         let inner = self.inner.clone();
         let _slot = self.inner.reader_slots.acquire().await.map_err(backend)?;
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().map_err(backend)?.pop();
+            // A poisoned pool is still a list of good connections.
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => open_connection(&inner.path, inner.durability)?,
             };
             let out = f(&conn).map_err(backend);
-            inner.readers.lock().map_err(backend)?.push(conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
             out
         })
         .await
@@ -108,7 +127,10 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().map_err(backend)?;
+            // A panic mid-transaction poisons the lock, but the dropped
+            // transaction rolled back: the connection is fine to reuse
+            // (failing every later write until a restart would not be).
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;

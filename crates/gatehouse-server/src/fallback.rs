@@ -9,6 +9,7 @@
 //! framing. The recaptcha page alone may load Google's widget.
 
 use axum::Form;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{
     CONTENT_SECURITY_POLICY, HeaderName, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
@@ -150,9 +151,16 @@ fn error_page(state: &AppState, message: &str, status: StatusCode) -> Response {
 /// `GET …/fallback/web?session=`: the form.
 pub async fn show(
     State(state): State<AppState>,
-    Path(stage): Path<String>,
-    Query(q): Query<SessionQuery>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SessionQuery>, QueryRejection>,
 ) -> Response {
+    let (Ok(Path(stage)), Ok(Query(q))) = (path, query) else {
+        return error_page(
+            &state,
+            "This address is not a valid fallback page.",
+            StatusCode::BAD_REQUEST,
+        );
+    };
     if !STAGES.contains(&stage.as_str()) {
         return error_page(
             &state,
@@ -168,6 +176,17 @@ pub async fn show(
         );
     };
     match crate::uia::live_session(&state, &session_id).await {
+        Ok(Some(session))
+            if !crate::uia::stage_is_next(&state, &session, &stage)
+                .await
+                .unwrap_or(false) =>
+        {
+            error_page(
+                &state,
+                "This session does not need this step now.",
+                StatusCode::BAD_REQUEST,
+            )
+        }
         Ok(Some(session)) => {
             let page = Page {
                 stage: &stage,
@@ -195,12 +214,19 @@ pub async fn show(
 pub async fn submit(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(stage): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     form: Result<
         Form<std::collections::HashMap<String, String>>,
         axum::extract::rejection::FormRejection,
     >,
 ) -> Response {
+    let Ok(Path(stage)) = path else {
+        return error_page(
+            &state,
+            "This address is not a valid fallback page.",
+            StatusCode::BAD_REQUEST,
+        );
+    };
     let Ok(Form(form)) = form else {
         return error_page(
             &state,

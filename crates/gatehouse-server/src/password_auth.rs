@@ -35,7 +35,12 @@ pub async fn check_password(
     let subject = identifier.resolve(&state.config.server_name)?;
     let (account, limit_key) = match &subject {
         Subject::User(Some(id)) => (state.store.user(id).await?, id.as_str().to_owned()),
-        Subject::User(None) => (None, format!("?{identifier:?}")),
+        // An identifier naming no valid user ID: keyed by its hash, so a
+        // 64 KiB identifier does not make a 64 KiB rate-limit key.
+        Subject::User(None) => {
+            let digest = gatehouse_core::token::hash(&format!("{identifier:?}"));
+            (None, format!("?{:02x?}", &digest.0[..16]))
+        }
         Subject::Threepid(tp) => {
             let found = state.store.user_by_threepid(tp).await?;
             let key = found.as_ref().map_or_else(

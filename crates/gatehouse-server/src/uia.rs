@@ -515,6 +515,40 @@ async fn check_stage(
 
 /// Completes one stage of an existing session from a fallback page. The
 /// client then resubmits its request with `auth: {session}` to finish.
+/// Who a stored session authenticates, and the flows offered to them.
+async fn session_flows(
+    state: &AppState,
+    session: &UiaSessionRecord,
+) -> ApiResult<(Subject, Vec<Flow>)> {
+    let op = session.data["op"]
+        .as_str()
+        .and_then(Operation::parse)
+        .unwrap_or(Operation::Sensitive(Sensitive::PasswordChange));
+    let subject = match &session.binding.user_id {
+        Some(u) => {
+            subject_for_user(
+                state,
+                &gatehouse_core::user_id::UserId::from_trusted(u.clone()),
+            )
+            .await?
+        }
+        None => Subject::default(),
+    };
+    let flows = flows_for(state, op, &subject);
+    Ok((subject, flows))
+}
+
+/// Whether `stage` is one the session may complete next (a fallback page
+/// shows a form only then).
+pub async fn stage_is_next(
+    state: &AppState,
+    session: &UiaSessionRecord,
+    stage: &str,
+) -> ApiResult<bool> {
+    let (_, flows) = session_flows(state, session).await?;
+    Ok(uia::stage_allowed(&flows, &session.completed, stage))
+}
+
 pub async fn complete_stage(
     state: &AppState,
     session_id: &str,
@@ -525,22 +559,8 @@ pub async fn complete_stage(
     let mut session = live_session(state, session_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorKind::Unknown, "Unknown or expired UIA session"))?;
-    let op = session.data["op"]
-        .as_str()
-        .and_then(Operation::parse)
-        .unwrap_or(Operation::Sensitive(Sensitive::PasswordChange));
-    let mut subject = match &session.binding.user_id {
-        Some(u) => {
-            subject_for_user(
-                state,
-                &gatehouse_core::user_id::UserId::from_trusted(u.clone()),
-            )
-            .await?
-        }
-        None => Subject::default(),
-    };
+    let (mut subject, flows) = session_flows(state, &session).await?;
     subject.ip = Some(ip);
-    let flows = flows_for(state, op, &subject);
     if !uia::stage_allowed(&flows, &session.completed, stage) {
         return Err(ApiError::new(
             ErrorKind::Unauthorized,

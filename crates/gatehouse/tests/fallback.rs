@@ -1,4 +1,4 @@
-//! Fallback pages over plain HTTP (the browser test in `interop/browser`
+//! Fallback pages over plain HTTP (`interop/js/test/fallback-browser.test.js`
 //! drives the same pages in a real Chromium).
 
 mod common;
@@ -138,6 +138,40 @@ async fn fallback_pages_refuse_what_they_cannot_serve() {
     )
     .await;
     assert_eq!(status, 400);
+    // A malformed query is an HTML error page too, with the strict CSP.
+    let (status, csp, html) = page(
+        &server,
+        "/_matrix/client/v3/auth/m.login.password/fallback/web?session=a&session=b",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        csp.contains("default-src 'none'") && html.contains("<html"),
+        "{html}"
+    );
+    // A stage the session's flows do not ask for gets no form.
+    server.create_user("alice", "pw", &[]);
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let (_, c) = server
+        .post_auth(
+            "/_matrix/client/v3/account/password",
+            &at,
+            json!({"new_password": "x"}),
+        )
+        .await;
+    let (status, _, html) = page(
+        &server,
+        &format!(
+            "/_matrix/client/v3/auth/m.login.registration_token/fallback/web?session={}",
+            s(&c, "session")
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(!html.contains("<form"), "{html}");
 }
 
 #[tokio::test]

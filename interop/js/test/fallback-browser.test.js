@@ -103,7 +103,9 @@ describe("fallback pages in Chromium", () => {
     await popup.getByLabel("Password").fill("wrong");
     await popup.getByRole("button", { name: "Continue" }).click();
     await popup.waitForLoadState();
-    assert.match(await popup.textContent("[role=status]"), /Invalid username or password/);
+    // Errors are announced at once (role=alert), and the field points at them.
+    assert.equal(await popup.getAttribute("#password", "aria-describedby"), "message");
+    assert.match(await popup.textContent("[role=alert]"), /Invalid username or password/);
 
     await popup.getByLabel("Password").fill("pw");
     await popup.getByRole("button", { name: "Continue" }).click();

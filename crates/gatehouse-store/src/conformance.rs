@@ -49,10 +49,19 @@ async fn login_tokens_are_single_use(store: impl Store) {
         .create_login_token(&h("lt"), &alice, 100, 1)
         .await
         .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            store.login_token_owner(&h("lt"), 50).await.unwrap(),
+            Some(alice.clone()),
+            "looking does not spend it"
+        );
+    }
+    assert_eq!(store.login_token_owner(&h("lt"), 100).await.unwrap(), None);
     assert_eq!(
         store.consume_login_token(&h("lt"), 50).await.unwrap(),
         Some(alice.clone())
     );
+    assert_eq!(store.login_token_owner(&h("lt"), 50).await.unwrap(), None);
     assert_eq!(
         store.consume_login_token(&h("lt"), 50).await.unwrap(),
         None,

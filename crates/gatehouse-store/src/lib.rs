@@ -231,6 +231,14 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// The owner of a valid, unexpired login token, leaving it unused (to
+    /// check the login it would start before spending it).
+    async fn login_token_owner(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>>;
+
     /// Uses a login token up: the owner if it was valid and unexpired; it
     /// is gone afterwards either way (single use, even under concurrency).
     async fn consume_login_token(

@@ -753,6 +753,20 @@ async fn login_tokens_sign_in_another_device() {
     let t = token["t"].as_str().unwrap().to_owned();
     assert!(t.starts_with("ghlt_"));
     let anon = Client::builder(&server.base).build().unwrap();
+    // A refused device_id (a cross-signing key ID) does not spend the token.
+    let key_id = "K".repeat(43);
+    client
+        .upload_device_signing_keys(
+            json!({"master_key": {"user_id": "@alice:localhost", "usage": ["master"], "keys": {format!("ed25519:{key_id}"): key_id}}}),
+            None,
+        )
+        .await
+        .unwrap();
+    let clash = anon
+        .login_request(LoginRequest::token(t.clone()).device_id(key_id))
+        .await
+        .unwrap_err();
+    assert_eq!(clash.errcode(), Some(&ErrorCode::Forbidden));
     let r = anon
         .login_request(LoginRequest::token(t.clone()).initial_device_display_name("TV"))
         .await

@@ -223,12 +223,15 @@ async fn token_login(state: &AppState, body: LoginBody) -> ApiResult<LoginRespon
         return Err(invalid());
     }
     let now = state.clock.now_ms();
-    let user_id = state
+    let hash = token::hash(&presented);
+    // Checked before the token is spent: a refused device_id must not cost
+    // the user their single-use token.
+    let owner = state
         .store
-        .consume_login_token(&token::hash(&presented), now)
+        .login_token_owner(&hash, now)
         .await?
         .ok_or_else(invalid)?;
-    let account = state.store.user(&user_id).await?.ok_or_else(invalid)?;
+    let account = state.store.user(&owner).await?.ok_or_else(invalid)?;
     if account.deactivated {
         return Err(ApiError::new(
             ErrorKind::UserDeactivated,
@@ -236,8 +239,14 @@ async fn token_login(state: &AppState, body: LoginBody) -> ApiResult<LoginRespon
         ));
     }
     if requested_device {
-        check_not_a_key_id(state, &user_id, &device_id).await?;
+        check_not_a_key_id(state, &owner, &device_id).await?;
     }
+    let user_id = state
+        .store
+        .consume_login_token(&hash, now)
+        .await?
+        .filter(|u| *u == owner)
+        .ok_or_else(invalid)?;
     let response = start_session(
         state,
         user_id,

@@ -1126,6 +1126,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn login_token_owner(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>> {
+        let (hash, now) = (*hash, ts(Some(now)));
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT user_id FROM login_tokens WHERE token_hash = ?1 AND expires_ts > ?2",
+            )?
+            .query_row(params![&hash.0[..], now], |r| {
+                Ok(UserId::from_trusted(r.get(0)?))
+            })
+            .optional()
+        })
+        .await
+    }
+
     async fn consume_login_token(
         &self,
         hash: &TokenHash,

@@ -317,18 +317,11 @@ pub async fn authorise(
             );
             return Err(challenge(state, &flows, &session, Some(failure)));
         }
+        let seen = session.clone();
         match check_stage(state, stage, auth, subject, &mut session.data).await {
             Ok(()) => {
                 uia::record(&mut session.completed, stage);
-                if !state
-                    .store
-                    .update_uia_session(&session.id, &session.completed, &session.data)
-                    .await?
-                {
-                    return Err(ApiError::forbidden(
-                        "This UIA session has already been used",
-                    ));
-                }
+                save_progress(state, &seen, &session).await?;
             }
             Err(e) if e.kind.status() == 429 || e.kind == ErrorKind::Internal => return Err(e),
             Err(e) => return Err(challenge(state, &flows, &session, Some(e))),
@@ -567,18 +560,41 @@ pub async fn complete_stage(
             format!("Stage {stage} is not the next stage of any flow"),
         ));
     }
+    let seen = session.clone();
     check_stage(state, stage, auth, &subject, &mut session.data).await?;
     uia::record(&mut session.completed, stage);
-    if !state
+    save_progress(state, &seen, &session).await
+}
+
+/// Stores what a stage proved, unless a concurrent request changed or used
+/// the session since it was read: then the stage's own effect (a reserved
+/// registration-token use) is given back, and the request is refused.
+async fn save_progress(
+    state: &AppState,
+    seen: &UiaSessionRecord,
+    now: &UiaSessionRecord,
+) -> ApiResult<()> {
+    if state
         .store
-        .update_uia_session(&session.id, &session.completed, &session.data)
+        .update_uia_session(
+            &now.id,
+            &now.completed,
+            &now.data,
+            &seen.completed,
+            &seen.data,
+        )
         .await?
     {
-        return Err(ApiError::forbidden(
-            "This UIA session has already been used",
-        ));
+        return Ok(());
     }
-    Ok(())
+    if seen.data["registration_token"].is_null()
+        && let Some(token) = now.data["registration_token"].as_str()
+    {
+        state.store.release_registration_token(token).await?;
+    }
+    Err(ApiError::forbidden(
+        "This UIA session was used by another request meanwhile",
+    ))
 }
 
 /// The session a fallback page is for, if it can still be used.

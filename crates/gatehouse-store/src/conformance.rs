@@ -262,10 +262,25 @@ async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
             .update_uia_session(
                 "sess",
                 &["m.login.dummy".into()],
-                &serde_json::json!({"x": 1})
+                &serde_json::json!({"registration_token": "tok", "x": 1}),
+                &[],
+                &serde_json::json!({"registration_token": "tok"}),
             )
             .await
             .unwrap()
+    );
+    assert!(
+        !store
+            .update_uia_session(
+                "sess",
+                &["m.login.terms".into()],
+                &serde_json::json!({"y": 2}),
+                &[],
+                &serde_json::json!({"registration_token": "tok"}),
+            )
+            .await
+            .unwrap(),
+        "a concurrent request changed it first: the stale update loses"
     );
     let got = store.uia_session("sess").await.unwrap().unwrap();
     assert_eq!(got.completed, vec!["m.login.dummy".to_owned()]);
@@ -284,9 +299,16 @@ async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
     assert_eq!(winners, 1, "exactly one concurrent completion wins");
     assert!(
         !store
-            .update_uia_session("sess", &[], &serde_json::json!({}))
+            .update_uia_session(
+                "sess",
+                &[],
+                &serde_json::json!({}),
+                &["m.login.dummy".into()],
+                &serde_json::json!({"registration_token": "tok", "x": 1}),
+            )
             .await
-            .unwrap()
+            .unwrap(),
+        "a consumed session cannot change"
     );
     assert!(store.uia_session("sess").await.unwrap().unwrap().consumed);
     // Creating a session later expires old ones, releasing reserved token uses.

@@ -171,12 +171,16 @@ pub trait Store: Send + Sync + 'static {
     /// A UIA session by ID, expired or not.
     async fn uia_session(&self, id: &str) -> StoreResult<Option<UiaSessionRecord>>;
 
-    /// Saves a session's progress; `false` if it was consumed meanwhile.
+    /// Saves a session's progress if it is still as it was read (`seen_*`):
+    /// `false` if a concurrent request changed or consumed it first, so
+    /// that the loser can undo what its stage did (a token reservation).
     async fn update_uia_session(
         &self,
         id: &str,
         completed: &[String],
         data: &serde_json::Value,
+        seen_completed: &[String],
+        seen_data: &serde_json::Value,
     ) -> StoreResult<bool>;
 
     /// Marks a session used, exactly once: `true` for the one caller that wins.

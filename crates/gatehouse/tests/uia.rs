@@ -939,3 +939,53 @@ async fn password_stages_count_against_the_address_like_logins() {
     let (status, v) = server.send(from("10.7.0.2", guess("pw"))).await;
     assert_eq!(status, 200, "another address goes on: {v}");
 }
+
+#[tokio::test]
+async fn racing_token_stages_on_one_session_reserve_one_use() {
+    let server = start(&open_registration(
+        r#"[["m.login.registration_token", "m.login.dummy"]]"#,
+    ));
+    assert!(
+        server
+            .admin(&[
+                "registration-token",
+                "create",
+                "--token",
+                "t2",
+                "--uses",
+                "2"
+            ])
+            .status
+            .success()
+    );
+    let body = json!({"username": "racer", "password": "pw"});
+    let (_, c) = server.post(REG, body.clone()).await;
+    let mut step = body;
+    step["auth"] =
+        json!({"type": "m.login.registration_token", "token": "t2", "session": s(&c, "session")});
+    let mut racing = Vec::new();
+    for _ in 0..8 {
+        let request = server.http.post(server.url(REG)).json(&step);
+        racing.push(tokio::spawn(async move {
+            let resp = request.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in racing {
+        answers.push(task.await.unwrap());
+    }
+    assert!(
+        answers.iter().any(|(status, _)| *status == 401),
+        "one of them completed the stage: {answers:?}"
+    );
+    // Two uses: this session holds one, so one is still free. A leaked
+    // reservation would make the token look used up.
+    let (_, v) = server
+        .get(
+            "/_matrix/client/v1/register/m.login.registration_token/validity?token=t2",
+            None,
+        )
+        .await;
+    assert_eq!(v, json!({"valid": true}), "{answers:?}");
+}

@@ -149,11 +149,16 @@ pub async fn register(
         .password
         .map(super::login::Secret::take)
         .unwrap_or_else(|| Zeroizing::new(String::new()));
-    let hash = state
-        .hasher
-        .hash(password)
-        .await
-        .map_err(|_| ApiError::limited(1000))?;
+    let hash = match state.hasher.hash(password).await {
+        Ok(hash) => hash,
+        Err(_) => {
+            // The session is used up; its reserved token use must not be.
+            if let Some(t) = &token {
+                state.store.release_registration_token(t).await?;
+            }
+            return Err(ApiError::limited(1000));
+        }
+    };
     let now = state.clock.now_ms();
     let minted = (!body.inhibit_login).then(|| issue::mint(&state, body.refresh_token));
     let registration = NewRegistration {

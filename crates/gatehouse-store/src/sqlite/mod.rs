@@ -900,17 +900,24 @@ impl Store for SqliteStore {
         id: &str,
         completed: &[String],
         data: &serde_json::Value,
+        seen_completed: &[String],
+        seen_data: &serde_json::Value,
     ) -> StoreResult<bool> {
-        let (id, completed, data) = (
+        // Both columns hold serde_json's canonical text (sorted keys), so
+        // text equality is value equality.
+        let row = [
             id.to_owned(),
             serde_json::to_string(completed).map_err(backend)?,
             data.to_string(),
-        );
+            serde_json::to_string(seen_completed).map_err(backend)?,
+            seen_data.to_string(),
+        ];
         self.write(move |tx| {
             let n = tx
                 .execute(
-                    "UPDATE uia_sessions SET completed = ?2, data = ?3 WHERE id = ?1 AND consumed = 0",
-                    params![id, completed, data],
+                    "UPDATE uia_sessions SET completed = ?2, data = ?3
+                     WHERE id = ?1 AND consumed = 0 AND completed = ?4 AND data = ?5",
+                    params![row[0], row[1], row[2], row[3], row[4]],
                 )
                 .map_err(backend)?;
             Ok(n > 0)

@@ -7,6 +7,7 @@
 //! retires a parent refresh token always reaches the store.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     ttl_ms: u64,
     cache: RwLock<HashMap<TokenHash, Cached>>,
+    /// Bumped by every invalidation. A lookup that saw the store before an
+    /// invalidation (a logout racing it) must not cache what it read.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Sessions {
@@ -46,6 +50,7 @@ impl Sessions {
             clock,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             cache: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -62,6 +67,7 @@ impl Sessions {
             hit.ip = ip;
             return Ok(hit);
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let record = self
             .store
             .access_token(&hash)
@@ -99,7 +105,7 @@ impl Sessions {
             self.store.complete_rotation(parent, issued_with).await?;
             self.invalidate_device(&requester.user_id, &requester.device_id);
         }
-        self.remember(hash, &requester, record.expires_at, now);
+        self.remember(hash, &requester, record.expires_at, now, generation);
         Ok(requester)
     }
 
@@ -126,11 +132,17 @@ impl Sessions {
         requester: &Requester,
         expires_at: Option<Timestamp>,
         now: Timestamp,
+        seen_generation: u64,
     ) {
         if self.ttl_ms == 0 {
             return;
         }
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock that invalidations also take: either the
+        // invalidation came first (skip), or it will remove this entry.
+        if self.generation.load(Ordering::Acquire) != seen_generation {
+            return;
+        }
         if cache.len() >= MAX_ENTRIES {
             cache.clear();
         }
@@ -147,6 +159,7 @@ impl Sessions {
     /// Forgets cached tokens of one device (after logout, re-login, rotation).
     pub fn invalidate_device(&self, user_id: &UserId, device_id: &str) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
         cache.retain(|_, c| {
             !(c.requester.user_id == *user_id && c.requester.device_id == device_id)
         });
@@ -155,6 +168,7 @@ impl Sessions {
     /// Forgets cached tokens of every device of a user.
     pub fn invalidate_user(&self, user_id: &UserId) {
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
         cache.retain(|_, c| c.requester.user_id != *user_id);
     }
 }

@@ -100,6 +100,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         );
         tokio::spawn(async move { axum::serve(metrics_listener, app).await });
     }
+    tokio::spawn(prune_periodically(state.clone()));
     // stdout, unbuffered: scripts and the benchmark wait for this line.
     println!("Gatehouse listening on http://{local}");
     tracing::info!(%local, "listening");
@@ -108,6 +109,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// How often expired records are swept out of the store.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Sweeps expired UIA sessions, login tokens and 3PID validations, so that
+/// nothing grows without bound (each instance does; sweeping is idempotent).
+async fn prune_periodically(state: AppState) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match state.store.prune_expired(state.clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "expired records pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning expired records failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -39,6 +39,7 @@ where
     registration_is_atomic(factory().await).await;
     uia_sessions_are_consumed_once(Arc::new(factory().await)).await;
     threepid_validations_are_idempotent(factory().await).await;
+    expired_records_are_pruned(factory().await).await;
     cross_signing_keys_are_replaced(factory().await).await;
     login_tokens_are_single_use(factory().await).await;
 }
@@ -349,6 +350,95 @@ async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
         0,
         "and their reserved uses released"
     );
+}
+
+async fn expired_records_are_pruned(store: impl Store) {
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+    let alice = user(&store, "alice").await;
+    store
+        .upsert_threepid_validation(&ThreepidValidation {
+            sid: "old".into(),
+            client_secret: "c".into(),
+            threepid: Threepid {
+                medium: Medium::Email,
+                address: "a@example.org".into(),
+            },
+            token_hash: h("t"),
+            send_attempt: 1,
+            validated_at: None,
+            created_at: 1,
+            expires_at: 100,
+            next_link: None,
+            failed_attempts: 0,
+        })
+        .await
+        .unwrap();
+    store
+        .create_login_token(&h("lt"), &alice, 100, 1)
+        .await
+        .unwrap();
+    store
+        .create_registration_token(
+            &RegistrationToken {
+                token: "tok".into(),
+                uses_allowed: Some(1),
+                pending: 0,
+                completed: 0,
+                expiry: None,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(store.reserve_registration_token("tok", 1).await.unwrap());
+    let session = UiaSessionRecord {
+        id: "s".into(),
+        binding: gatehouse_core::uia::Binding::new(None, "POST", "/r", &serde_json::json!({})),
+        completed: vec![],
+        data: serde_json::json!({"registration_token": "tok"}),
+        created_at: 1,
+        expires_at: 100,
+        consumed: false,
+    };
+    store.create_uia_session(&session, 1).await.unwrap();
+    store.prune_expired(50).await.unwrap();
+    assert!(
+        store.uia_session("s").await.unwrap().is_some(),
+        "not expired yet"
+    );
+    assert!(store.threepid_validation("old").await.unwrap().is_some());
+    store.prune_expired(100 + DAY).await.unwrap();
+    assert!(store.uia_session("s").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .registration_token("tok")
+            .await
+            .unwrap()
+            .unwrap()
+            .pending,
+        0,
+        "its reserved use is given back"
+    );
+    assert!(
+        store
+            .create_login_token(&h("lt2"), &alice, 10 * DAY, 1)
+            .await
+            .is_ok()
+    );
+    assert!(
+        store
+            .login_token_owner(&h("lt"), 50)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired token removed"
+    );
+    assert!(
+        store.threepid_validation("old").await.unwrap().is_some(),
+        "kept for a day after expiry"
+    );
+    store.prune_expired(101 + DAY).await.unwrap();
+    assert!(store.threepid_validation("old").await.unwrap().is_none());
 }
 
 async fn threepid_validations_are_idempotent(store: impl Store) {

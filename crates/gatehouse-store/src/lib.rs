@@ -235,6 +235,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// Deletes what can no longer be used: expired UIA sessions (giving
+    /// back their reserved registration-token uses), expired login tokens,
+    /// and 3PID validations a day past their expiry. Returns how many rows
+    /// it changed. Safe to run from every instance at once.
+    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64>;
+
     /// The owner of a valid, unexpired login token, leaving it unused (to
     /// check the login it would start before spending it).
     async fn login_token_owner(

@@ -357,6 +357,10 @@ fn expire_uia_sessions(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<()> 
     Ok(())
 }
 
+/// How long an expired 3PID validation is kept (a UIA stage may still be
+/// answering with it when it expires).
+const VALIDATION_GRACE_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// Deletes an account's devices and their tokens, all or all but `keep`.
 fn delete_devices_but(tx: &Transaction<'_>, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
     let keep = keep.unwrap_or("");
@@ -1129,6 +1133,31 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let before: i64 = tx
+                .query_row("SELECT total_changes()", [], |r| r.get(0))
+                .map_err(backend)?;
+            expire_uia_sessions(tx, now)?;
+            let cutoff = ts(Some(now.saturating_sub(VALIDATION_GRACE_MS)));
+            tx.execute(
+                "DELETE FROM threepid_validations WHERE expires_ts < ?1",
+                [cutoff],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM login_tokens WHERE expires_ts <= ?1",
+                [ts(Some(now))],
+            )
+            .map_err(backend)?;
+            let after: i64 = tx
+                .query_row("SELECT total_changes()", [], |r| r.get(0))
+                .map_err(backend)?;
+            Ok(u64::try_from(after - before).unwrap_or(0))
         })
         .await
     }

@@ -41,6 +41,7 @@ pub fn bench_env(data: &Path) -> Vec<(String, String)> {
         "REGISTRATION_PER_ADDRESS",
         "THREEPID_VALIDATION",
         "REGISTRATION_TOKEN_CHECKS",
+        "LOGIN_TOKENS_PER_ACCOUNT",
     ] {
         env.push((
             format!("GATEHOUSE_RATE_LIMITS__{limit}__PER_SECOND"),

@@ -290,6 +290,9 @@ pub struct RateLimitConfig {
     /// and `m.login.registration_token` stages alike, so tokens cannot be
     /// guessed.
     pub registration_token_checks: Rate,
+    /// Login tokens issued per account (`POST /login/get_token`, which the
+    /// spec asks to limit more strictly than usual).
+    pub login_tokens_per_account: Rate,
 }
 
 /// Synapse's `rc_login` and `rc_registration` defaults.
@@ -378,6 +381,11 @@ impl Default for RateLimitConfig {
             registration_per_address: SYNAPSE_RC_LOGIN,
             threepid_validation: SYNAPSE_RC_3PID_VALIDATION,
             registration_token_checks: SYNAPSE_RC_REGISTRATION_TOKEN_VALIDITY,
+            // The spec's example: "a maximum of 1 request per minute".
+            login_tokens_per_account: Rate {
+                per_second: 1.0 / 60.0,
+                burst_count: 1,
+            },
         }
     }
 }
@@ -508,6 +516,10 @@ impl Config {
             (
                 "rate_limits.registration_token_checks",
                 limits.registration_token_checks,
+            ),
+            (
+                "rate_limits.login_tokens_per_account",
+                limits.login_tokens_per_account,
             ),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {

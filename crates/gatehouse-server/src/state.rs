@@ -32,6 +32,8 @@ pub struct RateLimits {
     pub threepid_requests_per_threepid: RateLimiter<String>,
     /// Registration tokens tried per client address.
     pub registration_token_checks: RateLimiter<IpAddr>,
+    /// Login tokens issued per account.
+    pub login_tokens_per_account: RateLimiter<String>,
 }
 
 /// Shared state: one `Arc`, because axum clones the state several times
@@ -77,6 +79,7 @@ impl AppState {
             threepid_requests_per_address: RateLimiter::new(rl.threepid_validation),
             threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation),
             registration_token_checks: RateLimiter::new(rl.registration_token_checks),
+            login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account),
         };
         let sessions = Sessions::new(
             store.clone(),

@@ -989,3 +989,28 @@ async fn racing_token_stages_on_one_session_reserve_one_use() {
         .await;
     assert_eq!(v, json!({"valid": true}), "{answers:?}");
 }
+
+#[tokio::test]
+async fn login_tokens_are_issued_at_most_once_a_minute_by_default() {
+    let server = start(&[
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_TOKENS_PER_ACCOUNT__PER_SECOND",
+            "0.0166".into(),
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_TOKENS_PER_ACCOUNT__BURST_COUNT",
+            "1".into(),
+        ),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let at = s(
+        &server.login("alice", "pw", json!({})).await,
+        "access_token",
+    );
+    let path = "/_matrix/client/v1/login/get_token";
+    let (status, v) = password_auth(&server, path, &at, json!({}), "alice", "pw").await;
+    assert_eq!(status, 200, "{v}");
+    let again = server.post_auth(path, &at, json!({})).await;
+    assert_error(&again, 429, "M_LIMIT_EXCEEDED");
+    assert!(again.1["retry_after_ms"].as_u64().unwrap() > 50_000);
+}

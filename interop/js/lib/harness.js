@@ -65,6 +65,7 @@ export function baseTestEnv() {
     "REGISTRATION_PER_ADDRESS",
     "THREEPID_VALIDATION",
     "REGISTRATION_TOKEN_CHECKS",
+    "LOGIN_TOKENS_PER_ACCOUNT",
   ]) {
     for (const [key, value] of Object.entries(LAX_LIMIT)) {
       env[`GATEHOUSE_RATE_LIMITS__${limit}__${key}`] = value;

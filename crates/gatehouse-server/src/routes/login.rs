@@ -268,6 +268,11 @@ pub async fn get_token(
     uri: axum::http::Uri,
     crate::extract::RawJson(raw): crate::extract::RawJson,
 ) -> ApiResult<Json<Value>> {
+    let limiter = &state.limits.login_tokens_per_account;
+    let account = requester.user_id.to_string();
+    limiter
+        .peek(&account, std::time::Instant::now())
+        .map_err(ApiError::limited)?;
     crate::uia::reauthenticate(
         &state,
         &requester,
@@ -289,6 +294,7 @@ pub async fn get_token(
             now,
         )
         .await?;
+    limiter.record(&account, std::time::Instant::now());
     Ok(Json(
         json!({ "login_token": minted.as_str(), "expires_in_ms": lifetime }),
     ))

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
 use crate::error::ApiError;
+use crate::sessions::Expired;
 use crate::state::AppState;
 
 /// A JSON object request body, deserialised into `T`.
@@ -189,7 +190,29 @@ impl FromRequestParts<AppState> for Requester {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         let token = presented_token(parts)
             .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
-        state.sessions.authenticate(&token, ip).await
+        state
+            .sessions
+            .authenticate(&token, ip, Expired::Refuse)
+            .await
+    }
+}
+
+/// The owner of an access token that may have expired (not been revoked):
+/// for `/logout` and `/logout/all` only.
+pub struct LoggingOut(pub Requester);
+
+impl FromRequestParts<AppState> for LoggingOut {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        let token = presented_token(parts)
+            .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
+        state
+            .sessions
+            .authenticate(&token, ip, Expired::Accept)
+            .await
+            .map(Self)
     }
 }
 

@@ -32,6 +32,16 @@ struct Cached {
     cached_at: Timestamp,
 }
 
+/// Whether an expired (but not revoked) access token is good enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Everywhere: `401 M_UNKNOWN_TOKEN, soft_logout: true`.
+    Refuse,
+    /// Only to log out: a soft-logged-out client without a working refresh
+    /// token can still delete its device (as Synapse allows).
+    Accept,
+}
+
 /// Validates access tokens for every authenticated endpoint.
 pub struct Sessions {
     store: Arc<dyn Store>,
@@ -56,13 +66,18 @@ impl Sessions {
 
     /// The owner of `token`, or the precise reason it is refused:
     /// malformed/unknown/revoked → `soft_logout: false`; expired → `true`.
-    pub async fn authenticate(&self, token: &str, ip: std::net::IpAddr) -> ApiResult<Requester> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        ip: std::net::IpAddr,
+        expired: Expired,
+    ) -> ApiResult<Requester> {
         if token::check(token, TokenKind::Access).is_err() {
             return Err(ApiError::unknown_token(false, "Unrecognised access token"));
         }
         let hash = token::hash(token);
         let now = self.clock.now_ms();
-        if let Some(mut hit) = self.cached(&hash, now)? {
+        if let Some(mut hit) = self.cached(&hash, now, expired)? {
             // The cached owner, but this request's address.
             hit.ip = ip;
             return Ok(hit);
@@ -73,7 +88,7 @@ impl Sessions {
             .access_token(&hash)
             .await?
             .ok_or_else(|| ApiError::unknown_token(false, "Unrecognised access token"))?;
-        if record.expires_at.is_some_and(|at| at <= now) {
+        if expired == Expired::Refuse && record.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::unknown_token(true, "Access token has expired"));
         }
         let requester = Requester {
@@ -109,7 +124,12 @@ impl Sessions {
         Ok(requester)
     }
 
-    fn cached(&self, hash: &TokenHash, now: Timestamp) -> ApiResult<Option<Requester>> {
+    fn cached(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        expired: Expired,
+    ) -> ApiResult<Option<Requester>> {
         if self.ttl_ms == 0 {
             return Ok(None);
         }
@@ -120,7 +140,7 @@ impl Sessions {
         if now.saturating_sub(entry.cached_at) > self.ttl_ms {
             return Ok(None);
         }
-        if entry.expires_at.is_some_and(|at| at <= now) {
+        if expired == Expired::Refuse && entry.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::unknown_token(true, "Access token has expired"));
         }
         Ok(Some(entry.requester.clone()))

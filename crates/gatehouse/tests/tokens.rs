@@ -71,6 +71,15 @@ async fn missing_malformed_revoked_and_expired_tokens() {
         )
         .await;
     assert_error(&(status, v), 401, "M_MISSING_TOKEN");
+    // An expired token can still log out (its device goes), as in Synapse;
+    // afterwards it is revoked, not merely expired.
+    assert_eq!(
+        server
+            .post_auth("/_matrix/client/v3/logout", &at, json!({}))
+            .await,
+        (200, json!({}))
+    );
+    assert_eq!(server.whoami(&at).await.1["soft_logout"], false);
 }
 
 #[tokio::test]

@@ -187,13 +187,7 @@ impl FromRequestParts<AppState> for Requester {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        let token = presented_token(parts)
-            .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
-        state
-            .sessions
-            .authenticate(&token, ip, Expired::Refuse)
-            .await
+        authenticate(parts, state, Expired::Refuse).await
     }
 }
 
@@ -205,15 +199,20 @@ impl FromRequestParts<AppState> for LoggingOut {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        let token = presented_token(parts)
-            .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
-        state
-            .sessions
-            .authenticate(&token, ip, Expired::Accept)
-            .await
-            .map(Self)
+        authenticate(parts, state, Expired::Accept).await.map(Self)
     }
+}
+
+/// The owner of the request's access token, seen from this request's address.
+async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    expired: Expired,
+) -> Result<Requester, ApiError> {
+    let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+    let token = presented_token(parts)
+        .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
+    state.sessions.authenticate(&token, ip, expired).await
 }
 
 /// `Option<Requester>`: `None` when no token is presented at all (password

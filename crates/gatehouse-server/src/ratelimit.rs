@@ -11,6 +11,19 @@ use std::time::Instant;
 
 use crate::config::Rate;
 
+/// The key a client address is limited under: an IPv6 address by its /64
+/// (one subscriber usually holds a whole /64, so per-address keys would be
+/// free to multiply), an IPv4-mapped IPv6 address as the IPv4 address.
+pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)).into(),
+        },
+        v4 => v4,
+    }
+}
+
 /// A set of buckets, one per key (an IP address, an account).
 pub struct RateLimiter<K> {
     rate: Rate,
@@ -95,6 +108,22 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let mapped: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(
+            address_key(mapped),
+            "10.1.2.3".parse::<std::net::IpAddr>().unwrap()
+        );
+        let v4: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+    }
 
     #[test]
     fn burst_then_refill() {

@@ -346,7 +346,10 @@ pub(crate) fn check_token_limit(state: &AppState, ip: std::net::IpAddr) -> ApiRe
     state
         .limits
         .registration_token_checks
-        .check(&ip, std::time::Instant::now())
+        .check(
+            &crate::ratelimit::address_key(ip),
+            std::time::Instant::now(),
+        )
         .map_err(ApiError::limited)
 }
 

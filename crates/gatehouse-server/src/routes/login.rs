@@ -206,7 +206,10 @@ pub fn check_address_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<
     state
         .limits
         .per_address
-        .check(&ip, std::time::Instant::now())
+        .check(
+            &crate::ratelimit::address_key(ip),
+            std::time::Instant::now(),
+        )
         .map_err(|wait| {
             state.metrics.login(LoginOutcome::Limited);
             ApiError::limited(wait)

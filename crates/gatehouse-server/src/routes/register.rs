@@ -95,7 +95,7 @@ fn check_registration_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
     state
         .limits
         .registrations_per_address
-        .peek(&ip, Instant::now())
+        .peek(&crate::ratelimit::address_key(ip), Instant::now())
         .map_err(ApiError::limited)
 }
 
@@ -103,7 +103,7 @@ fn count_registration(state: &AppState, ip: IpAddr) {
     state
         .limits
         .registrations_per_address
-        .record(&ip, Instant::now());
+        .record(&crate::ratelimit::address_key(ip), Instant::now());
 }
 
 pub async fn register(

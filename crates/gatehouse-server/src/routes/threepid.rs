@@ -331,7 +331,7 @@ fn check_address_limit(state: &AppState, ip: &IpAddr) -> ApiResult<()> {
     state
         .limits
         .threepid_requests_per_address
-        .check(ip, Instant::now())
+        .check(&crate::ratelimit::address_key(*ip), Instant::now())
         .map_err(ApiError::limited)
 }
 

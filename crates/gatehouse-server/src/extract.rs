@@ -54,7 +54,18 @@ async fn read_body(req: Request, state: &AppState) -> Result<bytes::Bytes, ApiEr
         linger(body, declared.unwrap_or(0)).await;
         return Err(too_large());
     }
-    match Limited::new(&mut body, limit).collect().await {
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(&mut body, limit).collect());
+    let Ok(collected) = collected.await else {
+        // A client trickling its body would hold a task and a connection
+        // for as long as it liked.
+        let mut e = ApiError::new(
+            ErrorKind::Unknown,
+            "The request body did not arrive in time",
+        );
+        e.status = Some(408);
+        return Err(e);
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             linger(body, 0).await;
@@ -233,6 +244,9 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Requester {
     }
 }
 
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Bodies up to this size are read and discarded before a 413 is sent.
 const LINGER_MAX: u64 = 1024 * 1024;
 
@@ -243,5 +257,6 @@ async fn linger(body: Body, declared: u64) {
     if declared > LINGER_MAX {
         return;
     }
-    let _ = Limited::new(body, LINGER_MAX as usize).collect().await;
+    let drain = Limited::new(body, LINGER_MAX as usize).collect();
+    let _ = tokio::time::timeout(BODY_TIMEOUT, drain).await;
 }

@@ -484,14 +484,17 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         Some("https://example.org/one"),
         "next_link kept"
     );
-    assert_eq!(
-        store.count_failed_threepid_attempt("sid1").await.unwrap(),
-        1
-    );
-    assert_eq!(
-        store.count_failed_threepid_attempt("sid1").await.unwrap(),
-        2
-    );
+    // Wrong secrets count (the client secret must match too); after three
+    // (the limit given), even the right one is refused.
+    for (secret, token) in [("secret", "wrong"), ("other", "t1"), ("secret", "nope")] {
+        assert!(
+            store
+                .redeem_threepid_secret("sid1", secret, &h(token), 10, 3)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
     assert_eq!(
         store
             .threepid_validation("sid1")
@@ -499,11 +502,22 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
             .unwrap()
             .unwrap()
             .failed_attempts,
-        2
+        3
     );
-    assert_eq!(
-        store.count_failed_threepid_attempt("nope").await.unwrap(),
-        0
+    assert!(
+        store
+            .redeem_threepid_secret("sid1", "secret", &h("t1"), 10, 3)
+            .await
+            .unwrap()
+            .is_none(),
+        "dead after three failures"
+    );
+    assert!(
+        store
+            .redeem_threepid_secret("nope", "secret", &h("t1"), 10, 3)
+            .await
+            .unwrap()
+            .is_none()
     );
     let next = ThreepidValidation {
         sid: "sid3".into(),
@@ -538,18 +552,22 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
         0,
         "a new secret resets the failures"
     );
-    assert!(store.mark_threepid_validated("sid1", 50).await.unwrap());
-    assert!(store.mark_threepid_validated("sid1", 60).await.unwrap());
-    assert_eq!(
-        store
-            .threepid_validation("sid1")
+    for now in [50, 60] {
+        let done = store
+            .redeem_threepid_secret("sid1", "secret", &h("t3"), now, 3)
             .await
             .unwrap()
+            .expect("the new secret validates");
+        assert_eq!(done.validated_at, Some(50), "the first time is kept");
+    }
+    assert!(
+        store
+            .redeem_threepid_secret("sid1", "secret", &h("t3"), 100, 3)
+            .await
             .unwrap()
-            .validated_at,
-        Some(50)
+            .is_none(),
+        "expired"
     );
-    assert!(!store.mark_threepid_validated("nope", 1).await.unwrap());
 }
 
 async fn cross_signing_keys_are_replaced(store: impl Store) {

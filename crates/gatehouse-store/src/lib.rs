@@ -218,13 +218,21 @@ pub trait Store: Send + Sync + 'static {
     /// A validation by session ID.
     async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>>;
 
-    /// Marks a validation done; `false` if unknown.
-    async fn mark_threepid_validated(&self, sid: &str, now: Timestamp) -> StoreResult<bool>;
-
-    /// Counts a wrong secret presented for a validation, atomically, and
-    /// returns the count so far (0 if unknown). A new `send_attempt`
-    /// resets it.
-    async fn count_failed_threepid_attempt(&self, sid: &str) -> StoreResult<u32>;
+    /// Presents a secret for a validation, in one atomic step: if the
+    /// client secret and token hash match, the validation has not expired
+    /// and fewer than `max_failures` wrong secrets came before, it is marked
+    /// validated (the first time is kept) and returned; otherwise `None`,
+    /// and a mismatch counts one more failure. Checking and counting
+    /// together is what makes guesses sent in parallel count too. A new
+    /// `send_attempt` resets the failures.
+    async fn redeem_threepid_secret(
+        &self,
+        sid: &str,
+        client_secret: &str,
+        token_hash: &TokenHash,
+        now: Timestamp,
+        max_failures: u32,
+    ) -> StoreResult<Option<ThreepidValidation>>;
 
     /// Stores a login token for `user_id`, valid until `expires_at`.
     async fn create_login_token(

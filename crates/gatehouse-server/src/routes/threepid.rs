@@ -401,20 +401,20 @@ async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<Option<Option<S
     let (Some(sid), Some(secret), Some(tok)) = (q.sid, q.client_secret, q.token) else {
         return Err(ApiError::missing("sid, client_secret and token"));
     };
-    let Some(v) = state.store.threepid_validation(&sid).await? else {
-        return Ok(None);
-    };
-    let now = state.clock.now_ms();
-    if v.failed_attempts >= MAX_FAILED_ATTEMPTS || v.expires_at <= now {
-        return Ok(None);
+    let redeemed = state
+        .store
+        .redeem_threepid_secret(
+            &sid,
+            &secret,
+            &token::hash(tok.trim()),
+            state.clock.now_ms(),
+            MAX_FAILED_ATTEMPTS,
+        )
+        .await?;
+    if redeemed.is_none() {
+        tracing::info!(sid = %sid, "3PID validation secret refused");
     }
-    if v.client_secret != secret || v.token_hash != token::hash(tok.trim()) {
-        let failures = state.store.count_failed_threepid_attempt(&sid).await?;
-        tracing::info!(sid = %sid, failures, "wrong 3PID validation secret");
-        return Ok(None);
-    }
-    let marked = state.store.mark_threepid_validated(&sid, now).await?;
-    Ok(marked.then_some(v.next_link))
+    Ok(redeemed.map(|v| v.next_link))
 }
 
 /// `GET /_gatehouse/threepid/validate`: the link in the email.

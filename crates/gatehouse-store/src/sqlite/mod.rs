@@ -1087,32 +1087,45 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_threepid_validated(&self, sid: &str, now: Timestamp) -> StoreResult<bool> {
-        let sid = sid.to_owned();
+    async fn redeem_threepid_secret(
+        &self,
+        sid: &str,
+        client_secret: &str,
+        token_hash: &TokenHash,
+        now: Timestamp,
+        max_failures: u32,
+    ) -> StoreResult<Option<ThreepidValidation>> {
+        let (sid, secret, hash) = (sid.to_owned(), client_secret.to_owned(), *token_hash);
         self.write(move |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE threepid_validations SET validated_ts = COALESCE(validated_ts, ?2) WHERE sid = ?1",
+            let found = tx
+                .query_row(
+                    &format!("SELECT {VALIDATION_COLUMNS} FROM threepid_validations WHERE sid = ?1"),
+                    [&sid],
+                    validation_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            let Some(mut v) = found else { return Ok(None) };
+            if v.failed_attempts >= max_failures || v.expires_at <= now {
+                return Ok(None);
+            }
+            if v.client_secret != secret || v.token_hash != hash {
+                tx.execute(
+                    "UPDATE threepid_validations SET failed_attempts = failed_attempts + 1 WHERE sid = ?1",
+                    [&sid],
+                )
+                .map_err(backend)?;
+                return Ok(None);
+            }
+            if v.validated_at.is_none() {
+                tx.execute(
+                    "UPDATE threepid_validations SET validated_ts = ?2 WHERE sid = ?1",
                     params![sid, ts(Some(now))],
                 )
                 .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
-    async fn count_failed_threepid_attempt(&self, sid: &str) -> StoreResult<u32> {
-        let sid = sid.to_owned();
-        self.write(move |tx| {
-            tx.query_row(
-                "UPDATE threepid_validations SET failed_attempts = failed_attempts + 1
-                 WHERE sid = ?1 RETURNING failed_attempts",
-                [sid],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
-            .map_err(backend)
+                v.validated_at = Some(now);
+            }
+            Ok(Some(v))
         })
         .await
     }

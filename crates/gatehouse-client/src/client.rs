@@ -80,7 +80,8 @@ struct Inner {
     on_session_changed: Option<SessionListener>,
     on_logged_out: Option<LogoutListener>,
     refresh_margin: Duration,
-    /// The lifetime of the last refreshed access token (ms; 0: unknown).
+    /// The lifetime of the current access token, as known when it was set
+    /// (ms; 0: unknown).
     /// The margin is at most half of it, or a short-lived token would be
     /// "about to expire" from birth and every request would refresh first.
     token_lifetime_ms: std::sync::atomic::AtomicU64,
@@ -157,6 +158,13 @@ impl ClientBuilder {
                 .timeout(Duration::from_secs(30))
                 .build()?,
         };
+        // A session fresh from a login knows when it expires; until a refresh
+        // reports the real lifetime, the time left is the best estimate.
+        let lifetime = self
+            .session
+            .as_ref()
+            .and_then(|s| s.expires_at_ms)
+            .map_or(0, |at| at.saturating_sub(now_ms()));
         Ok(Client {
             inner: Arc::new(Inner {
                 base_url: self.base_url.trim_end_matches('/').to_owned(),
@@ -167,7 +175,7 @@ impl ClientBuilder {
                 on_session_changed: self.on_session_changed,
                 on_logged_out: self.on_logged_out,
                 refresh_margin: self.refresh_margin,
-                token_lifetime_ms: std::sync::atomic::AtomicU64::new(0),
+                token_lifetime_ms: std::sync::atomic::AtomicU64::new(lifetime),
                 rate_limit_retries: self.rate_limit_retries,
             }),
         })
@@ -216,6 +224,12 @@ impl Client {
 
     /// Replaces the session (and tells the listener).
     pub fn set_session(&self, session: Option<Session>) {
+        if let Some(at) = session.as_ref().and_then(|s| s.expires_at_ms) {
+            self.inner.token_lifetime_ms.store(
+                at.saturating_sub(now_ms()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         *self
             .inner
             .session
@@ -413,11 +427,6 @@ impl Client {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_REFRESH_WAIT);
         };
-        if let Some(ms) = tokens.expires_in_ms {
-            self.inner
-                .token_lifetime_ms
-                .store(ms, std::sync::atomic::Ordering::Relaxed);
-        }
         let next = Session {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token.or(current.refresh_token),

@@ -50,7 +50,14 @@ impl SsoCallback {
                         accepted.map_err(|e| Error::InvalidResponse(e.to_string()))?;
                     connections.spawn(answer(socket));
                 }
-                Some(Ok(Some(token))) = connections.join_next() => return Ok(token),
+                // Every finished connection is looked at: a pattern that
+                // failed to match would disable this branch until the next
+                // accept, leaving a token that arrived meanwhile unseen.
+                Some(served) = connections.join_next() => {
+                    if let Ok(Some(token)) = served {
+                        return Ok(token);
+                    }
+                }
             }
         }
     }

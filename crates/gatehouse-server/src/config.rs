@@ -283,8 +283,8 @@ pub struct RateLimitConfig {
     /// Accounts registered per client IP address (only successful
     /// registrations count; UIA round trips do not).
     pub registration_per_address: Rate,
-    /// `requestToken` calls (each may send an email or SMS), counted per
-    /// client IP address and, separately, per email address or number.
+    /// `requestToken` calls per client IP address, and messages sent per
+    /// email address or number (repeats and refusals send nothing).
     pub threepid_validation: Rate,
     /// Registration tokens tried per client IP address: validity checks
     /// and `m.login.registration_token` stages alike, so tokens cannot be
@@ -633,6 +633,13 @@ pub const EXAMPLE: &str = include_str!("config_example.toml");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_tokens_default_to_one_a_minute() {
+        let rate = RateLimitConfig::default().login_tokens_per_account;
+        assert_eq!(rate.burst_count, 1);
+        assert!((rate.per_second * 60.0 - 1.0).abs() < 1e-9, "{rate:?}");
+    }
 
     #[test]
     fn the_example_is_the_defaults() {

@@ -141,10 +141,13 @@ impl FromRequestParts<AppState> for ClientIp {
         if state.config.trust_x_forwarded_for
             && let Some(ip) = parts
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                // The last entry of the last line is the one our proxy
+                // added (appended, or as a line of its own); anything
+                // before it came from the client and could be anything.
+                .next_back()
                 .and_then(|v| v.to_str().ok())
-                // The last entry is the one our proxy appended; earlier
-                // ones came from the client and could be anything.
                 .and_then(|v| v.rsplit(',').next())
                 .and_then(|v| v.trim().parse().ok())
         {

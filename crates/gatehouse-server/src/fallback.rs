@@ -176,27 +176,28 @@ pub async fn show(
         );
     };
     match crate::uia::live_session(&state, &session_id).await {
-        Ok(Some(session))
-            if !crate::uia::stage_is_next(&state, &session, &stage)
-                .await
-                .unwrap_or(false) =>
-        {
-            error_page(
+        Ok(Some(session)) => match crate::uia::stage_is_next(&state, &session, &stage).await {
+            Ok(false) => error_page(
                 &state,
                 "This session does not need this step now.",
                 StatusCode::BAD_REQUEST,
-            )
-        }
-        Ok(Some(session)) => {
-            let page = Page {
-                stage: &stage,
-                session: &session_id,
-                user_id: session.binding.user_id,
-                done: false,
-                message: None,
-            };
-            render(&state, page, StatusCode::OK)
-        }
+            ),
+            Err(_) => error_page(
+                &state,
+                "Something went wrong; please try again.",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            Ok(true) => {
+                let page = Page {
+                    stage: &stage,
+                    session: &session_id,
+                    user_id: session.binding.user_id,
+                    done: false,
+                    message: None,
+                };
+                render(&state, page, StatusCode::OK)
+            }
+        },
         Ok(None) => error_page(
             &state,
             "This session is unknown, expired or already used.",

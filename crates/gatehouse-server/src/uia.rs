@@ -509,8 +509,6 @@ async fn check_stage(
     }
 }
 
-/// Completes one stage of an existing session from a fallback page. The
-/// client then resubmits its request with `auth: {session}` to finish.
 /// Who a stored session authenticates, and the flows offered to them.
 async fn session_flows(
     state: &AppState,
@@ -545,6 +543,8 @@ pub async fn stage_is_next(
     Ok(uia::stage_allowed(&flows, &session.completed, stage))
 }
 
+/// Completes one stage of an existing session from a fallback page. The
+/// client then resubmits its request with `auth: {session}` to finish.
 pub async fn complete_stage(
     state: &AppState,
     session_id: &str,

@@ -568,8 +568,30 @@ async fn fallback_urls_and_session_resume() {
     assert_eq!(resumed["user_id"], "@resumer:localhost");
 }
 
-/// A stand-in that is not a homeserver at all: a proxy answering 502 with
-/// HTML, then a working refresh. Real HTTP on loopback.
+#[tokio::test]
+async fn short_lived_tokens_are_not_refreshed_before_every_request() {
+    let server = Server::start(&[("GATEHOUSE_TOKENS__ACCESS_TOKEN_LIFETIME_MS", "10000")]);
+    server.create_user("alice", "pw", &[]);
+    let r = Client::builder(&server.base)
+        .build()
+        .unwrap()
+        .login_request(
+            LoginRequest::password(UserIdentifier::user("alice"), "pw").refresh_token(true),
+        )
+        .await
+        .unwrap();
+    // The default 30 s margin is longer than the token's 10 s life: capped
+    // at half of it, so the fresh token is used as it is.
+    let client = Client::builder(&server.base)
+        .session(r.session())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        client.whoami().await.unwrap();
+    }
+    assert_eq!(client.session().unwrap().access_token, r.access_token);
+}
+
 /// A server that fails on purpose (what Gatehouse never does), on
 /// loopback, and a session with a refresh token to use against it.
 async fn misbehaving_server(app: axum::Router) -> (String, Session) {
@@ -585,6 +607,8 @@ async fn misbehaving_server(app: axum::Router) -> (String, Session) {
     (base, session)
 }
 
+/// A stand-in that is not a homeserver at all: a proxy answering 502 with
+/// HTML, then a working refresh. Real HTTP on loopback.
 #[tokio::test]
 async fn non_json_errors_and_refresh_back_off() {
     let calls = Arc::new(AtomicUsize::new(0));

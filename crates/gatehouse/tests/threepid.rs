@@ -580,21 +580,26 @@ async fn registration_and_token_requests_are_rate_limited() {
         429,
         "M_LIMIT_EXCEEDED",
     );
-    // ...and per address asked for, whoever asks: u1 has had one, two more.
-    for ip in ["10.0.2.1", "10.0.2.2"] {
-        assert_eq!(
-            server.send(from(ip, ASK, ask("u1@example.org"))).await.0,
-            200
-        );
+    // ...and per address mailed, whoever asks: u1 has had one message. A
+    // repeated send_attempt sends nothing and costs nothing...
+    assert_eq!(
+        server
+            .send(from("10.0.2.1", ASK, ask("u1@example.org")))
+            .await
+            .0,
+        200
+    );
+    // ...but new requests (other clients, other secrets) do: two more.
+    let fresh = |secret: &str| json!({"client_secret": secret, "email": "u1@example.org", "send_attempt": 1});
+    for (ip, secret) in [("10.0.2.2", "s2"), ("10.0.2.3", "s3")] {
+        assert_eq!(server.send(from(ip, ASK, fresh(secret))).await.0, 200);
     }
     assert_error(
-        &server
-            .send(from("10.0.2.3", ASK, ask("u1@example.org")))
-            .await,
+        &server.send(from("10.0.2.4", ASK, fresh("s4"))).await,
         429,
         "M_LIMIT_EXCEEDED",
     );
-    smtp.wait_for(3);
+    smtp.wait_for(5);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(smtp.messages().len(), 3, "one email per address");
+    assert_eq!(smtp.messages().len(), 5, "u1..u3, then two more to u1");
 }

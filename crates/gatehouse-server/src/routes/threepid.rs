@@ -228,6 +228,7 @@ pub async fn request_email_token(
             .send_validation_email(&email, purpose.as_str(), &link, &expires)
             .await
             .map_err(|e| sending_failed(&e))?;
+        count_threepid_message(state, &validation.threepid);
         tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation email sent");
     }
     Ok(Json(token_response(state, &validation.sid)))
@@ -278,6 +279,7 @@ pub async fn request_msisdn_token(
             .send_sms(&msisdn, &code, &validation.sid)
             .await
             .map_err(|e| sending_failed(&e))?;
+        count_threepid_message(state, &validation.threepid);
         tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation SMS sent");
     }
     let mut answer = token_response(state, &validation.sid);
@@ -336,14 +338,26 @@ fn check_address_limit(state: &AppState, ip: &IpAddr) -> ApiResult<()> {
 }
 
 /// `rate_limits.threepid_validation` per email address or phone number, so
-/// that many clients together cannot flood one inbox or phone either.
+/// that many clients together cannot flood one inbox or phone either. Only
+/// messages sent count: a repeated `send_attempt` (which the spec tells
+/// clients to use after a network error) or a refused request does not.
+fn threepid_limit_key(threepid: &Threepid) -> String {
+    format!("{}:{}", threepid.medium.as_str(), threepid.address)
+}
+
 fn check_threepid_limit(state: &AppState, threepid: &Threepid) -> ApiResult<()> {
-    let key = format!("{}:{}", threepid.medium.as_str(), threepid.address);
     state
         .limits
         .threepid_requests_per_threepid
-        .check(&key, Instant::now())
+        .peek(&threepid_limit_key(threepid), Instant::now())
         .map_err(ApiError::limited)
+}
+
+fn count_threepid_message(state: &AppState, threepid: &Threepid) {
+    state
+        .limits
+        .threepid_requests_per_threepid
+        .record(&threepid_limit_key(threepid), Instant::now());
 }
 
 request_token_route!(

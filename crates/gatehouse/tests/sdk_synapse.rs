@@ -177,27 +177,44 @@ async fn the_sdk_works_against_synapse() {
         .unwrap();
     assert_eq!(client.whoami().await.unwrap().user_id, "@sdkuser:localhost");
     let first = r.session();
-    // Refresh once, then (answer "lost") again with the same refresh token
-    // before using the new tokens. The spec keeps the old refresh token
-    // valid until the new tokens are used (Gatehouse answers 200 here).
-    // Synapse 1.163 departs from it: the old token is gone at once,
-    // 401 M_UNKNOWN_TOKEN without soft_logout.
-    let retry = Client::builder(&synapse.base)
-        .session(first)
+    // Refresh once (answer "lost"), then again with the same refresh token
+    // before either answer's tokens are used. The spec keeps the old refresh
+    // token valid until new tokens are used, and Gatehouse keeps both
+    // answers usable until one is. Synapse 1.163 departs from it: the retry
+    // succeeds, but the first answer's tokens die at once (401
+    // M_UNKNOWN_TOKEN, soft_logout false).
+    let lost = Client::builder(&synapse.base)
+        .session(first.clone())
         .build()
         .unwrap();
+    lost.refresh().await.unwrap();
     client.refresh().await.unwrap();
-    let err = retry.refresh().await.unwrap_err();
-    let m = err.matrix().unwrap();
+    let killed = lost.whoami().await.unwrap_err();
+    let m = killed.matrix().unwrap();
     assert_eq!(
         (m.status, &m.errcode, m.soft_logout),
         (401, &ErrorCode::UnknownToken, false),
-        "Synapse's answer to a retried refresh: {m:?}"
+        "Synapse kills the first answer's tokens: {m:?}"
     );
     assert_eq!(
         client.whoami().await.unwrap().user_id,
         "@sdkuser:localhost",
-        "the new tokens work"
+        "the retry's tokens work"
+    );
+    // Once the new tokens are used, the old refresh token is dead. The spec
+    // says 401 M_UNKNOWN_TOKEN; Synapse answers 403 M_FORBIDDEN.
+    let late = Client::builder(&synapse.base)
+        .session(first)
+        .build()
+        .unwrap()
+        .refresh()
+        .await
+        .unwrap_err();
+    let m = late.matrix().unwrap();
+    assert_eq!(
+        (m.status, &m.errcode),
+        (403, &ErrorCode::Forbidden),
+        "Synapse's answer to a dead refresh token: {m:?}"
     );
 
     // Synapse departs from the spec: spec-form m.id.phone {country, phone}

@@ -14,13 +14,38 @@ use crate::config::Rate;
 /// The key a client address is limited under: an IPv6 address by its /64
 /// (one subscriber usually holds a whole /64, so per-address keys would be
 /// free to multiply), an IPv4-mapped IPv6 address as the IPv4 address.
-pub fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.into(),
             None => std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)).into(),
         },
         v4 => v4,
+    }
+}
+
+/// Buckets per client address. The key is normalised here
+/// ([`address_key`]), so that no call site can forget to.
+pub struct AddressLimiter(RateLimiter<std::net::IpAddr>);
+
+impl AddressLimiter {
+    pub fn new(rate: Rate) -> Self {
+        Self(RateLimiter::new(rate))
+    }
+
+    /// [`RateLimiter::check`], now, for `ip`'s key.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), RetryAfterMs> {
+        self.0.check(&address_key(ip), Instant::now())
+    }
+
+    /// [`RateLimiter::peek`], now, for `ip`'s key.
+    pub fn peek(&self, ip: std::net::IpAddr) -> Result<(), RetryAfterMs> {
+        self.0.peek(&address_key(ip), Instant::now())
+    }
+
+    /// [`RateLimiter::record`], now, for `ip`'s key.
+    pub fn record(&self, ip: std::net::IpAddr) {
+        self.0.record(&address_key(ip), Instant::now());
     }
 }
 

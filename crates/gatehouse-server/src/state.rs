@@ -1,7 +1,6 @@
 //! What every handler can reach: configuration, store, sessions, the
 //! hashing pool, rate limiters, metrics and the clock.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use gatehouse_store::Store;
 use crate::config::Config;
 use crate::hashing::HashPool;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AddressLimiter, RateLimiter};
 use crate::sessions::Sessions;
 
 /// Rate limits (see `rate_limits` in the configuration). In memory, per
@@ -19,19 +18,19 @@ use crate::sessions::Sessions;
 /// rate, as with Synapse workers.
 pub struct RateLimits {
     /// Login attempts per client address.
-    pub per_address: RateLimiter<IpAddr>,
+    pub per_address: AddressLimiter,
     /// Login attempts per account.
     pub per_account: RateLimiter<String>,
     /// Failed login attempts per account.
     pub failures_per_account: RateLimiter<String>,
     /// Accounts registered per client address.
-    pub registrations_per_address: RateLimiter<IpAddr>,
+    pub registrations_per_address: AddressLimiter,
     /// `requestToken` calls per client address.
-    pub threepid_requests_per_address: RateLimiter<IpAddr>,
+    pub threepid_requests_per_address: AddressLimiter,
     /// `requestToken` calls per email address or phone number.
     pub threepid_requests_per_threepid: RateLimiter<String>,
     /// Registration tokens tried per client address.
-    pub registration_token_checks: RateLimiter<IpAddr>,
+    pub registration_token_checks: AddressLimiter,
     /// Login tokens issued per account.
     pub login_tokens_per_account: RateLimiter<String>,
 }
@@ -72,13 +71,13 @@ impl AppState {
         let hasher = HashPool::start(policy, threads, config.passwords.max_queued_hashes);
         let rl = &config.rate_limits;
         let limits = RateLimits {
-            per_address: RateLimiter::new(rl.login_per_address),
+            per_address: AddressLimiter::new(rl.login_per_address),
             per_account: RateLimiter::new(rl.login_per_account),
             failures_per_account: RateLimiter::new(rl.failed_logins_per_account),
-            registrations_per_address: RateLimiter::new(rl.registration_per_address),
-            threepid_requests_per_address: RateLimiter::new(rl.threepid_validation),
+            registrations_per_address: AddressLimiter::new(rl.registration_per_address),
+            threepid_requests_per_address: AddressLimiter::new(rl.threepid_validation),
             threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation),
-            registration_token_checks: RateLimiter::new(rl.registration_token_checks),
+            registration_token_checks: AddressLimiter::new(rl.registration_token_checks),
             login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account),
         };
         let sessions = Sessions::new(

@@ -346,10 +346,7 @@ pub(crate) fn check_token_limit(state: &AppState, ip: std::net::IpAddr) -> ApiRe
     state
         .limits
         .registration_token_checks
-        .check(
-            &crate::ratelimit::address_key(ip),
-            std::time::Instant::now(),
-        )
+        .check(ip)
         .map_err(ApiError::limited)
 }
 

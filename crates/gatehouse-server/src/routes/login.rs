@@ -203,17 +203,10 @@ pub async fn login(
 
 /// Login attempts per client address (`rate_limits.login_per_address`).
 pub fn check_address_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
-    state
-        .limits
-        .per_address
-        .check(
-            &crate::ratelimit::address_key(ip),
-            std::time::Instant::now(),
-        )
-        .map_err(|wait| {
-            state.metrics.login(LoginOutcome::Limited);
-            ApiError::limited(wait)
-        })
+    state.limits.per_address.check(ip).map_err(|wait| {
+        state.metrics.login(LoginOutcome::Limited);
+        ApiError::limited(wait)
+    })
 }
 
 /// `m.login.token`: a single-use token from `/login/get_token` names the user.

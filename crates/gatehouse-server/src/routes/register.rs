@@ -2,7 +2,6 @@
 //! `GET /v1/register/m.login.registration_token/validity`.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -95,15 +94,12 @@ fn check_registration_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
     state
         .limits
         .registrations_per_address
-        .peek(&crate::ratelimit::address_key(ip), Instant::now())
+        .peek(ip)
         .map_err(ApiError::limited)
 }
 
 fn count_registration(state: &AppState, ip: IpAddr) {
-    state
-        .limits
-        .registrations_per_address
-        .record(&crate::ratelimit::address_key(ip), Instant::now());
+    state.limits.registrations_per_address.record(ip);
 }
 
 pub async fn register(

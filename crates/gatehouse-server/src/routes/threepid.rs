@@ -321,7 +321,7 @@ macro_rules! request_token_route {
             ClientIp(ip): ClientIp,
             MatrixJson(body): MatrixJson<$body>,
         ) -> ApiResult<Json<Value>> {
-            check_address_limit(&state, &ip)?;
+            check_address_limit(&state, ip)?;
             $handler(&state, $purpose, body).await
         }
     };
@@ -329,11 +329,11 @@ macro_rules! request_token_route {
 
 /// `rate_limits.threepid_validation` per client address, checked before
 /// the body is read.
-fn check_address_limit(state: &AppState, ip: &IpAddr) -> ApiResult<()> {
+fn check_address_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
     state
         .limits
         .threepid_requests_per_address
-        .check(&crate::ratelimit::address_key(*ip), Instant::now())
+        .check(ip)
         .map_err(ApiError::limited)
 }
 

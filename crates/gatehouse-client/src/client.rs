@@ -158,13 +158,7 @@ impl ClientBuilder {
                 .timeout(Duration::from_secs(30))
                 .build()?,
         };
-        // A session fresh from a login knows when it expires; until a refresh
-        // reports the real lifetime, the time left is the best estimate.
-        let lifetime = self
-            .session
-            .as_ref()
-            .and_then(|s| s.expires_at_ms)
-            .map_or(0, |at| at.saturating_sub(now_ms()));
+        let lifetime = self.session.as_ref().map_or(0, lifetime_left);
         Ok(Client {
             inner: Arc::new(Inner {
                 base_url: self.base_url.trim_end_matches('/').to_owned(),
@@ -187,6 +181,14 @@ impl ClientBuilder {
 pub(crate) enum Auth {
     None,
     Required,
+}
+
+/// How long a session's access token has left (ms; 0 if unknown): for a
+/// session fresh from a login or refresh, its lifetime.
+fn lifetime_left(session: &Session) -> u64 {
+    session
+        .expires_at_ms
+        .map_or(0, |at| at.saturating_sub(now_ms()))
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -224,11 +226,10 @@ impl Client {
 
     /// Replaces the session (and tells the listener).
     pub fn set_session(&self, session: Option<Session>) {
-        if let Some(at) = session.as_ref().and_then(|s| s.expires_at_ms) {
-            self.inner.token_lifetime_ms.store(
-                at.saturating_sub(now_ms()),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+        if let Some(s) = &session {
+            self.inner
+                .token_lifetime_ms
+                .store(lifetime_left(s), std::sync::atomic::Ordering::Relaxed);
         }
         *self
             .inner

@@ -117,7 +117,9 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 /// Sweeps expired UIA sessions, login tokens and 3PID validations, so that
 /// nothing grows without bound (each instance does; sweeping is idempotent).
 async fn prune_periodically(state: AppState) {
-    let mut every = tokio::time::interval(PRUNE_EVERY);
+    // The first sweep one period after start: not a write at start-up.
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;

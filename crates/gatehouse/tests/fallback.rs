@@ -31,10 +31,7 @@ async fn submit(server: &Server, stage: &str, form: &[(&str, &str)]) -> (u16, St
 async fn password_fallback_completes_the_stage() {
     let server = Server::start(&[]);
     server.create_user("alice", "pw", &[]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let path = "/_matrix/client/v3/account/password";
     let (_, c) = server
         .post_auth(path, &at, json!({"new_password": "new"}))
@@ -151,10 +148,7 @@ async fn fallback_pages_refuse_what_they_cannot_serve() {
     );
     // A stage the session's flows do not ask for gets no form.
     server.create_user("alice", "pw", &[]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let (_, c) = server
         .post_auth(
             "/_matrix/client/v3/account/password",

@@ -152,10 +152,7 @@ async fn adding_an_email_to_an_account() {
     let smtp = Smtp::start();
     let server = Server::start_public(smtp.settings());
     server.create_user("alice", "pw", &[]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let (status, t) = server
         .post_auth(
             "/_matrix/client/v3/account/3pid/email/requestToken",

@@ -393,11 +393,8 @@ async fn sessions_are_bound_to_user_operation_and_used_once() {
     let server = Server::start(&[]);
     server.create_user("alice", "pw", &[]);
     server.create_user("bob", "pw", &[]);
-    let alice = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
-    let bob = s(&server.login("bob", "pw", json!({})).await, "access_token");
+    let alice = server.access_token("alice", "pw").await;
+    let bob = server.access_token("bob", "pw").await;
     let (_, c) = server
         .post_auth(
             "/_matrix/client/v3/account/password",
@@ -599,10 +596,7 @@ async fn deactivation_under_uia() {
     settings.push(("GATEHOUSE_LOG_FILTER", "info".into()));
     let server = start(&settings);
     server.create_user("alice", "pw", &["--email", "alice@example.org"]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let (status, v) = password_auth(
         &server,
         "/_matrix/client/v3/account/deactivate",
@@ -644,10 +638,7 @@ async fn threepids_are_listed_and_deleted() {
         "pw",
         &["--email", "Alice@Example.org", "--phone", "+447400123456"],
     );
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let (status, v) = server
         .get("/_matrix/client/v3/account/3pid", Some(&at))
         .await;
@@ -719,10 +710,7 @@ fn signed_key(
 async fn cross_signing_upload_needs_uia_only_to_replace() {
     let server = Server::start(&[]);
     server.create_user("alice", "pw", &[]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let path = "/_matrix/client/v3/keys/device_signing/upload";
     let master = keypair(1);
     let (m1, s1, u1) = (master.1.clone(), keypair(2).1, keypair(3).1);
@@ -910,10 +898,7 @@ async fn password_stages_count_against_the_address_like_logins() {
         ),
     ]);
     server.create_user("alice", "pw", &[]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let path = "/_matrix/client/v3/account/password";
     let from = |ip: &'static str, body: Value| {
         server
@@ -1023,10 +1008,7 @@ async fn login_tokens_are_issued_at_most_once_a_minute() {
         ),
     ]);
     server.create_user("alice", "pw", &[]);
-    let at = s(
-        &server.login("alice", "pw", json!({})).await,
-        "access_token",
-    );
+    let at = server.access_token("alice", "pw").await;
     let path = "/_matrix/client/v1/login/get_token";
     let (status, v) = password_auth(&server, path, &at, json!({}), "alice", "pw").await;
     assert_eq!(status, 200, "{v}");

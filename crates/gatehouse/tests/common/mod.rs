@@ -183,6 +183,14 @@ impl Server {
         (status, value)
     }
 
+    /// Logs in with `m.id.user` and returns the access token.
+    pub async fn access_token(&self, user: &str, password: &str) -> String {
+        s(
+            &self.login(user, password, serde_json::json!({})).await,
+            "access_token",
+        )
+    }
+
     /// Logs in with `m.id.user`, returning the response body.
     pub async fn login(&self, user: &str, password: &str, extra: Value) -> Value {
         let mut body = serde_json::json!({

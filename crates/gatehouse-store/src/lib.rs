@@ -275,4 +275,54 @@ pub trait Store: Send + Sync + 'static {
         keys: &serde_json::Value,
         now: Timestamp,
     ) -> StoreResult<()>;
+
+    /// Grants or revokes server administration; `NoSuchUser` if absent.
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()>;
+
+    /// Lifts a deactivation (its devices, 3PIDs and keys stay gone).
+    /// `NoSuchUser` if the account does not exist.
+    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
+
+    /// Adds accounts from another server in one transaction. Rows that
+    /// already exist (same user, 3PID, device or token) are left untouched,
+    /// so importing twice is harmless.
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts>;
+
+    /// Records that the homeserver must be told about this user's state
+    /// (flags accumulate until the push succeeds). Returns the new version.
+    async fn request_homeserver_sync(
+        &self,
+        localpart: &str,
+        erase: bool,
+        reactivate: bool,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+
+    /// Pending homeserver pushes due at `now`, oldest first.
+    async fn due_homeserver_syncs(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<HomeserverSync>>;
+
+    /// Ends a pending push if it is still at `version` (a newer request
+    /// keeps it pending).
+    async fn finish_homeserver_sync(&self, localpart: &str, version: u64) -> StoreResult<()>;
+
+    /// A failed push: try again at `next_attempt_at`.
+    async fn postpone_homeserver_sync(
+        &self,
+        localpart: &str,
+        next_attempt_at: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Stores a browser session of the account page, by its cookie's hash.
+    async fn create_web_session(&self, hash: &TokenHash, session: &WebSession) -> StoreResult<()>;
+
+    /// An unexpired browser session of an active account.
+    async fn web_session(&self, hash: &TokenHash, now: Timestamp)
+    -> StoreResult<Option<WebSession>>;
+
+    /// Signs a browser out.
+    async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()>;
 }

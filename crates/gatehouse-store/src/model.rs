@@ -67,6 +67,8 @@ pub struct AccessTokenRecord {
     pub user_id: UserId,
     pub device_id: String,
     pub is_guest: bool,
+    /// A server administrator (`urn:synapse:admin:*` when introspected).
+    pub is_admin: bool,
     pub expires_at: Option<Timestamp>,
     /// The refresh token minted alongside this access token.
     pub refresh_id: Option<RefreshId>,
@@ -178,4 +180,77 @@ pub enum EndSessions {
 pub struct ThreepidRecord {
     pub threepid: gatehouse_core::identifier::Threepid,
     pub added_at: Timestamp,
+}
+
+/// An account brought over from another server (`gatehouse import`), with
+/// everything that makes it the same account there: its password hash
+/// (verified as it is, never recomputed), flags, 3PIDs, devices and,
+/// optionally, the hashes of its live access tokens.
+#[derive(Clone)]
+pub struct ImportedUser {
+    pub user_id: UserId,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub is_guest: bool,
+    pub deactivated: bool,
+    pub created_at: Timestamp,
+    pub threepids: Vec<gatehouse_core::identifier::Threepid>,
+    pub devices: Vec<ImportedDevice>,
+}
+
+impl std::fmt::Debug for ImportedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportedUser")
+            .field("user_id", &self.user_id)
+            .field("has_password", &self.password_hash.is_some())
+            .field("devices", &self.devices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device of an [`ImportedUser`].
+#[derive(Debug, Clone)]
+pub struct ImportedDevice {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_at: Option<Timestamp>,
+    /// SHA-256 of each access token the other server had issued for it.
+    pub access_tokens: Vec<TokenHash>,
+}
+
+/// What an import batch added (existing rows are left as they are, so a
+/// second run adds nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub users: u64,
+    pub threepids: u64,
+    pub devices: u64,
+    pub access_tokens: u64,
+}
+
+/// A user whose state the homeserver must be brought in line with (the
+/// durable half of delegation: written before the change is pushed, removed
+/// once the homeserver confirmed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeserverSync {
+    pub localpart: String,
+    /// Bumped by every new request for this user: a push only completes
+    /// the version it read.
+    pub version: u64,
+    /// Deactivation asked to erase the profile too.
+    pub erase: bool,
+    /// The account was reactivated since the homeserver was last told.
+    pub reactivate: bool,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+}
+
+/// A signed-in browser on the account page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    pub user_id: UserId,
+    /// The form token every state-changing request must echo back.
+    pub csrf_token: String,
+    pub expires_at: Timestamp,
 }

@@ -112,6 +112,25 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE threepid_validations ADD COLUMN next_link TEXT;
     ALTER TABLE threepid_validations ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;
     ",
+    // 5: delegation to a homeserver (pending pushes, one row per user) and
+    // browser sessions of the account page.
+    r"
+    CREATE TABLE homeserver_syncs (
+        localpart       TEXT PRIMARY KEY,
+        version         INTEGER NOT NULL,
+        erase           INTEGER NOT NULL DEFAULT 0,
+        reactivate      INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ts INTEGER NOT NULL
+    );
+    CREATE TABLE web_sessions (
+        id_hash    BLOB PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        expires_ts INTEGER NOT NULL
+    );
+    CREATE INDEX web_sessions_expiry ON web_sessions (expires_ts);
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

@@ -19,6 +19,9 @@ use gatehouse_core::user_id::UserId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::{
+    HomeserverSync, ImportCounts, ImportedUser, WebSession,
+};
+use crate::{
     AccessTokenRecord, DeviceRecord, EndSessions, NewRegistration, NewSession, NewTokenPair,
     NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidRecord,
     ThreepidValidation, UiaSessionRecord, UserRecord,
@@ -585,7 +588,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT a.user_id, a.device_id, u.is_guest, a.expires_ts, a.refresh_id, a.pending_parent,
-                        d.last_seen_ts, d.last_seen_ip
+                        d.last_seen_ts, d.last_seen_ip, u.is_admin
                  FROM access_tokens a JOIN users u ON u.user_id = a.user_id
                  LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id
                  WHERE a.token_hash = ?1 AND u.deactivated = 0",
@@ -600,6 +603,7 @@ impl Store for SqliteStore {
                     pending_parent: r.get(5)?,
                     last_seen_at: from_ts(r.get(6)?),
                     last_seen_ip: r.get(7)?,
+                    is_admin: r.get(8)?,
                 })
             })
             .optional()
@@ -1162,11 +1166,13 @@ impl Store for SqliteStore {
                 [cutoff],
             )
             .map_err(backend)?;
-            tx.execute(
-                "DELETE FROM login_tokens WHERE expires_ts <= ?1",
-                [ts(Some(now))],
-            )
-            .map_err(backend)?;
+            for table in ["login_tokens", "web_sessions"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE expires_ts <= ?1"),
+                    [ts(Some(now))],
+                )
+                .map_err(backend)?;
+            }
             let after: i64 = tx
                 .query_row("SELECT total_changes()", [], |r| r.get(0))
                 .map_err(backend)?;
@@ -1251,4 +1257,227 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()> {
+        let id = user_id.as_str().to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET is_admin = ?2 WHERE user_id = ?1",
+                    params![id, admin],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NoSuchUser);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
+        let id = user_id.as_str().to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .execute("UPDATE users SET deactivated = 0 WHERE user_id = ?1", [&id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NoSuchUser);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts> {
+        self.write(move |tx| import_batch(tx, &users).map_err(backend))
+            .await
+    }
+
+    async fn request_homeserver_sync(
+        &self,
+        localpart: &str,
+        erase: bool,
+        reactivate: bool,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let localpart = localpart.to_owned();
+        self.write(move |tx| {
+            tx.query_row(
+                "INSERT INTO homeserver_syncs (localpart, version, erase, reactivate, next_attempt_ts)
+                 VALUES (?1, 1, ?2, ?3, ?4)
+                 ON CONFLICT (localpart) DO UPDATE SET
+                    version = version + 1,
+                    erase = erase OR excluded.erase,
+                    reactivate = (reactivate OR excluded.reactivate) AND NOT excluded.erase,
+                    next_attempt_ts = excluded.next_attempt_ts
+                 RETURNING version",
+                params![localpart, erase, reactivate, ts(Some(now))],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| u64::try_from(v).unwrap_or(0))
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn due_homeserver_syncs(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<HomeserverSync>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT localpart, version, erase, reactivate, attempts, next_attempt_ts
+                 FROM homeserver_syncs WHERE next_attempt_ts <= ?1
+                 ORDER BY next_attempt_ts LIMIT ?2",
+            )?
+            .query_map(params![ts(Some(now)), limit], |r| {
+                Ok(HomeserverSync {
+                    localpart: r.get(0)?,
+                    version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    erase: r.get(2)?,
+                    reactivate: r.get(3)?,
+                    attempts: r.get(4)?,
+                    next_attempt_at: from_ts(r.get(5)?).unwrap_or(0),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn finish_homeserver_sync(&self, localpart: &str, version: u64) -> StoreResult<()> {
+        let localpart = localpart.to_owned();
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM homeserver_syncs WHERE localpart = ?1 AND version = ?2",
+                params![localpart, version],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn postpone_homeserver_sync(
+        &self,
+        localpart: &str,
+        next_attempt_at: Timestamp,
+    ) -> StoreResult<()> {
+        let localpart = localpart.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE homeserver_syncs SET attempts = attempts + 1, next_attempt_ts = ?2
+                 WHERE localpart = ?1",
+                params![localpart, ts(Some(next_attempt_at))],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_web_session(&self, hash: &TokenHash, session: &WebSession) -> StoreResult<()> {
+        let (hash, session) = (*hash, session.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO web_sessions (id_hash, user_id, csrf_token, expires_ts) VALUES (?1, ?2, ?3, ?4)",
+                params![&hash.0[..], session.user_id.as_str(), session.csrf_token, ts(Some(session.expires_at))],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn web_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<WebSession>> {
+        let hash = *hash;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT w.user_id, w.csrf_token, w.expires_ts FROM web_sessions w
+                 JOIN users u ON u.user_id = w.user_id
+                 WHERE w.id_hash = ?1 AND w.expires_ts > ?2 AND u.deactivated = 0",
+            )?
+            .query_row(params![&hash.0[..], ts(Some(now))], |r| {
+                Ok(WebSession {
+                    user_id: UserId::from_trusted(r.get(0)?),
+                    csrf_token: r.get(1)?,
+                    expires_at: from_ts(r.get(2)?).unwrap_or(0),
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()> {
+        let hash = *hash;
+        self.write(move |tx| {
+            tx.execute("DELETE FROM web_sessions WHERE id_hash = ?1", [&hash.0[..]])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// One import batch: `INSERT OR IGNORE` everywhere, so rows already there
+/// (from an earlier run, or changed in Gatehouse since) are kept as they are.
+fn import_batch(tx: &Transaction<'_>, users: &[ImportedUser]) -> rusqlite::Result<ImportCounts> {
+    let mut counts = ImportCounts::default();
+    let mut user_stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO users (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut threepid_stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO threepids (medium, address, user_id, added_ts) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut device_stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut token_stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for user in users {
+        let id = user.user_id.as_str();
+        let created = ts(Some(user.created_at));
+        counts.users += user_stmt.execute(params![
+            id,
+            user.password_hash,
+            user.is_admin,
+            user.is_guest,
+            user.deactivated,
+            created
+        ])? as u64;
+        if user.deactivated {
+            // A deactivated account has no 3PIDs, devices or tokens.
+            continue;
+        }
+        for t in &user.threepids {
+            counts.threepids +=
+                threepid_stmt.execute(params![t.medium.as_str(), t.address, id, created])? as u64;
+        }
+        for d in &user.devices {
+            counts.devices += device_stmt.execute(params![
+                id,
+                d.device_id,
+                d.display_name,
+                d.last_seen_ip,
+                ts(d.last_seen_at),
+                created
+            ])? as u64;
+            for hash in &d.access_tokens {
+                counts.access_tokens +=
+                    token_stmt.execute(params![&hash.0[..], id, d.device_id, created])? as u64;
+            }
+        }
+    }
+    Ok(counts)
 }

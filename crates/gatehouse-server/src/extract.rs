@@ -167,6 +167,8 @@ pub struct Requester {
     pub user_id: UserId,
     pub device_id: String,
     pub is_guest: bool,
+    /// A server administrator.
+    pub is_admin: bool,
     /// The client's address (rate limits for what the requester does).
     pub ip: std::net::IpAddr,
 }

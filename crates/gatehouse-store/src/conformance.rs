@@ -79,31 +79,68 @@ async fn imports_are_idempotent(store: impl Store) {
         }
     );
     let again = store.import_users(vec![imported("$2b$two")]).await.unwrap();
-    assert_eq!(again, crate::ImportCounts::default(), "a second run adds nothing");
+    assert_eq!(
+        again,
+        crate::ImportCounts::default(),
+        "a second run adds nothing"
+    );
     let user = store.user(&uid("imp")).await.unwrap().unwrap();
-    assert_eq!(user.password_hash.as_deref(), Some("$2b$one"), "existing rows are kept");
+    assert_eq!(
+        user.password_hash.as_deref(),
+        Some("$2b$one"),
+        "existing rows are kept"
+    );
     assert!(user.is_admin);
-    let token = store.access_token(&h("syt_old")).await.unwrap().expect("token imported");
+    let token = store
+        .access_token(&h("syt_old"))
+        .await
+        .unwrap()
+        .expect("token imported");
     assert_eq!(token.device_id, "OLD");
     assert!(token.is_admin);
 }
 
 async fn homeserver_syncs_complete_only_their_version(store: impl Store) {
-    let v1 = store.request_homeserver_sync("a", false, false, 10).await.unwrap();
+    let change = |erase, devices: &[&str]| crate::HomeserverChange {
+        erase,
+        reactivate: false,
+        deleted_devices: devices.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    let v1 = store
+        .request_homeserver_sync("a", &change(false, &["D1"]), 10)
+        .await
+        .unwrap();
     let due = store.due_homeserver_syncs(10, 10).await.unwrap();
     assert_eq!(due.len(), 1);
-    let v2 = store.request_homeserver_sync("a", true, false, 11).await.unwrap();
+    let v2 = store
+        .request_homeserver_sync("a", &change(true, &["D2", "D1"]), 11)
+        .await
+        .unwrap();
     assert!(v2 > v1);
     store.finish_homeserver_sync("a", v1).await.unwrap();
     let due = store.due_homeserver_syncs(11, 10).await.unwrap();
     assert_eq!(due.len(), 1, "a newer request keeps it pending");
     assert!(due[0].erase, "flags accumulate");
+    assert_eq!(
+        due[0].deleted_devices,
+        ["D1", "D2"],
+        "so do deleted devices"
+    );
     store.postpone_homeserver_sync("a", 100).await.unwrap();
     assert!(store.due_homeserver_syncs(50, 10).await.unwrap().is_empty());
     let due = store.due_homeserver_syncs(100, 10).await.unwrap();
     assert_eq!(due[0].attempts, 1);
-    store.finish_homeserver_sync("a", due[0].version).await.unwrap();
-    assert!(store.due_homeserver_syncs(1000, 10).await.unwrap().is_empty());
+    store
+        .finish_homeserver_sync("a", due[0].version)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_homeserver_syncs(1000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn web_sessions_expire_and_end(store: impl Store) {
@@ -114,10 +151,21 @@ async fn web_sessions_expire_and_end(store: impl Store) {
         expires_at: 100,
     };
     store.create_web_session(&h("w1"), &session).await.unwrap();
-    assert_eq!(store.web_session(&h("w1"), 50).await.unwrap(), Some(session));
-    assert_eq!(store.web_session(&h("w1"), 100).await.unwrap(), None, "expired");
+    assert_eq!(
+        store.web_session(&h("w1"), 50).await.unwrap(),
+        Some(session)
+    );
+    assert_eq!(
+        store.web_session(&h("w1"), 100).await.unwrap(),
+        None,
+        "expired"
+    );
     store.delete_web_session(&h("w1")).await.unwrap();
-    assert_eq!(store.web_session(&h("w1"), 50).await.unwrap(), None, "ended");
+    assert_eq!(
+        store.web_session(&h("w1"), 50).await.unwrap(),
+        None,
+        "ended"
+    );
 }
 
 async fn admin_and_reactivation(store: impl Store) {

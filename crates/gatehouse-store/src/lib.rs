@@ -289,12 +289,11 @@ pub trait Store: Send + Sync + 'static {
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts>;
 
     /// Records that the homeserver must be told about this user's state
-    /// (flags accumulate until the push succeeds). Returns the new version.
+    /// (flags and deleted devices accumulate until the push succeeds). Returns the new version.
     async fn request_homeserver_sync(
         &self,
         localpart: &str,
-        erase: bool,
-        reactivate: bool,
+        change: &HomeserverChange,
         now: Timestamp,
     ) -> StoreResult<u64>;
 
@@ -320,8 +319,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_web_session(&self, hash: &TokenHash, session: &WebSession) -> StoreResult<()>;
 
     /// An unexpired browser session of an active account.
-    async fn web_session(&self, hash: &TokenHash, now: Timestamp)
-    -> StoreResult<Option<WebSession>>;
+    async fn web_session(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<WebSession>>;
 
     /// Signs a browser out.
     async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()>;

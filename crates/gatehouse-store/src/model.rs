@@ -242,6 +242,8 @@ pub struct HomeserverSync {
     pub erase: bool,
     /// The account was reactivated since the homeserver was last told.
     pub reactivate: bool,
+    /// Devices deleted here that the homeserver may still have.
+    pub deleted_devices: Vec<String>,
     pub attempts: u32,
     pub next_attempt_at: Timestamp,
 }
@@ -253,4 +255,14 @@ pub struct WebSession {
     /// The form token every state-changing request must echo back.
     pub csrf_token: String,
     pub expires_at: Timestamp,
+}
+
+/// What changed for a user that the homeserver must learn
+/// ([`crate::Store::request_homeserver_sync`]). Its profile (3PIDs) is
+/// always re-sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HomeserverChange {
+    pub erase: bool,
+    pub reactivate: bool,
+    pub deleted_devices: Vec<String>,
 }

@@ -120,6 +120,7 @@ const MIGRATIONS: &[&str] = &[
         version         INTEGER NOT NULL,
         erase           INTEGER NOT NULL DEFAULT 0,
         reactivate      INTEGER NOT NULL DEFAULT 0,
+        deleted_devices TEXT NOT NULL DEFAULT '[]',
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_ts INTEGER NOT NULL
     );

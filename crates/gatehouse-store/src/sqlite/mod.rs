@@ -19,13 +19,11 @@ use gatehouse_core::user_id::UserId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::{
-    HomeserverSync, ImportCounts, ImportedUser, WebSession,
-};
-use crate::{
     AccessTokenRecord, DeviceRecord, EndSessions, NewRegistration, NewSession, NewTokenPair,
     NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidRecord,
     ThreepidValidation, UiaSessionRecord, UserRecord,
 };
+use crate::{HomeserverChange, HomeserverSync, ImportCounts, ImportedUser, WebSession};
 use gatehouse_core::uia::Binding;
 
 /// How hard SQLite works to make a commit durable.
@@ -1297,22 +1295,39 @@ impl Store for SqliteStore {
     async fn request_homeserver_sync(
         &self,
         localpart: &str,
-        erase: bool,
-        reactivate: bool,
+        change: &HomeserverChange,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let localpart = localpart.to_owned();
+        let (localpart, change) = (localpart.to_owned(), change.clone());
         self.write(move |tx| {
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT deleted_devices FROM homeserver_syncs WHERE localpart = ?1",
+                    [&localpart],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let mut devices: Vec<String> = existing
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default();
+            for d in change.deleted_devices {
+                if !devices.contains(&d) {
+                    devices.push(d);
+                }
+            }
+            let devices = serde_json::to_string(&devices).map_err(backend)?;
             tx.query_row(
-                "INSERT INTO homeserver_syncs (localpart, version, erase, reactivate, next_attempt_ts)
-                 VALUES (?1, 1, ?2, ?3, ?4)
+                "INSERT INTO homeserver_syncs (localpart, version, erase, reactivate, deleted_devices, next_attempt_ts)
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (localpart) DO UPDATE SET
                     version = version + 1,
                     erase = erase OR excluded.erase,
                     reactivate = (reactivate OR excluded.reactivate) AND NOT excluded.erase,
+                    deleted_devices = excluded.deleted_devices,
                     next_attempt_ts = excluded.next_attempt_ts
                  RETURNING version",
-                params![localpart, erase, reactivate, ts(Some(now))],
+                params![localpart, change.erase, change.reactivate, devices, ts(Some(now))],
                 |r| r.get::<_, i64>(0),
             )
             .map(|v| u64::try_from(v).unwrap_or(0))
@@ -1328,7 +1343,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<HomeserverSync>> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT localpart, version, erase, reactivate, attempts, next_attempt_ts
+                "SELECT localpart, version, erase, reactivate, attempts, next_attempt_ts, deleted_devices
                  FROM homeserver_syncs WHERE next_attempt_ts <= ?1
                  ORDER BY next_attempt_ts LIMIT ?2",
             )?
@@ -1340,6 +1355,8 @@ impl Store for SqliteStore {
                     reactivate: r.get(3)?,
                     attempts: r.get(4)?,
                     next_attempt_at: from_ts(r.get(5)?).unwrap_or(0),
+                    deleted_devices: serde_json::from_str(&r.get::<_, String>(6)?)
+                        .unwrap_or_default(),
                 })
             })?
             .collect()

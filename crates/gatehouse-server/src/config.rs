@@ -44,6 +44,65 @@ pub struct Config {
     pub email: EmailConfig,
     pub sms: SmsConfig,
     pub recaptcha: RecaptchaConfig,
+    pub homeserver: HomeserverConfig,
+}
+
+/// Delegation: a homeserver (Synapse, with `matrix_authentication_service`)
+/// that trusts Gatehouse for authentication. Off while `url` is unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Base URL of the homeserver's client listener, where it serves
+    /// `/_synapse/mas/` (e.g. `http://127.0.0.1:8009`).
+    pub url: Option<String>,
+    /// The secret shared with the homeserver (its
+    /// `matrix_authentication_service.secret`).
+    pub secret: Option<String>,
+    /// A file holding the shared secret instead (trailing newline ignored).
+    pub secret_path: Option<PathBuf>,
+    /// How long one call to the homeserver may take.
+    pub timeout_ms: u64,
+    /// How often changes the homeserver could not be told about are retried.
+    pub retry_interval_ms: u64,
+}
+
+impl Default for HomeserverConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            secret_path: None,
+            timeout_ms: 10_000,
+            retry_interval_ms: 5_000,
+        }
+    }
+}
+
+impl HomeserverConfig {
+    /// The shared secret, from `secret` or the file at `secret_path`.
+    pub fn read_secret(&self) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "homeserver.secret",
+            reason,
+        };
+        match (&self.secret, &self.secret_path) {
+            (Some(s), None) => Ok(zeroize::Zeroizing::new(s.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| zeroize::Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display()))),
+            (Some(_), Some(_)) => Err(invalid("set secret or secret_path, not both".into())),
+            (None, None) => Err(invalid(
+                "homeserver.url is set: give secret or secret_path".into(),
+            )),
+        }
+        .and_then(|s| {
+            if s.len() < 16 {
+                Err(invalid("must be at least 16 characters".into()))
+            } else {
+                Ok(s)
+            }
+        })
+    }
 }
 
 /// Outgoing email (3PID validation, password reset), over SMTP.
@@ -335,6 +394,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             sms: SmsConfig::default(),
             recaptcha: RecaptchaConfig::default(),
+            homeserver: HomeserverConfig::default(),
         }
     }
 }
@@ -493,6 +553,24 @@ impl Config {
                 "public_baseurl",
                 "must be set when email.enabled or sms.enabled is true (links and submit_url point to it)",
             );
+        }
+        if let Some(url) = &self.homeserver.url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid("homeserver.url", "must be an http:// or https:// URL");
+            }
+            if self.public_baseurl.is_none() {
+                return invalid(
+                    "public_baseurl",
+                    "must be set when homeserver.url is (it is the issuer the homeserver announces)",
+                );
+            }
+            self.homeserver.read_secret()?;
+            if self.homeserver.timeout_ms == 0 || self.homeserver.retry_interval_ms == 0 {
+                return invalid(
+                    "homeserver.timeout_ms",
+                    "timeout_ms and retry_interval_ms must be greater than 0",
+                );
+            }
         }
         if self.passwords.hashing_threads == Some(0) {
             return invalid("passwords.hashing_threads", "must be at least 1");

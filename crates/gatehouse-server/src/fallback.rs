@@ -161,6 +161,17 @@ pub async fn show(
             StatusCode::BAD_REQUEST,
         );
     };
+    // The stages a delegating homeserver offers for a cross-signing reset
+    // are completed on the account page.
+    if matches!(stage.as_str(), "m.oauth" | "org.matrix.cross_signing_reset")
+        && state.homeserver.is_some()
+        && let Some(account) = state.account_page_url()
+    {
+        return axum::response::Redirect::to(&format!(
+            "{account}?action=org.matrix.cross_signing_reset"
+        ))
+        .into_response();
+    }
     if !STAGES.contains(&stage.as_str()) {
         return error_page(
             &state,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 mod fallback;
 pub mod hashing;
+pub mod homeserver;
 mod issue;
 pub mod messenger;
 pub mod metrics;
@@ -48,6 +49,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("configuration error: {0}")]
+    Config(#[from] config::ConfigError),
 }
 
 /// Opens the SQLite store the configuration points at, creating the data
@@ -66,6 +69,10 @@ pub fn open_store(config: &Config) -> Result<SqliteStore, ServeError> {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    // Read before anything starts: a missing secret file is a clear error.
+    if config.homeserver.url.is_some() {
+        config.homeserver.read_secret()?;
+    }
     let store = open_store(&config)?;
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
@@ -101,6 +108,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(async move { axum::serve(metrics_listener, app).await });
     }
     tokio::spawn(prune_periodically(state.clone()));
+    if let Some(homeserver) = &state.homeserver {
+        tokio::spawn(homeserver.clone().retry_forever());
+    }
     // stdout, unbuffered: scripts and the benchmark wait for this line.
     println!("Gatehouse listening on http://{local}");
     tracing::info!(%local, "listening");

@@ -83,15 +83,29 @@ impl Sessions {
         ip: std::net::IpAddr,
         expired: Expired,
     ) -> ApiResult<Requester> {
+        self.authenticate_with_expiry(token, ip, expired)
+            .await
+            .map(|(requester, _)| requester)
+    }
+
+    /// [`Self::authenticate`], with when the token expires. An unspecified
+    /// `ip` (a homeserver introspecting for its client) is not recorded as
+    /// where the device was last seen.
+    pub async fn authenticate_with_expiry(
+        &self,
+        token: &str,
+        ip: std::net::IpAddr,
+        expired: Expired,
+    ) -> ApiResult<(Requester, Option<Timestamp>)> {
         if token::check(token, TokenKind::Access).is_err() && !is_imported(token) {
             return Err(ApiError::unknown_token(false, "Unrecognised access token"));
         }
         let hash = token::hash(token);
         let now = self.clock.now_ms();
-        if let Some(mut hit) = self.cached(&hash, now, expired)? {
+        if let Some((mut hit, expires_at)) = self.cached(&hash, now, expired)? {
             // The cached owner, but this request's address.
             hit.ip = ip;
-            return Ok(hit);
+            return Ok((hit, expires_at));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let record = self
@@ -111,11 +125,13 @@ impl Sessions {
         };
         // Last seen: written on cache misses only, and only when stale or
         // from a new address — never on every request.
+        let seen_from = ip;
         let ip = ip.to_string();
-        if record
-            .last_seen_at
-            .is_none_or(|t| now.saturating_sub(t) > LAST_SEEN_RESOLUTION_MS)
-            || record.last_seen_ip.as_deref() != Some(ip.as_str())
+        if !seen_from.is_unspecified()
+            && (record
+                .last_seen_at
+                .is_none_or(|t| now.saturating_sub(t) > LAST_SEEN_RESOLUTION_MS)
+                || record.last_seen_ip.as_deref() != Some(ip.as_str()))
         {
             let (store, user, device) = (
                 self.store.clone(),
@@ -133,7 +149,7 @@ impl Sessions {
             self.invalidate_device(&requester.user_id, &requester.device_id);
         }
         self.remember(hash, &requester, record.expires_at, now, generation);
-        Ok(requester)
+        Ok((requester, record.expires_at))
     }
 
     fn cached(
@@ -141,7 +157,7 @@ impl Sessions {
         hash: &TokenHash,
         now: Timestamp,
         expired: Expired,
-    ) -> ApiResult<Option<Requester>> {
+    ) -> ApiResult<Option<(Requester, Option<Timestamp>)>> {
         if self.ttl_ms == 0 {
             return Ok(None);
         }
@@ -155,7 +171,7 @@ impl Sessions {
         if expired == Expired::Refuse && entry.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::unknown_token(true, "Access token has expired"));
         }
-        Ok(Some(entry.requester.clone()))
+        Ok(Some((entry.requester.clone(), entry.expires_at)))
     }
 
     fn remember(

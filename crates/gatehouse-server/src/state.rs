@@ -58,6 +58,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub messenger: crate::messenger::Messenger,
+    /// The homeserver that delegates authentication here, if any.
+    pub homeserver: Option<Arc<crate::homeserver::Homeserver>>,
 }
 
 impl AppState {
@@ -86,7 +88,12 @@ impl AppState {
             Duration::from_millis(config.tokens.cache_ttl_ms),
         );
         let messenger = crate::messenger::Messenger::new(&config);
+        let homeserver =
+            crate::homeserver::Homeserver::from_config(&config, store.clone(), clock.clone())
+                .expect("validated configuration")
+                .map(Arc::new);
         Self(Arc::new(Shared {
+            homeserver,
             messenger,
             config: Arc::new(config),
             store,
@@ -96,6 +103,12 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             clock,
         }))
+    }
+
+    /// The address of the account page (`account_management_uri`).
+    pub fn account_page_url(&self) -> Option<String> {
+        let base = self.config.public_baseurl.as_ref()?;
+        Some(format!("{}/_gatehouse/account", base.trim_end_matches('/')))
     }
 
     /// The `well_known` object of `.well-known/matrix/client` and `/login`,

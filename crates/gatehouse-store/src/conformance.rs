@@ -122,6 +122,10 @@ async fn homeserver_syncs_complete_only_their_version(store: impl Store) {
     assert_eq!(due.len(), 1, "a newer request keeps it pending");
     assert!(due[0].erase, "flags accumulate");
     assert_eq!(
+        store.homeserver_sync("a").await.unwrap().as_ref(),
+        due.first()
+    );
+    assert_eq!(
         due[0].deleted_devices,
         ["D1", "D2"],
         "so do deleted devices"

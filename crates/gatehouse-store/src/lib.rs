@@ -304,6 +304,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<HomeserverSync>>;
 
+    /// The pending push for one user, if any.
+    async fn homeserver_sync(&self, localpart: &str) -> StoreResult<Option<HomeserverSync>>;
+
     /// Ends a pending push if it is still at `version` (a newer request
     /// keeps it pending).
     async fn finish_homeserver_sync(&self, localpart: &str, version: u64) -> StoreResult<()>;

@@ -8,7 +8,8 @@ use gatehouse_core::identifier::{Medium, canonical_threepid};
 use gatehouse_core::user_id::UserId;
 use gatehouse_core::{Clock, SystemClock};
 use gatehouse_server::config::Config;
-use gatehouse_store::{NewUser, RegistrationToken, Store};
+use gatehouse_server::homeserver::Homeserver;
+use gatehouse_store::{HomeserverChange, NewUser, RegistrationToken, Store, StoreError};
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
@@ -40,7 +41,22 @@ pub enum UserCommand {
     },
     /// Deactivate an account: it can no longer log in, its sessions end, its
     /// third-party IDs are released; the name is never reused.
-    Deactivate { name: String },
+    Deactivate {
+        name: String,
+        /// Also erase the profile on the homeserver (with delegation).
+        #[arg(long)]
+        erase: bool,
+    },
+    /// Let a deactivated account log in again (its old sessions, 3PIDs and
+    /// keys stay gone).
+    Reactivate { name: String },
+    /// Make an account a server admin (with delegation: the homeserver's
+    /// admin API too), or no longer one with --revoke.
+    Admin {
+        name: String,
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Bind an email address or phone number to an account.
     AddThreepid {
         name: String,
@@ -115,6 +131,30 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
         Arc::new(gatehouse_server::open_store(config).map_err(|e| e.to_string())?);
     let now = SystemClock.now_ms();
     let policy = config.password_policy().map_err(|e| e.to_string())?;
+    let homeserver = Homeserver::from_config(config, store.clone(), Arc::new(SystemClock))
+        .map_err(|e| e.to_string())?;
+    // Changes the homeserver must learn go through it (recorded, made,
+    // pushed); without delegation they are just made.
+    let told = |id: UserId, change: HomeserverChange| {
+        let homeserver = homeserver.as_ref();
+        async move |local: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>,
+        >| {
+            let out = match homeserver {
+                Some(h) => h.change(&id, change, local).await,
+                None => local.await,
+            };
+            if let Some(h) = homeserver
+                && out.is_ok()
+                && !h.in_step(&id).await
+            {
+                eprintln!(
+                    "note: the homeserver could not be told yet; the running server retries until it is"
+                );
+            }
+            out.map_err(|e| format!("{id}: {e}"))
+        }
+    };
     match command {
         UserCommand::Create {
             name,
@@ -185,22 +225,46 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
                 .map_err(|e| format!("{id}: {e}"))?;
             println!("password set for {id}");
         }
-        UserCommand::Deactivate { name } => {
+        UserCommand::Deactivate { name, erase } => {
+            let id = user_id(config, &name)?;
+            let change = HomeserverChange {
+                erase,
+                ..HomeserverChange::default()
+            };
+            told(id.clone(), change)(Box::pin(store.deactivate_user(&id))).await?;
+            println!("deactivated {id}");
+        }
+        UserCommand::Reactivate { name } => {
+            let id = user_id(config, &name)?;
+            let change = HomeserverChange {
+                reactivate: true,
+                ..HomeserverChange::default()
+            };
+            told(id.clone(), change)(Box::pin(store.reactivate_user(&id))).await?;
+            println!("reactivated {id}");
+        }
+        UserCommand::Admin { name, revoke } => {
             let id = user_id(config, &name)?;
             store
-                .deactivate_user(&id)
+                .set_admin(&id, !revoke)
                 .await
                 .map_err(|e| format!("{id}: {e}"))?;
-            println!("deactivated {id}");
+            // Tokens already introspected keep their old scope for as long
+            // as the homeserver caches them (two minutes in Synapse).
+            println!(
+                "{id} is {}a server admin",
+                if revoke { "no longer " } else { "" }
+            );
         }
         UserCommand::AddThreepid { name, email, phone } => {
             let id = user_id(config, &name)?;
             let tp = threepid_of(email.as_deref(), phone.as_deref())?
                 .ok_or("give --email or --phone")?;
-            store
-                .add_threepid(&id, &tp, now)
-                .await
-                .map_err(|e| format!("cannot bind {}: {e}", tp.address))?;
+            told(id.clone(), HomeserverChange::default())(Box::pin(
+                store.add_threepid(&id, &tp, now),
+            ))
+            .await
+            .map_err(|e| format!("cannot bind {}: {e}", tp.address))?;
             println!("bound {}:{} to {id}", tp.medium.as_str(), tp.address);
         }
     }

@@ -146,8 +146,15 @@ fn main() -> ExitCode {
 
 fn toml_of(config: &Config) -> String {
     let mut c = config.clone();
+    let redacted = || "<redacted>".to_owned();
     if !c.passwords.bcrypt_pepper.is_empty() {
-        c.passwords.bcrypt_pepper = "<redacted>".into();
+        c.passwords.bcrypt_pepper = redacted();
+    }
+    c.homeserver.secret = c.homeserver.secret.as_ref().map(|_| redacted());
+    c.email.smtp_password = c.email.smtp_password.as_ref().map(|_| redacted());
+    c.sms.webhook_token = c.sms.webhook_token.as_ref().map(|_| redacted());
+    if !c.recaptcha.secret_key.is_empty() {
+        c.recaptcha.secret_key = redacted();
     }
     toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }

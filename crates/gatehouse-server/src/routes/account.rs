@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::login::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, Requester, typed};
+use crate::homeserver;
 use crate::state::AppState;
 use crate::uia::{self, Operation, Sensitive, Subject};
 
@@ -83,15 +84,31 @@ pub async fn change_password(
         .hash(new_password)
         .await
         .map_err(|_| ApiError::limited(1000))?;
-    let sessions = if body.logout_devices {
-        EndSessions::AllBut(requester.device_id.clone())
+    let (sessions, ended) = if body.logout_devices {
+        let others = state
+            .store
+            .devices(&requester.user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| *d != requester.device_id)
+            .collect::<Vec<_>>();
+        (EndSessions::AllBut(requester.device_id.clone()), others)
     } else {
-        EndSessions::Keep
+        (EndSessions::Keep, Vec::new())
     };
-    state
-        .store
-        .set_password_hash(&requester.user_id, &hash, sessions)
-        .await?;
+    homeserver::changing(
+        &state,
+        &requester.user_id,
+        homeserver::devices_deleted(ended),
+        async {
+            Ok(state
+                .store
+                .set_password_hash(&requester.user_id, &hash, sessions)
+                .await?)
+        },
+    )
+    .await?;
     if body.logout_devices {
         state.sessions.invalidate_user(&requester.user_id);
     }
@@ -127,15 +144,22 @@ async fn reset_password(
         .hash(new_password)
         .await
         .map_err(|_| ApiError::limited(1000))?;
-    let sessions = if logout_devices {
-        EndSessions::All
+    let (sessions, ended) = if logout_devices {
+        let all = state.store.devices(&user_id).await?;
+        (
+            EndSessions::All,
+            all.into_iter().map(|d| d.device_id).collect(),
+        )
     } else {
-        EndSessions::Keep
+        (EndSessions::Keep, Vec::new())
     };
-    state
-        .store
-        .set_password_hash(&user_id, &hash, sessions)
-        .await?;
+    homeserver::changing(state, &user_id, homeserver::devices_deleted(ended), async {
+        Ok(state
+            .store
+            .set_password_hash(&user_id, &hash, sessions)
+            .await?)
+    })
+    .await?;
     if logout_devices {
         state.sessions.invalidate_user(&user_id);
     }
@@ -160,7 +184,17 @@ pub async fn deactivate(
         &raw,
     )
     .await?;
-    state.store.deactivate_user(&requester.user_id).await?;
+    let erase = raw["erase"].as_bool().unwrap_or(false);
+    homeserver::changing(
+        &state,
+        &requester.user_id,
+        gatehouse_store::HomeserverChange {
+            erase,
+            ..Default::default()
+        },
+        async { Ok(state.store.deactivate_user(&requester.user_id).await?) },
+    )
+    .await?;
     state.sessions.invalidate_user(&requester.user_id);
     tracing::info!(user_id = %requester.user_id, erase = raw["erase"].as_bool().unwrap_or(false), "deactivated");
     // Gatehouse never binds 3PIDs at an identity server, so there is
@@ -206,11 +240,14 @@ pub async fn delete_threepid(
     let medium = Medium::parse(&medium)
         .ok_or_else(|| ApiError::invalid(format!("Unsupported medium {medium}")))?;
     let threepid = canonical_threepid(medium, &address)?;
-    if !state
-        .store
-        .delete_threepid(&requester.user_id, &threepid)
-        .await?
-    {
+    let deleted = homeserver::changing(&state, &requester.user_id, Default::default(), async {
+        Ok(state
+            .store
+            .delete_threepid(&requester.user_id, &threepid)
+            .await?)
+    })
+    .await?;
+    if !deleted {
         return Err(ApiError::new(
             ErrorKind::ThreepidNotFound,
             "That third-party ID is not bound to your account",

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{RawJson, Requester, typed};
+use crate::homeserver;
 use crate::state::AppState;
 use crate::uia::{self, Sensitive};
 
@@ -83,6 +84,15 @@ pub async fn rename(
     {
         return Err(not_found());
     }
+    // A name is not access: the homeserver learns it when it can.
+    if let Some(homeserver) = &state.homeserver
+        && let Err(e) = homeserver
+            .client
+            .update_device_display_name(requester.user_id.localpart(), &device_id, &name)
+            .await
+    {
+        tracing::warn!(error = %e, "homeserver did not take the device's new name");
+    }
     Ok(Json(json!({})))
 }
 
@@ -103,10 +113,19 @@ pub async fn delete(
         &raw,
     )
     .await?;
-    state
-        .store
-        .delete_devices(&requester.user_id, std::slice::from_ref(&device_id))
-        .await?;
+    let user = &requester.user_id;
+    homeserver::changing(
+        &state,
+        user,
+        homeserver::devices_deleted([device_id.clone()]),
+        async {
+            Ok(state
+                .store
+                .delete_devices(user, std::slice::from_ref(&device_id))
+                .await?)
+        },
+    )
+    .await?;
     state
         .sessions
         .invalidate_device(&requester.user_id, &device_id);
@@ -136,10 +155,14 @@ pub async fn delete_many(
         &raw,
     )
     .await?;
-    state
-        .store
-        .delete_devices(&requester.user_id, &devices)
-        .await?;
+    let user = &requester.user_id;
+    homeserver::changing(
+        &state,
+        user,
+        homeserver::devices_deleted(devices.iter().cloned()),
+        async { Ok(state.store.delete_devices(user, &devices).await?) },
+    )
+    .await?;
     for d in &devices {
         state.sessions.invalidate_device(&requester.user_id, d);
     }

@@ -3,7 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use gatehouse_core::ErrorKind;
@@ -74,7 +75,126 @@ pub async fn upload(
     requester: Requester,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     RawJson(raw): RawJson,
+) -> ApiResult<Response> {
+    if let Some(homeserver) = &state.homeserver {
+        return relay_upload(&state, homeserver, &requester, &method, &uri, &headers, raw).await;
+    }
+    store_upload(&state, &requester, &method, &uri, raw)
+        .await
+        .map(IntoResponse::into_response)
+}
+
+/// The path the homeserver serves the upload on.
+const UPLOAD_PATH: &str = "/_matrix/client/v3/keys/device_signing/upload";
+
+/// With delegation the homeserver keeps the keys and decides when a
+/// replacement needs approval; Gatehouse supplies the approval. The
+/// upload goes to the homeserver first; if it asks for approval, the
+/// client may either re-authenticate here (a password, as any UIA client
+/// can) or approve on the account page (the homeserver's `m.oauth` stage);
+/// the challenge offers both.
+async fn relay_upload(
+    state: &AppState,
+    homeserver: &crate::homeserver::Homeserver,
+    requester: &Requester,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    raw: Value,
+) -> ApiResult<Response> {
+    let unavailable = |e| crate::homeserver::unavailable(&e);
+    let authorization = headers.get(axum::http::header::AUTHORIZATION);
+    let mut keys = raw.clone();
+    if let Some(obj) = keys.as_object_mut() {
+        obj.remove("auth");
+    }
+    let keys = serde_json::to_vec(&keys).map_err(|_| ApiError::internal())?;
+    let first = homeserver
+        .client
+        .relay(UPLOAD_PATH, authorization, keys.clone())
+        .await
+        .map_err(unavailable)?;
+    if first.status != 401 {
+        return Ok(relayed(first));
+    }
+    let wants_approval: Value = serde_json::from_slice(&first.body).unwrap_or_default();
+    let approval_stage = raw["auth"]["type"]
+        .as_str()
+        .is_some_and(|t| matches!(t, "m.oauth" | "org.matrix.cross_signing_reset"));
+    if approval_stage || wants_approval.get("flows").is_none() {
+        // Not approved on the account page yet (or refused outright).
+        return Ok(relayed(first));
+    }
+    if let Err(mut challenge) = uia::reauthenticate(
+        state,
+        requester,
+        Sensitive::CrossSigningReset,
+        method,
+        uri,
+        &raw,
+    )
+    .await
+    {
+        offer_approval_too(&mut challenge, &wants_approval);
+        return Err(challenge);
+    }
+    homeserver
+        .client
+        .allow_cross_signing_reset(requester.user_id.localpart())
+        .await
+        .map_err(unavailable)?;
+    let second = homeserver
+        .client
+        .relay(UPLOAD_PATH, authorization, keys)
+        .await
+        .map_err(unavailable)?;
+    Ok(relayed(second))
+}
+
+/// Adds the homeserver's approval flows (and their params) to a UIA
+/// challenge of ours.
+fn offer_approval_too(challenge: &mut ApiError, homeserver_challenge: &Value) {
+    let Some(extra) = challenge.extra.as_mut() else {
+        return;
+    };
+    if let (Some(Value::Array(ours)), Some(Value::Array(theirs))) =
+        (extra.get_mut("flows"), homeserver_challenge.get("flows"))
+    {
+        ours.extend(theirs.iter().cloned());
+    }
+    if let Some(Value::Object(theirs)) = homeserver_challenge.get("params") {
+        let params = extra
+            .entry("params")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(ours) = params.as_object_mut() {
+            for (k, v) in theirs {
+                ours.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The homeserver's answer, as it gave it.
+fn relayed(answer: crate::homeserver::synapse::Relayed) -> Response {
+    let status = axum::http::StatusCode::from_u16(answer.status)
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer.body,
+    )
+        .into_response()
+}
+
+/// Standalone: Gatehouse keeps the keys itself.
+async fn store_upload(
+    state: &AppState,
+    requester: &Requester,
+    method: &Method,
+    uri: &Uri,
+    raw: Value,
 ) -> ApiResult<Json<Value>> {
     let user_id = requester.user_id.as_str();
     let existing = state.store.cross_signing_keys(&requester.user_id).await?;
@@ -126,11 +246,11 @@ pub async fn upload(
     }
     if existing.is_some() && changed {
         uia::reauthenticate(
-            &state,
-            &requester,
+            state,
+            requester,
             Sensitive::CrossSigningReset,
-            &method,
-            &uri,
+            method,
+            uri,
             &raw,
         )
         .await?;

@@ -304,8 +304,14 @@ pub async fn start_session(
     display_name: Option<String>,
     refreshable: bool,
 ) -> ApiResult<LoginResponse> {
+    if let Some(homeserver) = &state.homeserver {
+        homeserver
+            .prepare_device(&user_id, &device_id, display_name.as_deref())
+            .await
+            .map_err(|e| crate::homeserver::unavailable(&e))?;
+    }
     let minted = issue::mint(state, refreshable);
-    state
+    let created = state
         .store
         .create_session(NewSession {
             user_id: user_id.clone(),
@@ -314,7 +320,13 @@ pub async fn start_session(
             tokens: minted.pair,
             now: state.clock.now_ms(),
         })
-        .await?;
+        .await;
+    if let Err(e) = created {
+        if let Some(homeserver) = &state.homeserver {
+            homeserver.forget_device(&user_id, &device_id).await;
+        }
+        return Err(e.into());
+    }
     state.sessions.invalidate_device(&user_id, &device_id);
     tracing::info!(user_id = %user_id, device_id = %device_id, "session started");
     Ok(LoginResponse {

@@ -8,16 +8,21 @@ use serde_json::{Value, json};
 
 use crate::error::ApiResult;
 use crate::extract::LoggingOut;
+use crate::homeserver;
 use crate::state::AppState;
 
 pub async fn logout(
     State(state): State<AppState>,
     LoggingOut(requester): LoggingOut,
 ) -> ApiResult<Json<Value>> {
-    state
-        .store
-        .delete_device(&requester.user_id, &requester.device_id)
-        .await?;
+    let (user, device) = (&requester.user_id, &requester.device_id);
+    homeserver::changing(
+        &state,
+        user,
+        homeserver::devices_deleted([device.clone()]),
+        async { Ok(state.store.delete_device(user, device).await?) },
+    )
+    .await?;
     state
         .sessions
         .invalidate_device(&requester.user_id, &requester.device_id);
@@ -28,7 +33,15 @@ pub async fn logout_all(
     State(state): State<AppState>,
     LoggingOut(requester): LoggingOut,
 ) -> ApiResult<Json<Value>> {
-    state.store.delete_all_devices(&requester.user_id).await?;
+    let user = &requester.user_id;
+    let devices = state.store.devices(user).await?;
+    homeserver::changing(
+        &state,
+        user,
+        homeserver::devices_deleted(devices.into_iter().map(|d| d.device_id)),
+        async { Ok(state.store.delete_all_devices(user).await?) },
+    )
+    .await?;
     state.sessions.invalidate_user(&requester.user_id);
     Ok(Json(json!({})))
 }

@@ -2,6 +2,7 @@
 //! like the spec's description of its endpoint.
 
 mod account;
+mod delegation;
 mod devices;
 mod discovery;
 mod keys;
@@ -99,6 +100,11 @@ fn client_api(router: Router<AppState>) -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     client_api(Router::new())
         .route("/_matrix/client/versions", get(discovery::versions))
+        .route(
+            "/.well-known/openid-configuration",
+            get(delegation::metadata),
+        )
+        .route("/oauth2/introspect", post(delegation::introspect))
         .route("/.well-known/matrix/client", get(discovery::well_known))
         .route("/_matrix/client/api/v1/login", post(legacy::login))
         .route(

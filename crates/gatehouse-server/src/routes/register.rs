@@ -70,6 +70,17 @@ async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
     if state.store.user(&id).await?.is_some() {
         return Err(ApiError::new(ErrorKind::UserInUse, "User ID already taken"));
     }
+    // The homeserver may hold names Gatehouse never issued (bridged users,
+    // accounts not imported): taking one would hand over its rooms.
+    if let Some(homeserver) = &state.homeserver
+        && !homeserver
+            .client
+            .is_localpart_available(id.localpart())
+            .await
+            .map_err(|e| crate::homeserver::unavailable(&e))?
+    {
+        return Err(ApiError::new(ErrorKind::UserInUse, "User ID already taken"));
+    }
     Ok(id)
 }
 
@@ -175,7 +186,31 @@ pub async fn register(
             now,
         }),
     };
+    if let Some(homeserver) = &state.homeserver {
+        let emails = registration
+            .threepids
+            .iter()
+            .filter(|t| t.medium == gatehouse_core::identifier::Medium::Email)
+            .map(|t| t.address.clone())
+            .collect::<Vec<_>>();
+        let device = registration
+            .session
+            .as_ref()
+            .map(|s| (s.device_id.as_str(), s.initial_display_name.as_deref()));
+        if let Err(e) = homeserver
+            .prepare_registration(&user_id, &emails, device)
+            .await
+        {
+            if let Some(t) = &token {
+                state.store.release_registration_token(t).await?;
+            }
+            return Err(crate::homeserver::unavailable(&e));
+        }
+    }
     if let Err(e) = state.store.register(registration).await {
+        if let (Some(homeserver), true) = (&state.homeserver, minted.is_some()) {
+            homeserver.forget_device(&user_id, &device_id).await;
+        }
         if let Some(t) = &token {
             state.store.release_registration_token(t).await?;
         }
@@ -248,6 +283,12 @@ async fn register_guest(
             now,
         }),
     };
+    if let Some(homeserver) = &state.homeserver {
+        homeserver
+            .prepare_registration(&user_id, &[], Some((&device_id, None)))
+            .await
+            .map_err(|e| crate::homeserver::unavailable(&e))?;
+    }
     state.store.register(registration).await?;
     count_registration(state, ip);
     Ok(Json(RegisterResponse {

@@ -514,11 +514,15 @@ pub async fn add(
             "This third-party ID has not been validated",
         ));
     };
-    match state
-        .store
-        .add_threepid(&requester.user_id, &v.threepid, now)
-        .await
-    {
+    let added =
+        crate::homeserver::changing(&state, &requester.user_id, Default::default(), async {
+            Ok(state
+                .store
+                .add_threepid(&requester.user_id, &v.threepid, now)
+                .await)
+        })
+        .await?;
+    match added {
         Ok(()) => Ok(Json(json!({}))),
         Err(StoreError::ThreepidInUse) => Err(ApiError::new(
             ErrorKind::ThreepidInUse,

@@ -1342,24 +1342,24 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<HomeserverSync>> {
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT localpart, version, erase, reactivate, attempts, next_attempt_ts, deleted_devices
-                 FROM homeserver_syncs WHERE next_attempt_ts <= ?1
-                 ORDER BY next_attempt_ts LIMIT ?2",
-            )?
-            .query_map(params![ts(Some(now)), limit], |r| {
-                Ok(HomeserverSync {
-                    localpart: r.get(0)?,
-                    version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    erase: r.get(2)?,
-                    reactivate: r.get(3)?,
-                    attempts: r.get(4)?,
-                    next_attempt_at: from_ts(r.get(5)?).unwrap_or(0),
-                    deleted_devices: serde_json::from_str(&r.get::<_, String>(6)?)
-                        .unwrap_or_default(),
-                })
-            })?
+            c.prepare_cached(&format!(
+                "SELECT {SYNC_COLUMNS} FROM homeserver_syncs WHERE next_attempt_ts <= ?1
+                 ORDER BY next_attempt_ts LIMIT ?2"
+            ))?
+            .query_map(params![ts(Some(now)), limit], sync_from_row)?
             .collect()
+        })
+        .await
+    }
+
+    async fn homeserver_sync(&self, localpart: &str) -> StoreResult<Option<HomeserverSync>> {
+        let localpart = localpart.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SYNC_COLUMNS} FROM homeserver_syncs WHERE localpart = ?1"
+            ))?
+            .query_row([localpart], sync_from_row)
+            .optional()
         })
         .await
     }
@@ -1497,4 +1497,19 @@ fn import_batch(tx: &Transaction<'_>, users: &[ImportedUser]) -> rusqlite::Resul
         }
     }
     Ok(counts)
+}
+
+const SYNC_COLUMNS: &str =
+    "localpart, version, erase, reactivate, attempts, next_attempt_ts, deleted_devices";
+
+fn sync_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HomeserverSync> {
+    Ok(HomeserverSync {
+        localpart: r.get(0)?,
+        version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+        erase: r.get(2)?,
+        reactivate: r.get(3)?,
+        attempts: r.get(4)?,
+        next_attempt_at: from_ts(r.get(5)?).unwrap_or(0),
+        deleted_devices: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+    })
 }

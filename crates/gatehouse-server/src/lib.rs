@@ -4,6 +4,7 @@
 //! [`router`] builds the service so it can be embedded or tested without a
 //! socket; [`serve`] is what `gatehouse serve` runs.
 
+mod account_page;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -65,6 +65,11 @@ pub fn templates() -> Environment<'static> {
         "fallback.html",
         include_str!("../templates/fallback.html"),
     );
+    add(
+        &mut env,
+        "account.html",
+        include_str!("../templates/account.html"),
+    );
     env
 }
 

@@ -11,7 +11,7 @@ pub(crate) mod login;
 mod logout;
 mod refresh;
 mod register;
-mod threepid;
+pub(crate) mod threepid;
 
 /// A random URL-safe string (session IDs, nonces).
 pub fn threepid_random(len: usize) -> String {
@@ -122,6 +122,10 @@ pub fn router(state: AppState) -> Router {
             post(keys::upload),
         )
         .route("/_matrix/client/v1/login/get_token", post(login::get_token))
+        .route(
+            "/_gatehouse/account",
+            get(crate::account_page::show).post(crate::account_page::act),
+        )
         .route(
             "/_gatehouse/threepid/validate",
             get(threepid::validate_link),

@@ -52,6 +52,18 @@ pub struct EmailTokenBody {
     next_link: Option<String>,
 }
 
+impl EmailTokenBody {
+    /// A first attempt made by Gatehouse itself (the account page).
+    pub fn first(client_secret: String, email: String, next_link: Option<String>) -> Self {
+        Self {
+            client_secret: Some(client_secret),
+            email: Some(email),
+            send_attempt: Some(1),
+            next_link,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct MsisdnTokenBody {
     client_secret: Option<String>,
@@ -288,13 +300,13 @@ pub async fn request_msisdn_token(
     Ok(Json(answer))
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("", s)])
         .map(|e| e[1..].to_owned())
         .unwrap_or_default()
 }
 
-fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -7,6 +7,7 @@
 //! loopback and prints every figure with its goal and ratio. Numbers are
 //! printed, never asserted: the figures go in `docs/PERFORMANCE.md`.
 
+mod delegation;
 mod load;
 mod proc;
 
@@ -19,13 +20,20 @@ use gatehouse_core::password::{Argon2Cost, PasswordPolicy};
 use load::{FixedGet, FixedPost, Workload};
 use proc::{Process, rss_kib};
 
-const CONNECTIONS: usize = 64;
+pub const CONNECTIONS: usize = 64;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("baseline") => return baseline().await,
+        Some("delegation") => {
+            let secs = std::env::var("BENCH_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5);
+            return delegation::run(Duration::from_secs(secs)).await;
+        }
         // `gatehouse-bench load ADDR TOKEN SECONDS`: whoami load on a running
         // server, for profiling it with perf.
         Some("load") if args.len() == 5 => {
@@ -281,7 +289,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn row(name: &str, value: String, note: String) {
+pub fn row(name: &str, value: String, note: String) {
     println!("{name:<44} {value:>12}  {note}");
 }
 
@@ -443,7 +451,7 @@ async fn median_login_ms(addr: SocketAddr, user: &str, password: &str) -> Result
     Ok(times[times.len() / 2])
 }
 
-async fn login(addr: SocketAddr) -> Result<String> {
+pub async fn login(addr: SocketAddr) -> Result<String> {
     let v = post_json(addr, "/_matrix/client/v3/login", serde_json::json!({"type": "m.login.password", "user": "bench", "password": "bench-password"})).await?;
     Ok(v["access_token"]
         .as_str()
@@ -464,7 +472,7 @@ async fn login_refreshable(addr: SocketAddr) -> Result<String> {
         .to_owned())
 }
 
-async fn get_until_ok(addr: SocketAddr, path: &str) -> Result<()> {
+pub async fn get_until_ok(addr: SocketAddr, path: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if get_once(addr, path).await.is_ok_and(|status| status == 200) {

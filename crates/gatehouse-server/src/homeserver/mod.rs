@@ -244,9 +244,8 @@ impl Homeserver {
     /// Brings the homeserver in line with what Gatehouse holds now.
     async fn apply(&self, sync: &HomeserverSync) -> Result<(), HomeserverError> {
         let local = |e: StoreError| HomeserverError::Unreachable(format!("local store: {e}"));
-        let Ok(user) = UserId::new(&sync.localpart, &self.server_name) else {
-            return Ok(());
-        };
+        // Not `UserId::new`: imported accounts may have historical localparts.
+        let user = UserId::from_trusted(format!("@{}:{}", sync.localpart, self.server_name));
         let Some(record) = self.store.user(&user).await.map_err(local)? else {
             return Ok(());
         };

@@ -101,7 +101,13 @@ pub async fn run(duration: Duration) -> Result<()> {
             })
             .collect::<Vec<_>>()
     };
-    let _ = load::run(own, room(&own_room, &own_token), Duration::from_secs(1), None).await?;
+    let _ = load::run(
+        own,
+        room(&own_room, &own_token),
+        Duration::from_secs(1),
+        None,
+    )
+    .await?;
     let mut o = load::run(own, room(&own_room, &own_token), duration, None).await?;
     let _ = load::run(
         delegated,

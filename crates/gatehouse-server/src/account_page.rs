@@ -31,6 +31,9 @@ use crate::state::AppState;
 const PATH: &str = "/_gatehouse/account";
 const SESSION_COOKIE: &str = "gatehouse_account";
 const CSRF_COOKIE: &str = "gatehouse_account_csrf";
+/// An email address waiting for its link to be opened (`sid:client_secret`),
+/// so that the tab the link opens can finish adding it.
+const PENDING_COOKIE: &str = "gatehouse_account_pending";
 /// How long a sign-in on this page lasts.
 const SESSION_LIFETIME_MS: u64 = 60 * 60 * 1000;
 
@@ -43,8 +46,9 @@ pub struct PageQuery {
 /// Which part of the page to show, from the spec's `action` values.
 fn view_of(action: Option<&str>) -> &'static str {
     match action {
-        Some("org.matrix.sessions_list" | "org.matrix.session_end") => "sessions",
-        Some("org.matrix.session_view") => "session",
+        Some("org.matrix.sessions_list") => "sessions",
+        // One session, with its end button: view it, or end it.
+        Some("org.matrix.session_view" | "org.matrix.session_end") => "session",
         Some("org.matrix.cross_signing_reset") => "cross_signing_reset",
         Some("org.matrix.account_deactivate") => "deactivate",
         Some("change_password") => "password",
@@ -95,6 +99,8 @@ async fn signed_in(
 struct View<'a> {
     view: &'a str,
     device_id: Option<&'a str>,
+    /// The username a failed sign-in was for (kept in the field).
+    username: Option<String>,
     message: Option<String>,
     ok: bool,
     pending: Option<(String, String, String)>,
@@ -152,7 +158,8 @@ async fn render(
                 signed_in => session.is_some(),
                 user_id => session.map(|s| s.user_id.to_string()),
                 server_name => state.config.server_name.clone(),
-                view => view.view, return_action => view.view, device_id => view.device_id,
+                view => view.view, return_action => action_of_view(view.view),
+                device_id => view.device_id.unwrap_or_default(), username => view.username,
                 message => view.message, message_class => if view.ok { "ok" } else { "error" },
                 devices, emails, email_enabled => state.config.email.enabled,
                 pending_sid, pending_secret, pending_email,
@@ -188,10 +195,29 @@ pub async fn show(
     match signed_in(&state, &headers).await {
         Some((_, session)) => {
             let csrf = session.csrf_token.clone();
+            let mut view = view;
+            if view.view == "profile" {
+                view.pending = pending_email(&state, &headers).await;
+            }
             render(&state, Some(&session), &csrf, view, StatusCode::OK).await
         }
         None => sign_in_page(&state, view, StatusCode::OK).await,
     }
+}
+
+/// The address this browser is adding, if its validation is still alive.
+async fn pending_email(state: &AppState, headers: &HeaderMap) -> Option<(String, String, String)> {
+    let (sid, secret) = cookie(headers, PENDING_COOKIE)?.split_once(':')?;
+    let validation = state.store.threepid_validation(sid).await.ok()??;
+    (same(&validation.client_secret, secret) && validation.expires_at > state.clock.now_ms()).then(
+        || {
+            (
+                sid.to_owned(),
+                secret.to_owned(),
+                validation.threepid.address,
+            )
+        },
+    )
 }
 
 /// The sign-in form, with a fresh double-submit token.
@@ -264,6 +290,8 @@ pub async fn act(
         return forged(&state);
     }
     let done = perform(&state, &hash, &session, form).await;
+    let clears_pending =
+        matches!(&done, Ok(Done::Shown { message, .. }) if message.ends_with(" added."));
     let (view, message, ok, pending, status) = match done {
         Ok(Done::SignedOut) => {
             let view = View {
@@ -295,6 +323,9 @@ pub async fn act(
         Err((view, message, status)) => (view, message, false, None, status),
     };
     let csrf = session.csrf_token.clone();
+    let pending_cookie = pending.as_ref().map(|(sid, secret, _)| {
+        set_cookie(&state, PENDING_COOKIE, &format!("{sid}:{secret}"), 3600)
+    });
     let view = View {
         view,
         message: Some(message),
@@ -302,7 +333,15 @@ pub async fn act(
         pending,
         ..View::default()
     };
-    render(&state, Some(&session), &csrf, view, status).await
+    let mut response = render(&state, Some(&session), &csrf, view, status).await;
+    if let Some(c) = pending_cookie {
+        response.headers_mut().append(SET_COOKIE, c);
+    } else if clears_pending {
+        response
+            .headers_mut()
+            .append(SET_COOKIE, set_cookie(&state, PENDING_COOKIE, "", 0));
+    }
+    response
 }
 
 fn forged(state: &AppState) -> Response {
@@ -316,11 +355,15 @@ fn forged(state: &AppState) -> Response {
 }
 
 async fn sign_in(state: &AppState, ip: std::net::IpAddr, form: ActForm) -> Response {
-    let return_action = form.return_action.clone();
-    let device = form.device_id.clone();
+    // Only the actions this page knows go back into a URL.
+    let return_action = action_of_view(view_of(form.return_action.as_deref()));
+    let device = form.device_id.clone().filter(|d| !d.is_empty());
+    let typed_username = form.username.clone();
     let failed = |message: String, status| {
         let view = View {
-            view: view_of(return_action.as_deref()),
+            view: view_of(Some(return_action)),
+            device_id: device.as_deref(),
+            username: typed_username.clone(),
             message: Some(message),
             ..View::default()
         };
@@ -375,13 +418,8 @@ async fn sign_in(state: &AppState, ip: std::net::IpAddr, form: ActForm) -> Respo
         return sign_in_page(state, view, status).await;
     }
     // Back to where the client sent its user, now signed in.
-    let mut target = format!(
-        "{PATH}?action={}",
-        form.return_action
-            .as_deref()
-            .map_or("org.matrix.profile", action_of_view)
-    );
-    if let Some(d) = device.filter(|d| !d.is_empty()) {
+    let mut target = format!("{PATH}?action={return_action}");
+    if let Some(d) = &device {
         target.push_str("&device_id=");
         target.push_str(&crate::routes::threepid::urlencode(&d));
     }

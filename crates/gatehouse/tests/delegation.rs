@@ -1,4 +1,1073 @@
-//! placeholder
+//! Delegation end to end: a real Synapse 1.163.2 with
+//! `matrix_authentication_service` pointing at a real `gatehouse serve`
+//! (started by `interop/synapse/synapse.sh start-delegated`, which
+//! `scripts/test` installs). What is checked is the service side of the
+//! contract: metadata, introspection, and that every change made at
+//! Gatehouse (login, logout, device deletion, password change,
+//! deactivation, reactivation, admin flag) is what Synapse enforces.
+//!
+//! One Synapse + Gatehouse pair is shared by the tests that leave Synapse
+//! running; the test that stops and restarts Synapse (which empties its
+//! caches) has its own pair.
+
 mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, assert_error, free_port, s, when_this_process_exits};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PW: &str = "delegation-pw";
+const API_SCOPE: &str = "urn:matrix:client:api:*";
+const ADMIN_SCOPE: &str = "urn:synapse:admin:*";
+/// The Gatehouse account every stack makes a server admin, for Synapse's
+/// admin API.
+const ROOT: &str = "root";
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/synapse/synapse.sh")
+}
+
+/// A Synapse delegating authentication, on its own directory and port;
+/// stopped on drop.
+struct Synapse {
+    dir: PathBuf,
+    port: u16,
+    auth_url: String,
+    secret_file: PathBuf,
+    base: String,
+}
+
+impl Synapse {
+    /// Starts it; `Err` carries synapse.sh's diagnostics.
+    ///
+    /// A fresh Synapse builds some indexes in background updates, one a
+    /// second, and until `profiles_full_user_id_key_idx` exists (about 20 s
+    /// on SQLite) `/_synapse/mas/reactivate_user` fails with 500 ("ON
+    /// CONFLICT clause does not match any PRIMARY KEY or UNIQUE
+    /// constraint"). So the updates run without pauses, and the start waits
+    /// for them all.
+    fn start(dir: &Path, port: u16, auth_url: &str, secret_file: &Path) -> Result<Self, String> {
+        let synapse = Self {
+            dir: dir.to_owned(),
+            port,
+            auth_url: auth_url.to_owned(),
+            secret_file: secret_file.to_owned(),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        std::fs::write(
+            dir.with_extension("extra.yaml"),
+            "background_updates:\n  sleep_enabled: false\n",
+        )
+        .map_err(|e| format!("cannot write the extra config: {e}"))?;
+        synapse.launch()?;
+        synapse.wait_for_background_updates();
+        Ok(synapse)
+    }
+
+    /// Waits until Synapse's database has no background update left.
+    fn wait_for_background_updates(&self) {
+        let venv = std::env::var("GATEHOUSE_SYNAPSE_VENV").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/gatehouse-synapse-venv",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let count = "import sqlite3, sys; db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True); print(db.execute('select count(*) from background_updates').fetchone()[0])";
+        let db = self.dir.join("homeserver.db");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(format!("{venv}/bin/python"))
+                .args(["-c", count])
+                .arg(&db)
+                .output()
+                .expect("run the venv's python");
+            let left = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if left == "0" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Synapse's background updates not done after 30 s ({left} left): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// start-delegated on this directory: the first start, or a restart on
+    /// the same data and port.
+    fn launch(&self) -> Result<(), String> {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start-delegated")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(&self.auth_url)
+            .arg(&self.secret_file)
+            .env(
+                "GATEHOUSE_SYNAPSE_EXTRA_CONFIG",
+                self.dir.with_extension("extra.yaml"),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run synapse.sh: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && stdout.trim() == format!("SYNAPSE_URL={}", self.base) {
+            Ok(())
+        } else {
+            Err(format!(
+                "synapse.sh start-delegated failed ({}): {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn stop(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run synapse.sh stop");
+        assert!(
+            out.status.success(),
+            "synapse.sh stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// Gatehouse and the Synapse that delegates to it, sharing a secret file.
+/// Fields drop in order: Gatehouse, Synapse, then the directory.
+struct Stack {
+    gatehouse: Server,
+    synapse: Synapse,
+    secret: String,
+    /// Gatehouse's `public_baseurl`, hence the issuer.
+    public: String,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Each needs the other's address before it starts: Gatehouse's port is
+    /// picked first and bound at once, then Synapse is started on another
+    /// port (seconds later; if that port was taken meanwhile, both are tried
+    /// again on new ports, at most three times).
+    fn start(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret =
+            gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access).to_string();
+        let secret_file = dir.path().join("shared-secret");
+        // With a newline, as `echo` would write it: both sides trim it.
+        std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+        let data = dir.path().join("gatehouse");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            let gport = free_port();
+            let sport = loop {
+                let p = free_port();
+                if p != gport {
+                    break p;
+                }
+            };
+            let public = format!("http://127.0.0.1:{gport}");
+            let listen = format!("127.0.0.1:{gport}");
+            let synapse_url = format!("http://127.0.0.1:{sport}");
+            let secret_path = secret_file.display().to_string();
+            let mut env: Vec<(&str, &str)> = vec![
+                ("GATEHOUSE_LISTEN", &listen),
+                ("GATEHOUSE_PUBLIC_BASEURL", &public),
+                ("GATEHOUSE_HOMESERVER__URL", &synapse_url),
+                ("GATEHOUSE_HOMESERVER__SECRET_PATH", &secret_path),
+                ("GATEHOUSE_HOMESERVER__RETRY_INTERVAL_MS", "300"),
+            ];
+            env.extend_from_slice(extra);
+            let gatehouse = Server::start_in(&data, &env).shared();
+            assert_eq!(gatehouse.base, public, "Gatehouse listens where it said");
+            match Synapse::start(
+                &dir.path().join("synapse"),
+                sport,
+                &format!("{public}/"),
+                &secret_file,
+            ) {
+                Ok(synapse) => {
+                    let stack = Self {
+                        gatehouse,
+                        synapse,
+                        secret,
+                        public,
+                        dir,
+                    };
+                    stack.gatehouse.create_user(ROOT, PW, &[]);
+                    admin_cli(&stack.gatehouse, &["user", "admin", ROOT]);
+                    return stack;
+                }
+                Err(e) => {
+                    let port_taken = e.contains("Address already in use")
+                        || e.contains("something already answers");
+                    failures.push(e);
+                    if !port_taken {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!(
+            "Synapse did not start (run ./scripts/test or `interop/synapse/synapse.sh install`): {}",
+            failures.join("\n---- next attempt ----\n")
+        );
+    }
+
+    async fn synapse_call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .gatehouse
+            .http
+            .request(method, format!("{}{path}", self.synapse.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        self.gatehouse.send(request).await
+    }
+
+    async fn synapse_whoami(&self, token: &str) -> (u16, Value) {
+        self.synapse_call(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    /// Asserts that Synapse takes `token` as `user`'s on `device`.
+    async fn assert_works_on_synapse(&self, token: &str, user: &str, device: &str) {
+        let (status, v) = self.synapse_whoami(token).await;
+        assert_eq!(status, 200, "Synapse's whoami for {user}/{device}: {v}");
+        assert_eq!(v["user_id"], format!("@{user}:localhost"), "{v}");
+        assert_eq!(v["device_id"], device, "{v}");
+    }
+
+    /// Asserts that Synapse refuses `token` as it refuses a dead one.
+    async fn assert_refused_by_synapse(&self, token: &str, what: &str) {
+        let got = self.synapse_whoami(token).await;
+        assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+        assert_eq!(got.1["soft_logout"], false, "{what}: {}", got.1);
+    }
+
+    /// A token for the server admin ([`ROOT`]).
+    async fn admin_token(&self) -> String {
+        self.gatehouse.access_token(ROOT, PW).await
+    }
+
+    /// Synapse's record of a user, from its admin API.
+    async fn synapse_user(&self, admin: &str, user: &str) -> Value {
+        let (status, v) = self
+            .synapse_call(
+                Method::GET,
+                &format!("/_synapse/admin/v2/users/@{user}:localhost"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "admin API user {user}: {v}");
+        v
+    }
+
+    /// The device IDs Synapse holds for a user, from its admin API.
+    async fn synapse_devices(&self, admin: &str, user: &str) -> Vec<String> {
+        let (status, v) = self
+            .synapse_call(
+                Method::GET,
+                &format!("/_synapse/admin/v2/users/@{user}:localhost/devices"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "admin API devices of {user}: {v}");
+        v["devices"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no devices list in {v}"))
+            .iter()
+            .map(|d| s(d, "device_id"))
+            .collect()
+    }
+
+    /// `POST /oauth2/introspect` as Synapse sends it, with `authorization`
+    /// as the whole header value (or none).
+    async fn introspect_as(&self, authorization: Option<&str>, token: &str) -> (u16, Value) {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .append_pair("token_type_hint", "access_token")
+            .finish();
+        let mut request = self
+            .gatehouse
+            .http
+            .post(self.gatehouse.url("/oauth2/introspect"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header("x-mas-supports-device-id", "1")
+            .body(form);
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        self.gatehouse.send(request).await
+    }
+
+    /// Introspection with the shared secret; must be a 200.
+    async fn introspect(&self, token: &str) -> Value {
+        let (status, v) = self
+            .introspect_as(Some(&format!("Bearer {}", self.secret)), token)
+            .await;
+        assert_eq!(status, 200, "introspection is always 200: {v}");
+        v
+    }
+
+    /// What Gatehouse logged about its calls to Synapse.
+    fn homeserver_log(&self) -> String {
+        self.gatehouse
+            .logs()
+            .lines()
+            .filter(|l| l.contains("homeserver"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Logs in with an explicit device ID; returns (access token, body).
+    async fn login(&self, user: &str, device: &str, extra: Value) -> (String, Value) {
+        let mut body = json!({ "device_id": device });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body["type"] = json!("m.login.password");
+        body["identifier"] = json!({"type": "m.id.user", "user": user});
+        body["password"] = json!(PW);
+        let (status, r) = self.gatehouse.post("/_matrix/client/v3/login", body).await;
+        assert_eq!(
+            status,
+            200,
+            "login as {user} on {device}: {r}\nGatehouse's homeserver calls:\n{}",
+            self.homeserver_log()
+        );
+        assert_eq!(r["device_id"], device, "{r}");
+        (s(&r, "access_token"), r)
+    }
+}
+
+/// Runs an admin command, asserting success; returns its stdout.
+fn admin_cli(server: &Server, args: &[&str]) -> String {
+    let out = server.admin(args);
+    assert!(
+        out.status.success(),
+        "gatehouse {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("could not be told"),
+        "gatehouse {args:?} did not reach the homeserver: {stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pair shared by the tests that keep Synapse running (its caches
+/// intact), started once per test binary; registration is open.
+fn shared() -> &'static Stack {
+    static SHARED: OnceLock<Stack> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let stack = Stack::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
+        // A static is never dropped: stop both and remove the directory
+        // once this test binary has exited.
+        when_this_process_exits(&format!(
+            "kill {}; bash '{}' stop '{}' >/dev/null 2>&1; rm -rf '{}'",
+            stack.gatehouse.pid(),
+            script().display(),
+            stack.synapse.dir.display(),
+            stack.dir.path().display(),
+        ));
+        stack
+    })
+}
+
+fn scopes(v: &Value) -> Vec<String> {
+    v["scope"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no scope in {v}"))
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A room ID or event ID as one path segment.
+fn segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn metadata_is_served_and_synapse_relays_it() {
+    let stack = shared();
+    let (status, meta) = stack
+        .gatehouse
+        .get("/.well-known/openid-configuration", None)
+        .await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["issuer"], stack.public.as_str(), "{meta}");
+    let account = s(&meta, "account_management_uri");
+    assert!(account.ends_with("/_gatehouse/account"), "{meta}");
+    assert!(account.starts_with(&stack.public), "{meta}");
+    assert!(!account.contains('?'), "Synapse appends ?action=…: {meta}");
+
+    for path in [
+        "/_matrix/client/v1/auth_metadata",
+        "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+    ] {
+        let (status, relayed) = stack.synapse_call(Method::GET, path, None, None).await;
+        assert_eq!(status, 200, "{path}: {relayed}");
+        assert_eq!(relayed, meta, "{path} relays Gatehouse's metadata as it is");
+    }
+    let (status, wk) = stack
+        .synapse_call(Method::GET, "/.well-known/matrix/client", None, None)
+        .await;
+    assert_eq!(status, 200, "{wk}");
+    assert_eq!(
+        wk["org.matrix.msc2965.authentication"],
+        json!({"issuer": stack.public, "account": account}),
+        "{wk}"
+    );
+}
+
+#[tokio::test]
+async fn introspection_answers_the_homeserver_and_only_it() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    g.create_user("ivy", PW, &[]);
+
+    // A token that never expires: the API scope, its device, no expires_in.
+    let (plain, body) = stack.login("ivy", "IVYPLAIN", json!({})).await;
+    assert!(body.get("expires_in_ms").is_none(), "{body}");
+    let v = stack.introspect(&plain).await;
+    assert_eq!(v["active"], true, "{v}");
+    let scope = scopes(&v);
+    assert!(scope.iter().any(|x| x == API_SCOPE), "{v}");
+    assert!(
+        scope
+            .iter()
+            .any(|x| x == "urn:matrix:client:device:IVYPLAIN"),
+        "{v}"
+    );
+    assert_eq!(
+        scope
+            .iter()
+            .filter(|x| x.starts_with("urn:matrix:client:device:"))
+            .count(),
+        1,
+        "Synapse refuses two device scopes: {v}"
+    );
+    assert!(!scope.iter().any(|x| x == ADMIN_SCOPE), "not an admin: {v}");
+    assert_eq!(v["username"], "ivy", "the bare localpart: {v}");
+    assert_eq!(v["device_id"], "IVYPLAIN", "{v}");
+    assert!(
+        v.get("expires_in").is_none(),
+        "a token that never expires must not expire on Synapse: {v}"
+    );
+
+    // A refreshable token expires: whole seconds left, never more than its lifetime.
+    let (expiring, body) = stack
+        .login("ivy", "IVYREFRESH", json!({"refresh_token": true}))
+        .await;
+    let lifetime_s = body["expires_in_ms"].as_u64().expect("expires_in_ms") / 1000;
+    let v = stack.introspect(&expiring).await;
+    assert_eq!(v["active"], true, "{v}");
+    let left = v["expires_in"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("an expiring token needs expires_in: {v}"));
+    assert!(
+        left <= lifetime_s && left + 10 >= lifetime_s,
+        "expires_in {left} for a lifetime of {lifetime_s} s"
+    );
+    assert_eq!(v["device_id"], "IVYREFRESH", "{v}");
+    // Its refresh token is not an access token.
+    let refresh = s(&body, "refresh_token");
+    assert!(refresh.starts_with("ghrt_"), "{body}");
+    assert_eq!(stack.introspect(&refresh).await, json!({"active": false}));
+
+    // `gatehouse user admin` adds Synapse's admin scope to new tokens;
+    // `--revoke` takes it away again.
+    admin_cli(g, &["user", "admin", "ivy"]);
+    let (admin, _) = stack.login("ivy", "IVYADMIN", json!({})).await;
+    let v = stack.introspect(&admin).await;
+    assert_eq!(v["active"], true, "{v}");
+    assert!(scopes(&v).iter().any(|x| x == ADMIN_SCOPE), "an admin: {v}");
+    assert!(scopes(&v).iter().any(|x| x == API_SCOPE), "{v}");
+    admin_cli(g, &["user", "admin", "ivy", "--revoke"]);
+    let (demoted, _) = stack.login("ivy", "IVYDEMOTED", json!({})).await;
+    let v = stack.introspect(&demoted).await;
+    assert_eq!(v["active"], true, "{v}");
+    assert!(!scopes(&v).iter().any(|x| x == ADMIN_SCOPE), "{v}");
+
+    // A logged-out token, one nobody issued, garbage: inactive, with 200.
+    let (status, _) = g
+        .post_auth("/_matrix/client/v3/logout", &plain, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stack.introspect(&plain).await, json!({"active": false}));
+    let unknown = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
+    assert_eq!(stack.introspect(&unknown).await, json!({"active": false}));
+    for garbage in [
+        "",
+        "garbage",
+        "ghat_",
+        "syt_aXZ5_bm90aGluZw_0abcde",
+        &expiring[..expiring.len() - 1],
+        &stack.secret,
+    ] {
+        assert_eq!(
+            stack.introspect(garbage).await,
+            json!({"active": false}),
+            "token {garbage:?}"
+        );
+    }
+
+    // Only the homeserver may ask: the shared secret as bearer token.
+    let live = expiring.as_str();
+    for wrong in [
+        "Bearer not-the-secret-at-all".to_owned(),
+        format!("Bearer {}x", stack.secret),
+        format!("Bearer {}", &stack.secret[..stack.secret.len() - 1]),
+        format!("Bearer {live}"),
+    ] {
+        let got = stack.introspect_as(Some(&wrong), live).await;
+        assert_eq!(got.0, 401, "{wrong}: {}", got.1);
+        assert!(got.1["errcode"].is_string(), "a Matrix error: {}", got.1);
+        assert!(got.1["error"].is_string(), "a Matrix error: {}", got.1);
+        assert!(got.1.get("active").is_none(), "{}", got.1);
+    }
+    assert_error(
+        &stack.introspect_as(None, live).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    // The scheme is case-insensitive (RFC 7235); the secret came from the
+    // file named by GATEHOUSE_HOMESERVER__SECRET_PATH, newline trimmed.
+    let (status, v) = stack
+        .introspect_as(Some(&format!("bearer {}", stack.secret)), live)
+        .await;
+    assert_eq!((status, &v["active"]), (200, &json!(true)), "{v}");
+}
+
+/// Runs `gatehouse serve` with `env`, expecting it to refuse to start.
+fn serve_refuses(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("GATEHOUSE_DATA_DIR", dir.path())
+        .env("GATEHOUSE_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gatehouse serve started with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn placeholder() {}
+fn inconsistent_delegation_settings_stop_serve_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "a-secret-from-the-file-0123456789\n").unwrap();
+    let file = file.display().to_string();
+    let url = ("GATEHOUSE_HOMESERVER__URL", "http://127.0.0.1:9");
+    let public = ("GATEHOUSE_PUBLIC_BASEURL", "http://127.0.0.1:8008");
+    let inline = "an-inline-secret-0123456789";
+
+    let (code, err) = serve_refuses(&[
+        url,
+        public,
+        ("GATEHOUSE_HOMESERVER__SECRET", inline),
+        ("GATEHOUSE_HOMESERVER__SECRET_PATH", &file),
+    ]);
+    assert_eq!(code, Some(2), "secret and secret_path: {err}");
+    assert!(err.contains("homeserver.secret"), "{err}");
+    assert!(!err.contains(inline), "the secret is not echoed: {err}");
+
+    let (code, err) = serve_refuses(&[
+        url,
+        public,
+        ("GATEHOUSE_HOMESERVER__SECRET", "short-secret"),
+    ]);
+    assert_eq!(code, Some(2), "a short secret: {err}");
+    assert!(err.contains("homeserver.secret"), "{err}");
+    assert!(err.contains("16"), "says how long it must be: {err}");
+    assert!(
+        !err.contains("short-secret"),
+        "the secret is not echoed: {err}"
+    );
+
+    let short_file = dir.path().join("short");
+    std::fs::write(&short_file, "tiny\n").unwrap();
+    let (code, err) = serve_refuses(&[
+        url,
+        public,
+        (
+            "GATEHOUSE_HOMESERVER__SECRET_PATH",
+            short_file.to_str().unwrap(),
+        ),
+    ]);
+    assert_eq!(code, Some(2), "a short secret in the file: {err}");
+    assert!(err.contains("homeserver.secret"), "{err}");
+
+    let (code, err) = serve_refuses(&[
+        url,
+        public,
+        (
+            "GATEHOUSE_HOMESERVER__SECRET_PATH",
+            "/nonexistent/gatehouse-secret",
+        ),
+    ]);
+    assert_eq!(code, Some(2), "a missing secret file: {err}");
+    assert!(err.contains("homeserver.secret"), "{err}");
+
+    let (code, err) = serve_refuses(&[url, ("GATEHOUSE_HOMESERVER__SECRET_PATH", &file)]);
+    assert_eq!(
+        code,
+        Some(2),
+        "homeserver.url without public_baseurl: {err}"
+    );
+    assert!(err.contains("public_baseurl"), "{err}");
+
+    let (code, err) = serve_refuses(&[url, public]);
+    assert_eq!(code, Some(2), "homeserver.url without a secret: {err}");
+    assert!(err.contains("homeserver.secret"), "{err}");
+}
+
+#[tokio::test]
+async fn gatehouse_tokens_work_on_synapse_until_logout() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    g.create_user("tom", PW, &[]);
+    let (token, _) = stack.login("tom", "TOMPHONE", json!({})).await;
+    stack
+        .assert_works_on_synapse(&token, "tom", "TOMPHONE")
+        .await;
+
+    // The client API behind it works with that token.
+    let (status, room) = stack
+        .synapse_call(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            Some(json!({"name": "delegated"})),
+        )
+        .await;
+    assert_eq!(status, 200, "createRoom: {room}");
+    let room_id = s(&room, "room_id");
+    let (status, sent) = stack
+        .synapse_call(
+            Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/txn1",
+                segment(&room_id)
+            ),
+            Some(&token),
+            Some(json!({"msgtype": "m.text", "body": "through Gatehouse"})),
+        )
+        .await;
+    assert_eq!(status, 200, "send: {sent}");
+    let event_id = s(&sent, "event_id");
+    let (status, sync) = stack
+        .synapse_call(
+            Method::GET,
+            "/_matrix/client/v3/sync?timeout=0",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "sync: {sync}");
+    let events = sync["rooms"]["join"][&room_id]["timeline"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no timeline for {room_id} in {sync}"));
+    assert!(
+        events.iter().any(|e| e["event_id"] == event_id.as_str()),
+        "the message is in /sync: {events:?}"
+    );
+
+    // Logout at Gatehouse: Synapse refuses the token at once, although it
+    // cached it as active a moment ago.
+    let (status, v) = g
+        .post_auth("/_matrix/client/v3/logout", &token, json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    stack
+        .assert_refused_by_synapse(&token, "logged out at Gatehouse")
+        .await;
+
+    // logout/all: every device, at once.
+    let (a, _) = stack.login("tom", "TOMA", json!({})).await;
+    let (b, _) = stack.login("tom", "TOMB", json!({})).await;
+    stack.assert_works_on_synapse(&a, "tom", "TOMA").await;
+    stack.assert_works_on_synapse(&b, "tom", "TOMB").await;
+    let (status, v) = g
+        .post_auth("/_matrix/client/v3/logout/all", &a, json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    stack.assert_refused_by_synapse(&a, "logout/all").await;
+    stack.assert_refused_by_synapse(&b, "logout/all").await;
+    let admin = stack.admin_token().await;
+    assert_eq!(
+        stack.synapse_devices(&admin, "tom").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn deleting_devices_at_gatehouse_removes_them_from_synapse() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    g.create_user("dora", PW, &[]);
+    let (keep, _) = stack.login("dora", "DORAKEEP", json!({})).await;
+    let (one, _) = stack.login("dora", "DORAONE", json!({})).await;
+    let (bulk, _) = stack.login("dora", "DORABULK", json!({})).await;
+    for (token, device) in [(&keep, "DORAKEEP"), (&one, "DORAONE"), (&bulk, "DORABULK")] {
+        stack.assert_works_on_synapse(token, "dora", device).await;
+    }
+    let admin = stack.admin_token().await;
+    let mut devices = stack.synapse_devices(&admin, "dora").await;
+    devices.sort();
+    assert_eq!(devices, ["DORABULK", "DORAKEEP", "DORAONE"]);
+
+    let (status, v) = g
+        .with_password_uia(
+            Method::DELETE,
+            "/_matrix/client/v3/devices/DORAONE",
+            &keep,
+            json!({}),
+            "dora",
+            PW,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut devices = stack.synapse_devices(&admin, "dora").await;
+    devices.sort();
+    assert_eq!(devices, ["DORABULK", "DORAKEEP"], "DORAONE is gone");
+    stack
+        .assert_refused_by_synapse(&one, "its device was deleted")
+        .await;
+
+    let (status, v) = g
+        .with_password_uia(
+            Method::POST,
+            "/_matrix/client/v3/delete_devices",
+            &keep,
+            json!({"devices": ["DORABULK"]}),
+            "dora",
+            PW,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(stack.synapse_devices(&admin, "dora").await, ["DORAKEEP"]);
+    stack
+        .assert_refused_by_synapse(&bulk, "its device was deleted")
+        .await;
+    stack
+        .assert_works_on_synapse(&keep, "dora", "DORAKEEP")
+        .await;
+}
+
+#[tokio::test]
+async fn password_change_with_logout_devices_ends_the_others_on_synapse() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    g.create_user("pat", PW, &[]);
+    let (here, _) = stack.login("pat", "PATHERE", json!({})).await;
+    let (there, _) = stack.login("pat", "PATTHERE", json!({})).await;
+    stack.assert_works_on_synapse(&here, "pat", "PATHERE").await;
+    stack
+        .assert_works_on_synapse(&there, "pat", "PATTHERE")
+        .await;
+
+    let (status, v) = g
+        .with_password_uia(
+            Method::POST,
+            "/_matrix/client/v3/account/password",
+            &here,
+            json!({"new_password": "pat-new-pw", "logout_devices": true}),
+            "pat",
+            PW,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    stack
+        .assert_refused_by_synapse(&there, "logged out by the password change")
+        .await;
+    stack.assert_works_on_synapse(&here, "pat", "PATHERE").await;
+    let admin = stack.admin_token().await;
+    assert_eq!(stack.synapse_devices(&admin, "pat").await, ["PATHERE"]);
+}
+
+#[tokio::test]
+async fn deactivation_with_erase_reaches_synapse_and_reactivation_undoes_it() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    g.create_user("dee", PW, &[]);
+    let (token, _) = stack.login("dee", "DEEDEV", json!({})).await;
+    stack.assert_works_on_synapse(&token, "dee", "DEEDEV").await;
+    let (status, v) = stack
+        .synapse_call(
+            Method::PUT,
+            "/_matrix/client/v3/profile/@dee:localhost/displayname",
+            Some(&token),
+            Some(json!({"displayname": "Dee Delegated"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let admin = stack.admin_token().await;
+    let before = stack.synapse_user(&admin, "dee").await;
+    assert_eq!(
+        (&before["deactivated"], &before["displayname"]),
+        (&json!(false), &json!("Dee Delegated")),
+        "{before}"
+    );
+
+    let (status, v) = g
+        .with_password_uia(
+            Method::POST,
+            "/_matrix/client/v3/account/deactivate",
+            &token,
+            json!({"erase": true}),
+            "dee",
+            PW,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let after = stack.synapse_user(&admin, "dee").await;
+    assert_eq!(after["deactivated"], true, "{after}");
+    assert_eq!(after["erased"], true, "erase reached Synapse: {after}");
+    assert!(after["displayname"].is_null(), "{after}");
+    stack
+        .assert_refused_by_synapse(&token, "the account was deactivated")
+        .await;
+    assert_eq!(stack.introspect(&token).await, json!({"active": false}));
+
+    admin_cli(g, &["user", "reactivate", "dee"]);
+    let back = stack.synapse_user(&admin, "dee").await;
+    assert_eq!(back["deactivated"], false, "{back}");
+    // And the account works on Synapse again, with a new session.
+    let (token, _) = stack.login("dee", "DEEAGAIN", json!({})).await;
+    stack
+        .assert_works_on_synapse(&token, "dee", "DEEAGAIN")
+        .await;
+}
+
+#[tokio::test]
+async fn only_admins_reach_synapse_admin_api() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    g.create_user("ada", PW, &[]);
+    g.create_user("norm", PW, &[]);
+    admin_cli(g, &["user", "admin", "ada"]);
+    let (ada, _) = stack.login("ada", "ADADEV", json!({})).await;
+    let (norm, _) = stack.login("norm", "NORMDEV", json!({})).await;
+
+    let path = "/_synapse/admin/v2/users/@norm:localhost";
+    let (status, v) = stack
+        .synapse_call(Method::GET, path, Some(&ada), None)
+        .await;
+    assert_eq!(status, 200, "an admin's token: {v}");
+    assert_eq!(v["name"], "@norm:localhost", "{v}");
+    let got = stack
+        .synapse_call(Method::GET, path, Some(&norm), None)
+        .await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+    // The non-admin's token itself is fine.
+    stack
+        .assert_works_on_synapse(&norm, "norm", "NORMDEV")
+        .await;
+}
+
+#[tokio::test]
+async fn registration_refuses_a_localpart_synapse_already_holds() {
+    let stack = shared();
+    let g = &stack.gatehouse;
+    // A user Gatehouse never made (a bridge's, say), straight into Synapse.
+    let (status, v) = stack
+        .synapse_call(
+            Method::POST,
+            "/_synapse/mas/provision_user",
+            Some(&stack.secret),
+            Some(json!({"localpart": "taken"})),
+        )
+        .await;
+    assert_eq!(status, 201, "provisioned on Synapse: {v}");
+
+    let got = g
+        .get("/_matrix/client/v3/register/available?username=taken", None)
+        .await;
+    assert_error(&got, 400, "M_USER_IN_USE");
+    let got = g
+        .post(
+            "/_matrix/client/v3/register",
+            json!({"username": "taken", "password": PW, "auth": {"type": "m.login.dummy"}}),
+        )
+        .await;
+    assert_error(&got, 400, "M_USER_IN_USE");
+
+    // A name free on both sides registers, and its token works on Synapse.
+    let (status, v) = g
+        .get(
+            "/_matrix/client/v3/register/available?username=newbie",
+            None,
+        )
+        .await;
+    assert_eq!((status, &v), (200, &json!({"available": true})));
+    let body = json!({"username": "newbie", "password": PW, "device_id": "NEWBIEDEV"});
+    let (status, challenge) = g.post("/_matrix/client/v3/register", body.clone()).await;
+    assert_eq!(status, 401, "{challenge}");
+    let mut with_auth = body;
+    with_auth["auth"] = json!({"type": "m.login.dummy", "session": s(&challenge, "session")});
+    let (status, v) = g.post("/_matrix/client/v3/register", with_auth).await;
+    assert_eq!(status, 200, "{v}");
+    stack
+        .assert_works_on_synapse(&s(&v, "access_token"), "newbie", "NEWBIEDEV")
+        .await;
+    let got = g
+        .get(
+            "/_matrix/client/v3/register/available?username=newbie",
+            None,
+        )
+        .await;
+    assert_error(&got, 400, "M_USER_IN_USE");
+}
+
+/// Stops and restarts its own Synapse (a restart empties Synapse's
+/// caches, which the shared pair's tests rely on).
+#[tokio::test]
+async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() {
+    let stack = Stack::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
+    let g = &stack.gatehouse;
+    g.create_user("carol", PW, &[]);
+    let (keep, _) = stack.login("carol", "CAROLKEEP", json!({})).await;
+    let (gone, _) = stack.login("carol", "CAROLGONE", json!({})).await;
+    stack
+        .assert_works_on_synapse(&keep, "carol", "CAROLKEEP")
+        .await;
+    stack
+        .assert_works_on_synapse(&gone, "carol", "CAROLGONE")
+        .await;
+
+    stack.synapse.stop();
+
+    // A login cannot be announced to Synapse: 503, and nothing is made.
+    let (status, v) = g
+        .post(
+            "/_matrix/client/v3/login",
+            json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "carol"},
+                "password": PW,
+                "device_id": "CAROLDOWN",
+            }),
+        )
+        .await;
+    assert_error(&(status, v.clone()), 503, "M_UNKNOWN");
+    assert!(v.get("access_token").is_none(), "{v}");
+    let got = g
+        .get(
+            "/_matrix/client/v3/register/available?username=nobody",
+            None,
+        )
+        .await;
+    assert_error(&got, 503, "M_UNKNOWN");
+
+    // A logout still succeeds: ended here at once, told to Synapse later.
+    let (status, v) = g
+        .post_auth("/_matrix/client/v3/logout", &gone, json!({}))
+        .await;
+    assert_eq!(status, 200, "logout while Synapse is down: {v}");
+    assert_error(&g.whoami(&gone).await, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(stack.introspect(&gone).await, json!({"active": false}));
+
+    // Back on the same port and data: the retry loop deletes the device.
+    let down_since = Instant::now();
+    stack.synapse.launch().expect("Synapse restarts");
+    let restarted = Instant::now();
+    let admin = stack.admin_token().await;
+    let deadline = restarted + Duration::from_secs(20);
+    loop {
+        let devices = stack.synapse_devices(&admin, "carol").await;
+        if !devices.iter().any(|d| d == "CAROLGONE") {
+            assert_eq!(devices, ["CAROLKEEP"], "only the live session remains");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CAROLGONE still on Synapse {:?} after its restart (down {:?}); Gatehouse log:\n{}",
+            restarted.elapsed(),
+            restarted - down_since,
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack
+        .assert_refused_by_synapse(&gone, "logged out while Synapse was down")
+        .await;
+    stack
+        .assert_works_on_synapse(&keep, "carol", "CAROLKEEP")
+        .await;
+
+    // The failed login left no device, here or there.
+    let (status, v) = g.get("/_matrix/client/v3/devices", Some(&keep)).await;
+    assert_eq!(status, 200, "{v}");
+    let mine: Vec<String> = v["devices"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|d| s(d, "device_id"))
+        .collect();
+    assert_eq!(mine, ["CAROLKEEP"], "Gatehouse's devices for carol");
+    // Logging in with that device ID now works, on both sides.
+    let (token, _) = stack.login("carol", "CAROLDOWN", json!({})).await;
+    stack
+        .assert_works_on_synapse(&token, "carol", "CAROLDOWN")
+        .await;
+}

@@ -390,3 +390,81 @@ pub fn link_in(message: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// An HTTP client that keeps no idle connection. For a server shared by
+/// several tests: each `#[tokio::test]` has its own runtime, and a pooled
+/// connection dies with the runtime that opened it.
+pub fn unpooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("HTTP client")
+}
+
+impl Server {
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// This server, made usable from several tests' runtimes (see
+    /// [`unpooled_client`]), e.g. kept in a `static`. Statics are never
+    /// dropped: pair it with [`when_this_process_exits`].
+    pub fn shared(mut self) -> Self {
+        self.http = unpooled_client();
+        self
+    }
+
+    /// `method path` with `body` as `token`'s owner, under User-Interactive
+    /// Authentication: the first answer must be the 401 challenge, and the
+    /// request is repeated with the password stage for `user`.
+    pub async fn with_password_uia(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        mut body: Value,
+        user: &str,
+        password: &str,
+    ) -> (u16, Value) {
+        let request = |body: &Value| {
+            self.http
+                .request(method.clone(), self.url(path))
+                .bearer_auth(token)
+                .json(body)
+        };
+        let (status, challenge) = self.send(request(&body)).await;
+        assert_eq!(
+            status, 401,
+            "{method} {path}: UIA challenge expected, got {challenge}"
+        );
+        body["auth"] = serde_json::json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
+            "session": s(&challenge, "session"),
+        });
+        self.send(request(&body)).await
+    }
+}
+
+/// Runs the shell `script` once this test process has exited, however it
+/// ends (a watchdog in its own process group, so that a Ctrl-C reaching
+/// the tests does not kill it first). For what a `static` owns: processes
+/// and directories that no `Drop` will ever clean up.
+pub fn when_this_process_exits(script: &str) {
+    use std::os::unix::process::CommandExt;
+    let watch = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 0.2; done; {script}",
+        std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(watch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the exit watchdog");
+}

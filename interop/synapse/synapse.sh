@@ -3,13 +3,18 @@
 #
 #   synapse.sh install
 #   synapse.sh start DIR PORT [SMTP_PORT]    -> prints SYNAPSE_URL=http://127.0.0.1:PORT
+#   synapse.sh start-delegated DIR PORT AUTH_URL SECRET_FILE [PUBLIC_BASEURL]
+#                                            -> same, auth delegated to AUTH_URL
 #   synapse.sh stop DIR
 #   synapse.sh create-user DIR USER PASSWORD [EMAIL]   -> prints the user ID
 #   synapse.sh create-token DIR [USES]                 -> prints the registration token
 #   synapse.sh url DIR                                 -> prints the base URL
 #
-# Only `start` writes to stdout (one line, SYNAPSE_URL=…), and the helpers print
-# exactly their result; all progress and diagnostics go to stderr.
+# Only `start`/`start-delegated` write to stdout (one line, SYNAPSE_URL=…), and
+# the helpers print exactly their result; all progress and diagnostics go to
+# stderr. create-user and create-token need the password/registration API, so
+# they refuse a DIR started with start-delegated (users come from the auth
+# service there).
 #
 # Environment:
 #   GATEHOUSE_SYNAPSE_VENV     venv to use/create (default $HOME/.cache/gatehouse-synapse-venv)
@@ -32,7 +37,7 @@ log() { echo "synapse.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -65,15 +70,21 @@ url_of() {
 
 pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
 
+# write_overrides DIR PORT SMTP_PORT SECRET [AUTH_URL SECRET_FILE PUBLIC_BASEURL]
+# With AUTH_URL, Synapse delegates authentication to it (the
+# matrix_authentication_service contract) and gets none of its own login,
+# registration, refresh or login-token settings, which it refuses in that mode.
 write_overrides() {
   local dir="$1" port="$2" smtp_port="$3" secret="$4"
-  local tmp="$dir/overrides.yaml.tmp"
+  local auth_url="${5:-}" secret_file="${6:-}" public_baseurl="${7:-http://127.0.0.1:$2/}"
+  local tmp="$dir/overrides.yaml.tmp" x_forwarded=false
+  [[ -n "$auth_url" ]] && x_forwarded=true
   umask 077
   cat >"$tmp" <<EOF
 # Written by interop/synapse/synapse.sh; loaded after homeserver.yaml, so every
 # top-level key here replaces the generated one. See interop/synapse/README.md.
 server_name: localhost
-public_baseurl: http://127.0.0.1:$port/
+public_baseurl: $public_baseurl
 pid_file: $dir/homeserver.pid
 log_config: $dir/log.config
 media_store_path: $dir/media_store
@@ -84,16 +95,20 @@ database:
     database: $dir/homeserver.db
 
 # One plain-HTTP listener on IPv4 loopback only: client API + admin API, no
-# federation resource, no TLS.
+# federation resource, no TLS. (x_forwarded only when delegating: that stack
+# has nginx in front, which sets X-Forwarded-For.)
 listeners:
   - port: $port
     bind_addresses: ['127.0.0.1']
     type: http
     tls: false
-    x_forwarded: false
+    x_forwarded: $x_forwarded
     resources:
       - names: [client]
         compress: false
+EOF
+  if [[ -z "$auth_url" ]]; then
+    cat >>"$tmp" <<EOF
 
 # Registration open without a token or 3PID: flows [m.login.dummy]
 # (and [m.login.email.identity] when email is configured).
@@ -110,6 +125,28 @@ login_via_existing_session:
   enabled: true
   require_ui_auth: true
   token_timeout: 5m
+EOF
+  else
+    cat >>"$tmp" <<EOF
+
+# Authentication delegated to Gatehouse (Synapse's MAS contract): Synapse
+# introspects every access token at $auth_url/oauth2/introspect, and the
+# auth service provisions users and devices through /_synapse/mas/* on the
+# listener above; both sides use the shared secret in the file below. Synapse
+# refuses enable_registration, password_config.enabled,
+# refreshable_access_token_lifetime, login_via_existing_session,
+# enable_3pid_changes, captcha and user_consent in this mode: none is set here
+# or in the generated homeserver.yaml.
+matrix_authentication_service:
+  enabled: true
+  endpoint: "$auth_url"
+  secret_path: "$secret_file"
+# /.well-known/matrix/client names public_baseurl, and the auth service's
+# issuer and account page (from $auth_url/.well-known/openid-configuration).
+serve_client_wellknown: true
+EOF
+  fi
+  cat >>"$tmp" <<EOF
 
 # No network beyond loopback: no phone-home, no key servers, no federation,
 # no URL previews, no identity server.
@@ -198,6 +235,30 @@ cmd_start() {
   local dir="$1" port="$2" smtp_port="${3:-}"
   [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$port'"
   [[ -z "$smtp_port" || "$smtp_port" =~ ^[0-9]+$ ]] || die "SMTP_PORT must be a number, got '$smtp_port'"
+  start_synapse "$dir" "$port" "$smtp_port"
+}
+
+# start-delegated DIR PORT AUTH_URL SECRET_FILE [PUBLIC_BASEURL]: Synapse
+# delegating all authentication to the service at AUTH_URL (Gatehouse).
+# Neither needs the other to be up first: Synapse contacts AUTH_URL lazily.
+# Running it again on the same DIR (after stop) restarts the same Synapse on
+# the same data.
+cmd_start_delegated() {
+  [[ $# -ge 4 && $# -le 5 ]] || usage
+  local dir="$1" port="$2" auth_url="$3" secret_file="$4" public_baseurl="${5:-}"
+  [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$port'"
+  [[ "$auth_url" =~ ^https?://[^[:space:]\"]+$ ]] || die "AUTH_URL must be an http(s) URL, got '$auth_url'"
+  [[ -z "$public_baseurl" || "$public_baseurl" =~ ^https?://[^[:space:]]+/$ ]] \
+    || die "PUBLIC_BASEURL must be an http(s) URL ending in /, got '$public_baseurl'"
+  [[ -f "$secret_file" && -r "$secret_file" ]] || die "SECRET_FILE $secret_file is not a readable file"
+  secret_file="$(cd "$(dirname "$secret_file")" && pwd)/$(basename "$secret_file")"
+  start_synapse "$dir" "$port" "" "$auth_url" "$secret_file" "$public_baseurl"
+}
+
+# start_synapse DIR PORT SMTP_PORT [AUTH_URL SECRET_FILE PUBLIC_BASEURL]
+start_synapse() {
+  local dir="$1" port="$2" smtp_port="$3"
+  local auth_url="${4:-}" secret_file="${5:-}" public_baseurl="${6:-}"
   local base="http://127.0.0.1:$port"
   local timeout="${GATEHOUSE_SYNAPSE_TIMEOUT:-60}"
 
@@ -232,7 +293,13 @@ cmd_start() {
     (umask 077 && echo "$secret" >"$dir/registration_shared_secret")
   fi
   write_log_config "$dir"
-  write_overrides "$dir" "$port" "$smtp_port" "$secret"
+  if [[ -n "$auth_url" ]]; then
+    write_overrides "$dir" "$port" "" "$secret" "$auth_url" "$secret_file" "${public_baseurl:-$base/}"
+    echo delegated >"$dir/synapse.mode"
+  else
+    write_overrides "$dir" "$port" "$smtp_port" "$secret"
+    echo standalone >"$dir/synapse.mode"
+  fi
   echo "$base" >"$dir/synapse.url"
   rm -f "$dir/admin.token"
 
@@ -246,7 +313,7 @@ cmd_start() {
     rm -f "$dir/extra.yaml"
   fi
 
-  log "starting Synapse $SYNAPSE_VERSION on $base (log: $dir/homeserver.log)"
+  log "starting Synapse $SYNAPSE_VERSION on $base${auth_url:+, delegating auth to $auth_url} (log: $dir/homeserver.log)"
   local t0=$SECONDS t0ms
   t0ms=$(date +%s%3N)
   (cd "$dir" && exec "$PY" -m synapse.app.homeserver "${configs[@]}" \
@@ -275,6 +342,13 @@ cmd_start() {
     exit 1
   fi
   log "Synapse answered /versions after $(( $(date +%s%3N) - t0ms )) ms (pid $pid)"
+
+  if [[ -n "$auth_url" ]]; then
+    # No admin user here: Synapse has no password or registration API in this
+    # mode. Admins are the auth service's (`gatehouse user create --admin`).
+    echo "SYNAPSE_URL=$base"
+    return 0
+  fi
 
   # The admin user; on a reused DIR it already exists.
   local out
@@ -350,6 +424,14 @@ json_get() { "$PY" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])
 
 json_str() { "$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
+# The helpers below log in and create users and tokens with Synapse's own
+# password and registration APIs, which a delegating Synapse does not have.
+refuse_delegated() {
+  if [[ "$(cat "$1/synapse.mode" 2>/dev/null)" == delegated ]]; then
+    die "$1 runs a Synapse that delegates authentication: use the auth service (e.g. \`gatehouse user create\`, \`gatehouse registration-token create\`)"
+  fi
+}
+
 # The admin's access token, from a password login, cached in DIR/admin.token
 # (until the next start/stop) so helper calls don't pile up devices.
 admin_token() {
@@ -372,6 +454,7 @@ admin_token() {
 cmd_create_user() {
   [[ $# -ge 3 && $# -le 4 ]] || usage
   local dir="$1" user="$2" password="$3" email="${4:-}" base token user_id body
+  refuse_delegated "$dir"
   base="$(url_of "$dir")"
   token="$(admin_token "$dir")"
   if [[ "$user" == @* ]]; then user_id="$user"; else user_id="@$user:localhost"; fi
@@ -390,6 +473,7 @@ cmd_create_user() {
 cmd_create_token() {
   [[ $# -ge 1 && $# -le 2 ]] || usage
   local dir="$1" uses="${2:-}" base token body='{}'
+  refuse_delegated "$dir"
   if [[ -n "$uses" ]]; then
     [[ "$uses" =~ ^[0-9]+$ ]] || die "USES must be a number, got '$uses'"
     body="{\"uses_allowed\":$uses}"
@@ -407,6 +491,7 @@ main() {
   case "$cmd" in
     install) [[ $# -eq 0 ]] || usage; cmd_install ;;
     start) cmd_start "$@" ;;
+    start-delegated) cmd_start_delegated "$@" ;;
     stop) cmd_stop "$@" ;;
     create-user) cmd_create_user "$@" ;;
     create-token) cmd_create_token "$@" ;;

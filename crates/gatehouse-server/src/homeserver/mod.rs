@@ -29,7 +29,7 @@ use crate::error::ApiError;
 pub use synapse::{HomeserverError, SynapseClient};
 
 /// The longest wait between two attempts of a failing push.
-const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
+const MAX_BACKOFF_MS: u64 = 30 * 1000;
 
 /// Pushes handled per retry round.
 const RETRY_BATCH: u32 = 100;

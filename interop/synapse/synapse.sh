@@ -148,6 +148,12 @@ EOF
   fi
   cat >>"$tmp" <<EOF
 
+# Run the database's background updates at once rather than in slow steps:
+# until one of them has built its index, Synapse 1.163 answers 500 to
+# /_synapse/mas/reactivate_user on a new database (its profile upsert needs it).
+background_updates:
+  sleep_enabled: false
+
 # No network beyond loopback: no phone-home, no key servers, no federation,
 # no URL previews, no identity server.
 report_stats: false

@@ -421,7 +421,7 @@ async fn sign_in(state: &AppState, ip: std::net::IpAddr, form: ActForm) -> Respo
     let mut target = format!("{PATH}?action={return_action}");
     if let Some(d) = &device {
         target.push_str("&device_id=");
-        target.push_str(&crate::routes::threepid::urlencode(&d));
+        target.push_str(&crate::routes::threepid::urlencode(d));
     }
     let mut response = Redirect::to(&target).into_response();
     let headers = response.headers_mut();

@@ -6,15 +6,14 @@
 //! Gatehouse (login, logout, device deletion, password change,
 //! deactivation, reactivation, admin flag) is what Synapse enforces.
 //!
-//! One Synapse + Gatehouse pair is shared by the tests that leave Synapse
-//! running; the test that stops and restarts Synapse (which empties its
-//! caches) has its own pair.
+//! One Synapse + Gatehouse pair serves every test, started once per test
+//! binary. The test that kills and restarts Synapse (which also empties
+//! Synapse's token cache) runs while no other test uses it.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Server, assert_error, free_port, s, when_this_process_exits};
@@ -128,18 +127,28 @@ impl Synapse {
         }
     }
 
-    fn stop(&self) {
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run synapse.sh stop");
+    /// Kills Synapse (SIGKILL: a crash) and waits until it is gone.
+    fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("synapse.pid")).expect("synapse.pid");
+        let pid = pid.trim();
+        let signal = |signal: &str| {
+            Command::new("kill")
+                .args([signal, pid])
+                .stderr(Stdio::null())
+                .status()
+                .expect("run kill")
+                .success()
+        };
+        assert!(signal("-KILL"), "kill -KILL {pid}");
+        // Until reaped (synapse.sh will not start over a live PID).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while signal("-0") {
+            assert!(Instant::now() < deadline, "Synapse {pid} survives SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
-            out.status.success(),
-            "synapse.sh stop: {}",
-            String::from_utf8_lossy(&out.stderr)
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+            "Synapse's port is closed"
         );
     }
 }
@@ -171,7 +180,7 @@ impl Stack {
     /// picked first and bound at once, then Synapse is started on another
     /// port (seconds later; if that port was taken meanwhile, both are tried
     /// again on new ports, at most three times).
-    fn start(extra: &[(&str, &str)]) -> Self {
+    async fn start(extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret =
             gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access).to_string();
@@ -219,6 +228,11 @@ impl Stack {
                     };
                     stack.gatehouse.create_user(ROOT, PW, &[]);
                     admin_cli(&stack.gatehouse, &["user", "admin", ROOT]);
+                    // Provisioned on Synapse by a first login now, so that
+                    // the tests' concurrent admin logins never race to
+                    // provision it (see
+                    // `concurrent_first_logins_of_a_user_all_succeed`).
+                    stack.admin_token().await;
                     return stack;
                 }
                 Err(e) => {
@@ -284,7 +298,8 @@ impl Stack {
 
     /// A token for the server admin ([`ROOT`]).
     async fn admin_token(&self) -> String {
-        self.gatehouse.access_token(ROOT, PW).await
+        let device = gatehouse_core::token::generate_device_id();
+        self.login(ROOT, &device, json!({})).await.0
     }
 
     /// Synapse's record of a user, from its admin API.
@@ -397,23 +412,35 @@ fn admin_cli(server: &Server, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The pair shared by the tests that keep Synapse running (its caches
-/// intact), started once per test binary; registration is open.
-fn shared() -> &'static Stack {
-    static SHARED: OnceLock<Stack> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        let stack = Stack::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
-        // A static is never dropped: stop both and remove the directory
-        // once this test binary has exited.
-        when_this_process_exits(&format!(
-            "kill {}; bash '{}' stop '{}' >/dev/null 2>&1; rm -rf '{}'",
-            stack.gatehouse.pid(),
-            script().display(),
-            stack.synapse.dir.display(),
-            stack.dir.path().display(),
-        ));
-        stack
-    })
+/// The pair every test uses, started once per test binary; registration
+/// is open.
+async fn stack() -> &'static Stack {
+    static STACK: tokio::sync::OnceCell<Stack> = tokio::sync::OnceCell::const_new();
+    STACK
+        .get_or_init(|| async {
+            let stack = Stack::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]).await;
+            // A static is never dropped: stop both and remove the directory
+            // once this test binary has exited.
+            when_this_process_exits(&format!(
+                "kill {}; bash '{}' stop '{}' >/dev/null 2>&1; rm -rf '{}'",
+                stack.gatehouse.pid(),
+                script().display(),
+                stack.synapse.dir.display(),
+                stack.dir.path().display(),
+            ));
+            stack
+        })
+        .await
+}
+
+/// Held for reading by the tests that need Synapse running with its
+/// caches, and for writing by the one that stops and restarts it.
+static SYNAPSE_UP: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// The shared pair, with Synapse kept running until the guard drops.
+async fn shared() -> (tokio::sync::RwLockReadGuard<'static, ()>, &'static Stack) {
+    let running = SYNAPSE_UP.read().await;
+    (running, stack().await)
 }
 
 fn scopes(v: &Value) -> Vec<String> {
@@ -432,7 +459,7 @@ fn segment(id: &str) -> String {
 
 #[tokio::test]
 async fn metadata_is_served_and_synapse_relays_it() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let (status, meta) = stack
         .gatehouse
         .get("/.well-known/openid-configuration", None)
@@ -465,7 +492,7 @@ async fn metadata_is_served_and_synapse_relays_it() {
 
 #[tokio::test]
 async fn introspection_answers_the_homeserver_and_only_it() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     g.create_user("ivy", PW, &[]);
 
@@ -683,7 +710,7 @@ fn inconsistent_delegation_settings_stop_serve_with_status_2() {
 
 #[tokio::test]
 async fn gatehouse_tokens_work_on_synapse_until_logout() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     g.create_user("tom", PW, &[]);
     let (token, _) = stack.login("tom", "TOMPHONE", json!({})).await;
@@ -762,7 +789,7 @@ async fn gatehouse_tokens_work_on_synapse_until_logout() {
 
 #[tokio::test]
 async fn deleting_devices_at_gatehouse_removes_them_from_synapse() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     g.create_user("dora", PW, &[]);
     let (keep, _) = stack.login("dora", "DORAKEEP", json!({})).await;
@@ -816,7 +843,7 @@ async fn deleting_devices_at_gatehouse_removes_them_from_synapse() {
 
 #[tokio::test]
 async fn password_change_with_logout_devices_ends_the_others_on_synapse() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     g.create_user("pat", PW, &[]);
     let (here, _) = stack.login("pat", "PATHERE", json!({})).await;
@@ -847,7 +874,7 @@ async fn password_change_with_logout_devices_ends_the_others_on_synapse() {
 
 #[tokio::test]
 async fn deactivation_with_erase_reaches_synapse_and_reactivation_undoes_it() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     g.create_user("dee", PW, &[]);
     let (token, _) = stack.login("dee", "DEEDEV", json!({})).await;
@@ -901,7 +928,7 @@ async fn deactivation_with_erase_reaches_synapse_and_reactivation_undoes_it() {
 
 #[tokio::test]
 async fn only_admins_reach_synapse_admin_api() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     g.create_user("ada", PW, &[]);
     g.create_user("norm", PW, &[]);
@@ -927,7 +954,7 @@ async fn only_admins_reach_synapse_admin_api() {
 
 #[tokio::test]
 async fn registration_refuses_a_localpart_synapse_already_holds() {
-    let stack = shared();
+    let (_running, stack) = shared().await;
     let g = &stack.gatehouse;
     // A user Gatehouse never made (a bridge's, say), straight into Synapse.
     let (status, v) = stack
@@ -979,11 +1006,12 @@ async fn registration_refuses_a_localpart_synapse_already_holds() {
     assert_error(&got, 400, "M_USER_IN_USE");
 }
 
-/// Stops and restarts its own Synapse (a restart empties Synapse's
-/// caches, which the shared pair's tests rely on).
+/// Kills Synapse and restarts it (which also empties its caches), while
+/// no other test uses it.
 #[tokio::test]
 async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() {
-    let stack = Stack::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
+    let _restarting = SYNAPSE_UP.write().await;
+    let stack = stack().await;
     let g = &stack.gatehouse;
     g.create_user("carol", PW, &[]);
     let (keep, _) = stack.login("carol", "CAROLKEEP", json!({})).await;
@@ -995,10 +1023,11 @@ async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() 
         .assert_works_on_synapse(&gone, "carol", "CAROLGONE")
         .await;
 
-    stack.synapse.stop();
-
-    // A login cannot be announced to Synapse: 503, and nothing is made.
-    let (status, v) = g
+    // While Synapse is down, only gather answers: Synapse is restarted
+    // before anything is asserted, so a failure here cannot leave it down
+    // for the other tests.
+    stack.synapse.kill();
+    let login = g
         .post(
             "/_matrix/client/v3/login",
             json!({
@@ -1009,30 +1038,38 @@ async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() 
             }),
         )
         .await;
-    assert_error(&(status, v.clone()), 503, "M_UNKNOWN");
-    assert!(v.get("access_token").is_none(), "{v}");
-    let got = g
+    let available = g
         .get(
             "/_matrix/client/v3/register/available?username=nobody",
             None,
         )
         .await;
-    assert_error(&got, 503, "M_UNKNOWN");
-
-    // A logout still succeeds: ended here at once, told to Synapse later.
-    let (status, v) = g
+    let logout = g
         .post_auth("/_matrix/client/v3/logout", &gone, json!({}))
         .await;
-    assert_eq!(status, 200, "logout while Synapse is down: {v}");
-    assert_error(&g.whoami(&gone).await, 401, "M_UNKNOWN_TOKEN");
-    assert_eq!(stack.introspect(&gone).await, json!({"active": false}));
-
-    // Back on the same port and data: the retry loop deletes the device.
-    let down_since = Instant::now();
-    stack.synapse.launch().expect("Synapse restarts");
+    let whoami = g.whoami(&gone).await;
+    let introspected = stack
+        .introspect_as(Some(&format!("Bearer {}", stack.secret)), &gone)
+        .await;
+    let logged_out = Instant::now();
+    let relaunched = stack.synapse.launch();
     let restarted = Instant::now();
+    relaunched.expect("Synapse restarts on the same port and data");
+
+    // A login that cannot be announced to Synapse: 503, nothing made.
+    assert_error(&login, 503, "M_UNKNOWN");
+    assert!(login.1.get("access_token").is_none(), "{}", login.1);
+    assert_error(&available, 503, "M_UNKNOWN");
+    // A logout still succeeds: ended here at once, told to Synapse later.
+    assert_eq!(logout.0, 200, "logout while Synapse is down: {}", logout.1);
+    assert_error(&whoami, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(introspected, (200, json!({"active": false})));
+
+    // Synapse is back: the retry loop deletes the device there.
     let admin = stack.admin_token().await;
-    let deadline = restarted + Duration::from_secs(20);
+    // Retries back off exponentially from 300 ms, so the one after the
+    // restart comes at most about as long after it as Synapse was down.
+    let deadline = restarted + (restarted - logged_out) + Duration::from_secs(5);
     loop {
         let devices = stack.synapse_devices(&admin, "carol").await;
         if !devices.iter().any(|d| d == "CAROLGONE") {
@@ -1041,10 +1078,10 @@ async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() 
         }
         assert!(
             Instant::now() < deadline,
-            "CAROLGONE still on Synapse {:?} after its restart (down {:?}); Gatehouse log:\n{}",
+            "CAROLGONE still on Synapse {:?} after its restart (down for {:?} after the logout); Gatehouse's homeserver calls:\n{}",
             restarted.elapsed(),
-            restarted - down_since,
-            g.logs()
+            restarted - logged_out,
+            stack.homeserver_log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1055,7 +1092,7 @@ async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() 
         .assert_works_on_synapse(&keep, "carol", "CAROLKEEP")
         .await;
 
-    // The failed login left no device, here or there.
+    // The failed login left no device at Gatehouse.
     let (status, v) = g.get("/_matrix/client/v3/devices", Some(&keep)).await;
     assert_eq!(status, 200, "{v}");
     let mine: Vec<String> = v["devices"]
@@ -1065,9 +1102,43 @@ async fn while_synapse_is_down_no_session_is_made_and_revocations_wait_for_it() 
         .map(|d| s(d, "device_id"))
         .collect();
     assert_eq!(mine, ["CAROLKEEP"], "Gatehouse's devices for carol");
-    // Logging in with that device ID now works, on both sides.
+    // That device ID logs in now, on both sides.
     let (token, _) = stack.login("carol", "CAROLDOWN", json!({})).await;
     stack
         .assert_works_on_synapse(&token, "carol", "CAROLDOWN")
         .await;
+}
+
+/// Two first logins of a user at once (two devices, a client retrying):
+/// each finds the user unknown to Synapse and provisions it, and Synapse
+/// answers the slower `provision_user` with 400 M_USER_IN_USE. Neither
+/// login may fail for that.
+#[tokio::test]
+async fn concurrent_first_logins_of_a_user_all_succeed() {
+    let (_running, stack) = shared().await;
+    stack.gatehouse.create_user("twins", PW, &[]);
+    let devices: Vec<String> = (0..6).map(|i| format!("TWIN{i}")).collect();
+    let logins = futures_util::future::join_all(devices.iter().map(|device| {
+        stack.gatehouse.post(
+            "/_matrix/client/v3/login",
+            json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "twins"},
+                "password": PW,
+                "device_id": device,
+            }),
+        )
+    }))
+    .await;
+    for (device, (status, v)) in devices.iter().zip(&logins) {
+        assert_eq!(
+            *status,
+            200,
+            "concurrent first login on {device}: {v}\nGatehouse's homeserver calls:\n{}",
+            stack.homeserver_log()
+        );
+        stack
+            .assert_works_on_synapse(&s(v, "access_token"), "twins", device)
+            .await;
+    }
 }

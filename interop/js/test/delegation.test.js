@@ -17,6 +17,7 @@ import { startStack, http } from "../lib/stack.js";
 import { findLink, startSmtpServer } from "../lib/smtp.js";
 import { AuthType, HttpApiEvent, Method, createClient } from "../lib/sdk.js";
 import { expectMatrixError, sleep } from "../lib/util.js";
+import { launchChromium, watchCsp } from "../lib/browser.js";
 import { answerPassword, makeCrossSigningKeys, runInteractiveAuth, uploadSigningKeys } from "../lib/uia.js";
 
 const ACCESS_TOKEN_LIFETIME_MS = 3000;
@@ -138,133 +139,28 @@ let counter = 0;
 const uniqueName = (prefix) => `${prefix}${++counter}`;
 
 // ---------------------------------------------------------------------------
-// A minimal browser for Gatehouse's account page: a cookie jar, redirects
-// followed by hand, HTML forms read and submitted as a person would.
+// The account page, in headless Chromium, as a person approves a reset:
+// open the URL of the m.oauth stage, sign in, press the approval button.
 
-class Browser {
-  cookies = new Map();
-
-  async request(url, { method = "GET", form } = {}) {
-    for (let hop = 0; hop < 10; hop++) {
-      const headers = {};
-      if (this.cookies.size > 0) {
-        headers.Cookie = [...this.cookies].map(([name, value]) => `${name}=${value}`).join("; ");
-      }
-      let body;
-      if (form) {
-        body = new URLSearchParams(form).toString();
-        headers["Content-Type"] = "application/x-www-form-urlencoded";
-      }
-      const response = await fetch(url, { method, headers, body, redirect: "manual" });
-      for (const cookie of response.headers.getSetCookie()) {
-        const pair = cookie.split(";")[0];
-        const eq = pair.indexOf("=");
-        if (eq <= 0) continue;
-        const [name, value] = [pair.slice(0, eq).trim(), pair.slice(eq + 1).trim()];
-        if (value === "" || /;\s*max-age=0\b/i.test(cookie)) this.cookies.delete(name);
-        else this.cookies.set(name, value);
-      }
-      const location = response.headers.get("location");
-      if (response.status >= 300 && response.status < 400 && location) {
-        url = new URL(location, url).toString();
-        if (response.status !== 307 && response.status !== 308) {
-          method = "GET";
-          form = undefined;
-        }
-        continue;
-      }
-      return { status: response.status, url, text: await response.text() };
-    }
-    throw new Error(`too many redirects from ${url}`);
-  }
-}
-
-function attributes(tag) {
-  const attrs = {};
-  for (const m of tag.matchAll(/([a-zA-Z_:-]+)\s*=\s*("([^"]*)"|'([^']*)'|([^\s>]+))/g)) {
-    attrs[m[1].toLowerCase()] = decodeEntities(m[3] ?? m[4] ?? m[5] ?? "");
-  }
-  return attrs;
-}
-
-const ENTITIES = { quot: '"', apos: "'", lt: "<", gt: ">", amp: "&" };
-const decodeEntities = (s) =>
-  s.replace(/&(#[xX][0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);/g, (whole, name) => {
-    if (name[0] === "#") {
-      const hex = name[1] === "x" || name[1] === "X";
-      return String.fromCodePoint(parseInt(name.slice(hex ? 2 : 1), hex ? 16 : 10));
-    }
-    return ENTITIES[name] ?? whole;
-  });
-
-/** Every form of a page: { action, method, fields: Map(name -> value), inputs: [{name, type}] }. */
-function forms(html, pageUrl) {
-  return [...html.matchAll(/<form\b[^>]*>[\s\S]*?<\/form>/gi)].map(([whole]) => {
-    const attrs = attributes(whole.match(/<form\b[^>]*>/i)[0]);
-    const fields = new Map();
-    const inputs = [];
-    for (const [tag] of whole.matchAll(/<(?:input|button)\b[^>]*>/gi)) {
-      const a = attributes(tag);
-      if (!a.name) continue;
-      const type = (a.type || (tag.toLowerCase().startsWith("<button") ? "submit" : "text")).toLowerCase();
-      inputs.push({ name: a.name, type });
-      if (type === "submit") {
-        if (!fields.has(a.name)) fields.set(a.name, a.value ?? "");
-      } else {
-        fields.set(a.name, a.value ?? "");
-      }
-    }
-    return {
-      action: new URL(attrs.action || pageUrl, pageUrl).toString(),
-      method: (attrs.method || "GET").toUpperCase(),
-      fields,
-      inputs,
-      html: whole,
-    };
-  });
-}
-
-/**
- * Approve a cross-signing reset on Gatehouse's account page: open `url`
- * (…/_gatehouse/account?action=org.matrix.cross_signing_reset), sign in with
- * the sign-in form (username, password, csrf), then submit the approval form
- * (hidden action=org.matrix.cross_signing_reset, csrf). Returns the pages seen.
- */
 async function approveCrossSigningReset(url, localpart, password) {
-  const browser = new Browser();
-  const seen = [];
-  let page = await browser.request(url);
-  seen.push(page);
-  assert.equal(page.status, 200, `GET ${url}: ${page.text.slice(0, 500)}`);
-
-  // A new browser: the page asks to sign in first.
-  const signIn = forms(page.text, page.url).find((f) => f.inputs.some((i) => i.type === "password"));
-  assert.ok(signIn, `a sign-in form (with a password field) on ${page.url}:\n${page.text.slice(0, 2000)}`);
-  assert.ok(signIn.fields.has("csrf"), `the sign-in form has a csrf field:\n${signIn.html}`);
-  assert.ok(signIn.fields.has("username"), `the sign-in form has a username field:\n${signIn.html}`);
-  assert.equal(signIn.method, "POST", signIn.html);
-  const form = new Map(signIn.fields);
-  form.set("username", localpart);
-  form.set("password", password);
-  page = await browser.request(signIn.action, { method: "POST", form: [...form] });
-  seen.push(page);
-  assert.equal(page.status, 200, `sign-in: ${page.text.slice(0, 500)}`);
-
-  const isApproval = (f) => f.fields.get("action") === "org.matrix.cross_signing_reset";
-  let approve = forms(page.text, page.url).find(isApproval);
-  if (!approve) {
-    // Signed in but not sent back to the action: open it again.
-    page = await browser.request(url);
-    seen.push(page);
-    approve = forms(page.text, page.url).find(isApproval);
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    const csp = watchCsp(page);
+    await page.goto(url);
+    await page.getByLabel("Username").fill(localpart);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    // Signed in, the page is back on the action the client asked for.
+    await page.waitForURL(/action=org\.matrix\.cross_signing_reset/);
+    await page.getByRole("button", { name: "Approve the reset" }).click();
+    const status = page.getByRole("status");
+    await status.waitFor();
+    assert.match(await status.innerText(), /Approved/);
+    assert.deepEqual(csp, [], "no Content-Security-Policy violation");
+  } finally {
+    await browser.close();
   }
-  assert.ok(approve, `an approval form (hidden action=org.matrix.cross_signing_reset) on ${page.url}:\n${page.text.slice(0, 2000)}`);
-  assert.ok(approve.fields.has("csrf"), `the approval form has a csrf field:\n${approve.html}`);
-  assert.equal(approve.method, "POST", approve.html);
-  page = await browser.request(approve.action, { method: "POST", form: [...approve.fields] });
-  seen.push(page);
-  assert.equal(page.status, 200, `approval: ${page.text.slice(0, 500)}`);
-  return seen;
 }
 
 // ---------------------------------------------------------------------------

@@ -102,7 +102,12 @@ impl Homeserver {
             .await
         {
             Err(e) if e.is_not_found() => {
-                self.provision(user).await?;
+                match self.provision(user).await {
+                    // Another login of the same new user provisioned it
+                    // first (Synapse checks, then creates): it exists now.
+                    Err(e) if e.is_user_in_use() => {}
+                    other => other?,
+                }
                 self.client
                     .upsert_device(localpart, device_id, display_name)
                     .await

@@ -32,6 +32,12 @@ impl HomeserverError {
         matches!(self, Self::Refused { status: 404, .. })
     }
 
+    /// Synapse refused to create a user that exists (a race with another
+    /// creation of the same user).
+    pub fn is_user_in_use(&self) -> bool {
+        self.errcode() == Some("M_USER_IN_USE")
+    }
+
     fn errcode(&self) -> Option<&str> {
         match self {
             Self::Refused { errcode, .. } => Some(errcode),
@@ -207,15 +213,17 @@ impl SynapseClient {
     /// token), returning Synapse's answer as it is.
     pub async fn relay(
         &self,
+        method: Method,
         path: &str,
         authorization: Option<&http::HeaderValue>,
-        body: Vec<u8>,
+        body: Option<Vec<u8>>,
     ) -> Result<Relayed, HomeserverError> {
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
         if let Some(auth) = authorization {
             request = request.header(http::header::AUTHORIZATION, auth.clone());
         }

@@ -31,6 +31,41 @@ pub async fn whoami(requester: Requester) -> Json<WhoamiResponse> {
     })
 }
 
+/// `GET /capabilities`. The authentication capabilities are Gatehouse's
+/// to state; with delegation, the rest (room versions, profile fields…) are
+/// the homeserver's, relayed with the client's own token.
+pub async fn capabilities(
+    State(state): State<AppState>,
+    _requester: Requester,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let mut capabilities = match &state.homeserver {
+        Some(homeserver) => {
+            let answer = homeserver
+                .client
+                .relay(
+                    reqwest::Method::GET,
+                    "/_matrix/client/v3/capabilities",
+                    headers.get(axum::http::header::AUTHORIZATION),
+                    None,
+                )
+                .await
+                .map_err(|e| homeserver::unavailable(&e))?;
+            serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| v.get("capabilities").cloned())
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}))
+        }
+        None => json!({}),
+    };
+    let threepid_changes = state.config.email.enabled || state.config.sms.enabled;
+    capabilities["m.change_password"] = json!({ "enabled": true });
+    capabilities["m.3pid_changes"] = json!({ "enabled": threepid_changes });
+    capabilities["m.get_login_token"] = json!({ "enabled": true });
+    Ok(Json(json!({ "capabilities": capabilities })))
+}
+
 #[derive(Deserialize)]
 struct PasswordBody {
     new_password: Option<Secret>,

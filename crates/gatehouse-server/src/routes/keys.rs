@@ -113,7 +113,12 @@ async fn relay_upload(
     let keys = serde_json::to_vec(&keys).map_err(|_| ApiError::internal())?;
     let first = homeserver
         .client
-        .relay(UPLOAD_PATH, authorization, keys.clone())
+        .relay(
+            reqwest::Method::POST,
+            UPLOAD_PATH,
+            authorization,
+            Some(keys.clone()),
+        )
         .await
         .map_err(unavailable)?;
     if first.status != 401 {
@@ -147,7 +152,12 @@ async fn relay_upload(
         .map_err(unavailable)?;
     let second = homeserver
         .client
-        .relay(UPLOAD_PATH, authorization, keys)
+        .relay(
+            reqwest::Method::POST,
+            UPLOAD_PATH,
+            authorization,
+            Some(keys),
+        )
         .await
         .map_err(unavailable)?;
     Ok(relayed(second))

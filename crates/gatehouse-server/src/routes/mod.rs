@@ -42,6 +42,7 @@ fn client_api(router: Router<AppState>) -> Router<AppState> {
         ("/logout", post(logout::logout)),
         ("/logout/all", post(logout::logout_all)),
         ("/account/whoami", get(account::whoami)),
+        ("/capabilities", get(account::capabilities)),
         ("/register", post(register::register)),
         ("/register/available", get(register::available)),
         ("/account/password", post(account::change_password)),

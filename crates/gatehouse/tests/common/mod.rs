@@ -452,6 +452,8 @@ impl Server {
 /// ends (a watchdog in its own process group, so that a Ctrl-C reaching
 /// the tests does not kill it first). For what a `static` owns: processes
 /// and directories that no `Drop` will ever clean up.
+// Never waited for: it outlives this process by design (init reaps it).
+#[allow(clippy::zombie_processes)]
 pub fn when_this_process_exits(script: &str) {
     use std::os::unix::process::CommandExt;
     let watch = format!(

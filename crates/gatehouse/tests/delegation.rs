@@ -953,6 +953,39 @@ async fn only_admins_reach_synapse_admin_api() {
 }
 
 #[tokio::test]
+async fn capabilities_are_synapses_with_gatehouses_authentication() {
+    let (_running, stack) = shared().await;
+    let g = &stack.gatehouse;
+    g.create_user("cap", PW, &[]);
+    let (token, _) = stack.login("cap", "CAPDEV", json!({})).await;
+    // Synapse alone reports what it no longer serves as disabled.
+    let (status, theirs) = stack
+        .synapse_call(
+            Method::GET,
+            "/_matrix/client/v3/capabilities",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(
+        theirs["capabilities"]["m.change_password"]["enabled"],
+        false
+    );
+    let (status, ours) = g.get("/_matrix/client/v3/capabilities", Some(&token)).await;
+    assert_eq!(status, 200, "{ours}");
+    let caps = &ours["capabilities"];
+    assert_eq!(caps["m.change_password"]["enabled"], true, "{ours}");
+    assert_eq!(caps["m.get_login_token"]["enabled"], true, "{ours}");
+    assert_eq!(
+        caps["m.room_versions"], theirs["capabilities"]["m.room_versions"],
+        "the homeserver's own capabilities are relayed"
+    );
+    let (status, _) = g.get("/_matrix/client/v3/capabilities", None).await;
+    assert_eq!(status, 401, "capabilities need a token");
+}
+
+#[tokio::test]
 async fn registration_refuses_a_localpart_synapse_already_holds() {
     let (_running, stack) = shared().await;
     let g = &stack.gatehouse;

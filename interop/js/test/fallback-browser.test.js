@@ -11,22 +11,8 @@ import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { chromium } from "playwright-core";
-
+import { launchChromium } from "../lib/browser.js";
 import { rawJson, startServer } from "../lib/harness.js";
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-// As this machine's probe runs it: no sandbox as root, no GPU, and none of the
-// background networking that a closed network refuses.
-const ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 const post = (server, route, body, token) =>
   rawJson(server.baseUrl, route, {
@@ -53,7 +39,7 @@ describe("fallback pages in Chromium", () => {
   let shots;
 
   before(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    browser = await launchChromium();
     server = await startServer({
       env: {
         GATEHOUSE_REGISTRATION__ENABLED: "true",

@@ -101,6 +101,15 @@ pub async fn run(duration: Duration) -> Result<()> {
             })
             .collect::<Vec<_>>()
     };
+    // A heavier request, where the per-request cost of delegation weighs less.
+    let messages = |room: &str, bearer: &str| {
+        (0..synapse_connections)
+            .map(|_| FixedGet {
+                path: format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=20"),
+                bearer: Some(bearer.to_owned()),
+            })
+            .collect::<Vec<_>>()
+    };
     let _ = load::run(
         own,
         room(&own_room, &own_token),
@@ -117,6 +126,8 @@ pub async fn run(duration: Duration) -> Result<()> {
     )
     .await?;
     let mut d = load::run(delegated, room(&delegated_room, &token), duration, None).await?;
+    let mut om = load::run(own, messages(&own_room, &own_token), duration, None).await?;
+    let mut dm = load::run(delegated, messages(&delegated_room, &token), duration, None).await?;
 
     // Login: through delegation (each creates the device on Synapse) against
     // a standalone Gatehouse with the same settings and account.
@@ -178,6 +189,16 @@ pub async fn run(duration: Duration) -> Result<()> {
         ),
     );
     crate::row(
+        "Synapse /messages/s, own auth / delegated",
+        format!("{:.0} / {:.0}", om.rate(), dm.rate()),
+        format!(
+            "{:.2}× own auth, p99 {:.1} / {:.1} ms",
+            dm.rate() / om.rate(),
+            om.percentile_ms(0.99),
+            dm.percentile_ms(0.99)
+        ),
+    );
+    crate::row(
         "login/s standalone",
         format!("{:.1}", s.rate()),
         format!("{} errors", s.errors),
@@ -191,7 +212,7 @@ pub async fn run(duration: Duration) -> Result<()> {
             l.errors
         ),
     );
-    if i.errors + b.errors + o.errors + d.errors > 0 {
+    if i.errors + b.errors + o.errors + d.errors + om.errors + dm.errors > 0 {
         bail!(
             "unexpected errors: introspect {} baseline {} own {} delegated {}",
             i.errors,

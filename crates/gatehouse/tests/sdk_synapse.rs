@@ -5,96 +5,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::free_port;
+use common::synapse::Synapse;
 use gatehouse_client::discovery::{AutoDiscovery, DiscoveryState};
 use gatehouse_client::{
     Client, Error, ErrorCode, InteractiveAuth, LoginRequest, StageStatus, UserIdentifier,
 };
 use serde_json::{Value, json};
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/synapse/synapse.sh")
-}
-
-/// A Synapse on a fresh directory and port, stopped on drop.
-struct Synapse {
-    dir: tempfile::TempDir,
-    base: String,
-}
-
-impl Synapse {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    /// With extra arguments after DIR PORT (an SMTP port). Synapse needs
-    /// its port in its config, so it is chosen here; when another test's
-    /// server takes that port during Synapse's seconds of start-up, the
-    /// start is tried again on another port (at most three times).
-    fn start_with(extra: &[&str]) -> Self {
-        let mut failures = Vec::new();
-        while failures.len() < 3 {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port().to_string();
-            let out = Command::new("bash")
-                .arg(script())
-                .args(["start", dir.path().to_str().unwrap(), &port])
-                .args(extra)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            if out.status.success() {
-                let stdout = String::from_utf8(out.stdout).unwrap();
-                let base = stdout
-                    .trim()
-                    .strip_prefix("SYNAPSE_URL=")
-                    .expect("SYNAPSE_URL line")
-                    .trim_end_matches('/')
-                    .to_owned();
-                return Self { dir, base };
-            }
-            let port_taken = stderr.contains("Address already in use")
-                || stderr.contains("something already answers");
-            failures.push(stderr);
-            if !port_taken {
-                break;
-            }
-        }
-        panic!(
-            "synapse.sh start failed (run ./scripts/test, which installs Synapse): {}",
-            failures.join("\n---- next attempt ----\n")
-        );
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("bash")
-            .arg(script())
-            .arg(args[0])
-            .arg(self.dir.path())
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "synapse.sh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for Synapse {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["stop", self.dir.path().to_str().unwrap()])
-            .output();
-    }
-}
 
 /// Runs a UIA-protected request, answering the password stage as `user`.
 async fn uia<F>(request: F, user: &'static str, password: &'static str) -> Result<Value, Error>

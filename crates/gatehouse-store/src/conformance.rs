@@ -98,6 +98,18 @@ async fn imports_are_idempotent(store: impl Store) {
         .expect("token imported");
     assert_eq!(token.device_id, "OLD");
     assert!(token.is_admin);
+
+    // Deactivated here since: importing again brings nothing back.
+    store.deactivate_user(&uid("imp")).await.unwrap();
+    let after = store.import_users(vec![imported("$2b$one")]).await.unwrap();
+    assert_eq!(after, crate::ImportCounts::default());
+    assert!(store.devices(&uid("imp")).await.unwrap().is_empty());
+    assert!(store.threepids(&uid("imp")).await.unwrap().is_empty());
+    store.reactivate_user(&uid("imp")).await.unwrap();
+    assert!(
+        store.access_token(&h("syt_old")).await.unwrap().is_none(),
+        "no session of the deactivated account came back"
+    );
 }
 
 async fn homeserver_syncs_complete_only_their_version(store: impl Store) {

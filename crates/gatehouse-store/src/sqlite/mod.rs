@@ -1452,6 +1452,8 @@ fn import_batch(tx: &Transaction<'_>, users: &[ImportedUser]) -> rusqlite::Resul
         "INSERT OR IGNORE INTO users (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    let mut deactivated_stmt =
+        tx.prepare_cached("SELECT deactivated FROM users WHERE user_id = ?1")?;
     let mut threepid_stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO threepids (medium, address, user_id, added_ts) VALUES (?1, ?2, ?3, ?4)",
     )?;
@@ -1465,16 +1467,24 @@ fn import_batch(tx: &Transaction<'_>, users: &[ImportedUser]) -> rusqlite::Resul
     for user in users {
         let id = user.user_id.as_str();
         let created = ts(Some(user.created_at));
-        counts.users += user_stmt.execute(params![
+        let inserted = user_stmt.execute(params![
             id,
             user.password_hash,
             user.is_admin,
             user.is_guest,
             user.deactivated,
             created
-        ])? as u64;
-        if user.deactivated {
-            // A deactivated account has no 3PIDs, devices or tokens.
+        ])?;
+        counts.users += inserted as u64;
+        // A deactivated account has no 3PIDs, devices or tokens: whether
+        // the import says so, or the account was deactivated here since an
+        // earlier run (which must not bring its sessions back).
+        let deactivated = if inserted == 1 {
+            user.deactivated
+        } else {
+            deactivated_stmt.query_row([id], |r| r.get(0))?
+        };
+        if deactivated {
             continue;
         }
         for t in &user.threepids {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_cli;
+mod import;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ enum Command {
     RegistrationToken {
         #[command(subcommand)]
         command: admin::TokenCommand,
+    },
+    /// Import accounts from another homeserver.
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
     },
 }
 
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
             | Command::Client(_) => unreachable!("handled above"),
             Command::User { command } => admin::run(&config, command).await,
             Command::RegistrationToken { command } => admin::run_tokens(&config, command).await,
+            Command::Import { command } => import::run(&config, command).await,
         }
     });
     match result {

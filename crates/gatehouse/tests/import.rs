@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::synapse::Synapse;
-use common::{BIN, Server, assert_error, base_env, s};
+use common::{BIN, Server, assert_error, base_env, free_port, s};
 use gatehouse_store::Store;
 use serde_json::{Value, json};
 
@@ -28,6 +28,8 @@ struct Fixture {
     deactivated_on_synapse: (u16, Value),
     /// Synapse's answer to the locked account's right password.
     locked_on_synapse: (u16, Value),
+    /// A room alice made and wrote in, before the move.
+    alice_room: String,
 }
 
 static FIXTURE: tokio::sync::OnceCell<Fixture> = tokio::sync::OnceCell::const_new();
@@ -134,6 +136,23 @@ async fn make_fixture() -> Fixture {
     .await;
     assert_eq!(status, 200, "{refreshable}");
     let alice_expiring_token = s(&refreshable, "access_token");
+    let (status, room) = post(
+        "/_matrix/client/v3/createRoom",
+        Some(&alice_token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{room}");
+    let alice_room = s(&room, "room_id");
+    let (status, sent) = call(
+        &http,
+        reqwest::Method::PUT,
+        format!("{base}/_matrix/client/v3/rooms/{alice_room}/send/m.room.message/before-the-move"),
+        Some(&alice_token),
+        json!({"msgtype": "m.text", "body": "written before the move"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
     // Bob and carol have sessions too (their devices are imported).
     for (user, password) in [("bob", "bob-pw"), ("carol", "carol-pw")] {
         let (status, answer) = post(login, None, password_login(user, password, json!({}))).await;
@@ -175,6 +194,7 @@ async fn make_fixture() -> Fixture {
             alice_expiring_token,
             deactivated_on_synapse,
             locked_on_synapse,
+            alice_room,
         }
     })
     .await
@@ -591,4 +611,119 @@ async fn rows_synapse_apis_no_longer_make_are_handled_too() {
         !mine.to_string().contains("MASTERKEY"),
         "a hidden device was imported: {mine}"
     );
+}
+
+/// The whole move: Synapse's database, imported, then served by the same
+/// Synapse delegating to Gatehouse. People log in at Gatehouse with their
+/// Synapse passwords and find their rooms and messages.
+#[tokio::test]
+async fn after_the_move_people_log_in_at_gatehouse_and_reach_their_rooms() {
+    let fixture = fixture().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let synapse_dir = tmp.path().join("synapse");
+    std::fs::create_dir_all(&synapse_dir).unwrap();
+    synapse_db(fixture, &synapse_dir);
+    let data = tmp.path().join("gatehouse");
+    let imported = gatehouse(
+        &data,
+        &[
+            "import",
+            "synapse",
+            "--database",
+            &synapse_dir.join("homeserver.db").display().to_string(),
+        ],
+        &[],
+    );
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+
+    // The same database, now behind Gatehouse.
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "import-test-shared-secret-0123456789\n").unwrap();
+    let (gatehouse_port, synapse_port) = (free_port(), free_port());
+    let auth_url = format!("http://127.0.0.1:{gatehouse_port}/");
+    let started = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../interop/synapse/synapse.sh"
+        ))
+        .args([
+            "start-delegated",
+            &synapse_dir.display().to_string(),
+            &synapse_port.to_string(),
+            &auth_url,
+        ])
+        .arg(&secret)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let synapse_base = format!("http://127.0.0.1:{synapse_port}");
+    let stop = scopeguard(&synapse_dir);
+    let server = Server::start_in(
+        &data,
+        &[
+            ("GATEHOUSE_LISTEN", &format!("127.0.0.1:{gatehouse_port}")),
+            ("GATEHOUSE_PUBLIC_BASEURL", &auth_url),
+            ("GATEHOUSE_HOMESERVER__URL", &synapse_base),
+            (
+                "GATEHOUSE_HOMESERVER__SECRET_PATH",
+                &secret.display().to_string(),
+            ),
+        ],
+    );
+
+    let (status, login) = user_login(&server, "alice", "alice-pw").await;
+    assert_eq!(status, 200, "{login}");
+    let token = s(&login, "access_token");
+    let http = reqwest::Client::new();
+    let get = async |path: String| {
+        call(
+            &http,
+            reqwest::Method::GET,
+            format!("{synapse_base}{path}"),
+            Some(&token),
+            Value::Null,
+        )
+        .await
+    };
+    let (status, rooms) = get("/_matrix/client/v3/joined_rooms".into()).await;
+    assert_eq!(status, 200, "{rooms}");
+    assert!(
+        rooms["joined_rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &fixture.alice_room.as_str()),
+        "{rooms}"
+    );
+    let (status, messages) = get(format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20",
+        fixture.alice_room
+    ))
+    .await;
+    assert_eq!(status, 200, "{messages}");
+    assert!(
+        messages.to_string().contains("written before the move"),
+        "{messages}"
+    );
+    drop(stop);
+}
+
+/// Stops the Synapse of `dir` when dropped (also when the test panics).
+fn scopeguard(dir: &Path) -> impl Drop + use<> {
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../interop/synapse/synapse.sh"
+                ))
+                .arg("stop")
+                .arg(&self.0)
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+    Stop(dir.to_owned())
 }

@@ -693,7 +693,7 @@ async fn after_the_move_people_log_in_at_gatehouse_and_reach_their_rooms() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r == &fixture.alice_room.as_str()),
+            .any(|r| r == fixture.alice_room.as_str()),
         "{rooms}"
     );
     let (status, messages) = get(format!(

@@ -45,8 +45,9 @@ pub async fn metadata(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 
 /// The scope every live token has: the whole client-server API.
 const API_SCOPE: &str = "urn:matrix:client:api:*";
-/// Added for server administrators: Synapse's admin API.
-const ADMIN_SCOPE: &str = "urn:synapse:admin:*";
+/// Added for server administrators: Synapse's admin API (with its
+/// separating space).
+const ADMIN_SCOPE: &str = " urn:synapse:admin:*";
 
 /// `POST /oauth2/introspect` (RFC 7662), for the homeserver only: the
 /// shared secret as bearer token, the token in a form field. Anything but
@@ -56,7 +57,7 @@ pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Introspection>> {
     let Some(homeserver) = &state.homeserver else {
         return Err(ApiError::new(
             ErrorKind::UnrecognizedEndpoint,
@@ -78,37 +79,51 @@ pub async fn introspect(
     if !homeserver.is_shared_secret(presented) {
         return Err(ApiError::unknown_token(false, "Invalid credentials"));
     }
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| ApiError::invalid("Body must be application/x-www-form-urlencoded"))?;
-    let Some(token) = form.iter().find_map(|(k, v)| (k == "token").then_some(v)) else {
+    // Borrowed from the body unless percent-encoded: this runs for every
+    // token the homeserver has not cached.
+    let Some(token) = form_urlencoded::parse(&body).find_map(|(k, v)| (k == "token").then_some(v))
+    else {
         return Err(ApiError::missing("token"));
     };
-    let inactive = Json(json!({ "active": false }));
     let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
     let Ok((requester, expires_at)) = state
         .sessions
-        .authenticate_with_expiry(token, unspecified, Expired::Refuse)
+        .authenticate_with_expiry(&token, unspecified, Expired::Refuse)
         .await
     else {
-        return Ok(inactive);
+        return Ok(Json(Introspection::Inactive { active: false }));
     };
-    let device_scope = format!("urn:matrix:client:device:{}", requester.device_id);
-    let mut scope = vec![API_SCOPE, &device_scope];
-    if requester.is_admin {
-        scope.push(ADMIN_SCOPE);
-    }
-    let mut answer = json!({
-        "active": true,
-        "scope": scope.join(" "),
-        "username": requester.user_id.localpart(),
-        "sub": requester.user_id.as_str(),
-        "device_id": requester.device_id,
-        "token_type": "access_token",
-    });
-    if let Some(at) = expires_at {
-        let left_ms = at.saturating_sub(state.clock.now_ms());
+    let admin = if requester.is_admin { ADMIN_SCOPE } else { "" };
+    Ok(Json(Introspection::Active {
+        active: true,
+        scope: format!(
+            "{API_SCOPE} urn:matrix:client:device:{}{admin}",
+            requester.device_id
+        ),
+        username: requester.user_id.localpart().to_owned(),
+        sub: requester.user_id.to_string(),
         // Whole seconds, rounded down: the homeserver never outlives us.
-        answer["expires_in"] = json!(left_ms / 1000);
-    }
-    Ok(Json(answer))
+        expires_in: expires_at.map(|at| at.saturating_sub(state.clock.now_ms()) / 1000),
+        device_id: requester.device_id,
+        token_type: "access_token",
+    }))
+}
+
+/// An introspection answer (RFC 7662, with the homeserver's fields).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum Introspection {
+    Inactive {
+        active: bool,
+    },
+    Active {
+        active: bool,
+        scope: String,
+        username: String,
+        sub: String,
+        device_id: String,
+        token_type: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_in: Option<u64>,
+    },
 }

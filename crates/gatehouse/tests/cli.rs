@@ -222,3 +222,46 @@ async fn admin_commands_manage_accounts() {
             .success()
     );
 }
+
+#[test]
+fn secrets_never_reach_config_show() {
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "file-secret-0123456789abcdef\n").unwrap();
+    let inline = "inline-secret-0123456789abcdef";
+    let env = [
+        ("GATEHOUSE_PUBLIC_BASEURL", "https://matrix.example.org/"),
+        ("GATEHOUSE_HOMESERVER__URL", "http://127.0.0.1:8009"),
+        ("GATEHOUSE_HOMESERVER__SECRET", inline),
+        ("GATEHOUSE_EMAIL__SMTP_PASSWORD", "smtp-password-value"),
+        ("GATEHOUSE_SMS__WEBHOOK_TOKEN", "webhook-token-value"),
+        ("GATEHOUSE_RECAPTCHA__SECRET_KEY", "recaptcha-secret-value"),
+    ];
+    let out = run(&["config", "show"], &env);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    for secret in [
+        inline,
+        "smtp-password-value",
+        "webhook-token-value",
+        "recaptcha-secret-value",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    assert!(shown.contains("<redacted>"), "{shown}");
+    // From a file: the path is shown, never the contents.
+    let path = secret_file.path().to_str().unwrap();
+    let out = run(
+        &["config", "show"],
+        &[
+            ("GATEHOUSE_PUBLIC_BASEURL", "https://matrix.example.org/"),
+            ("GATEHOUSE_HOMESERVER__URL", "http://127.0.0.1:8009"),
+            ("GATEHOUSE_HOMESERVER__SECRET_PATH", path),
+        ],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(path) && !shown.contains("file-secret"),
+        "{shown}"
+    );
+}

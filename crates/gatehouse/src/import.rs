@@ -117,6 +117,13 @@ async fn synapse(config: &Config, args: SynapseArgs) -> Result<(), String> {
         .join()
         .map_err(|_| "the reader thread panicked".to_owned())?;
     written?;
+    // The staged tokens, added in hash order (a partial read keeps them too:
+    // they belong to accounts already written).
+    let finishing = store.clone();
+    added.access_tokens += tokio::task::spawn_blocking(move || finishing.finish_bulk_import())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("writing the access tokens to Gatehouse's store: {e}"))?;
     let report = read.map_err(|e| {
         format!(
             "reading the Synapse database stopped after {imported} users: {e}; \

@@ -105,7 +105,38 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "wal_autocheckpoint", 65_536)
             .map_err(backend)?;
+        // Imported tokens wait here, unindexed, until `finish_bulk_import`
+        // adds them in hash order: inserted batch by batch, each would land
+        // at a random place of the token-hash index, rewriting pages all
+        // over it at every commit.
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS import_tokens
+                (token_hash BLOB, user_id TEXT, device_id TEXT, created_ts INTEGER)",
+        )
+        .map_err(backend)?;
         Ok(())
+    }
+
+    /// Ends a bulk import: the tokens staged by `import_users` since
+    /// [`Self::tune_for_bulk_import`] are added in one transaction, in hash
+    /// order (existing ones kept). Returns how many were new.
+    pub fn finish_bulk_import(&self) -> StoreResult<u64> {
+        let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts)
+                 SELECT token_hash, user_id, device_id, created_ts FROM temp.import_tokens
+                 ORDER BY token_hash",
+                [],
+            )
+            .map_err(backend)?;
+        tx.execute("DELETE FROM temp.import_tokens", [])
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(added as u64)
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -1478,9 +1509,18 @@ fn import_batch(tx: &Transaction<'_>, users: &[ImportedUser]) -> rusqlite::Resul
         "INSERT OR IGNORE INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_ts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    let mut token_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?1, ?2, ?3, ?4)",
+    // In a bulk import (`tune_for_bulk_import`) tokens are staged and
+    // counted when `finish_bulk_import` adds them.
+    let staged: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM temp.sqlite_master WHERE name = 'import_tokens')",
+        [],
+        |r| r.get(0),
     )?;
+    let mut token_stmt = tx.prepare_cached(if staged {
+        "INSERT INTO temp.import_tokens (token_hash, user_id, device_id, created_ts) VALUES (?1, ?2, ?3, ?4)"
+    } else {
+        "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?1, ?2, ?3, ?4)"
+    })?;
     for user in users {
         let id = user.user_id.as_str();
         let created = ts(Some(user.created_at));
@@ -1518,8 +1558,10 @@ fn import_batch(tx: &Transaction<'_>, users: &[ImportedUser]) -> rusqlite::Resul
                 created
             ])? as u64;
             for hash in &d.access_tokens {
-                counts.access_tokens +=
-                    token_stmt.execute(params![&hash.0[..], id, d.device_id, created])? as u64;
+                let n = token_stmt.execute(params![&hash.0[..], id, d.device_id, created])?;
+                if !staged {
+                    counts.access_tokens += n as u64;
+                }
             }
         }
     }

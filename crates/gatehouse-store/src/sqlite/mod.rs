@@ -125,6 +125,11 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
+        // In hash order the token-hash index grows at its end, but the
+        // (user, device) index would be written all over: it is rebuilt
+        // once instead, in the same transaction.
+        tx.execute_batch("DROP INDEX access_tokens_device")
+            .map_err(backend)?;
         let added = tx
             .execute(
                 "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts)
@@ -132,6 +137,8 @@ impl SqliteStore {
                  ORDER BY token_hash",
                 [],
             )
+            .map_err(backend)?;
+        tx.execute_batch("CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id)")
             .map_err(backend)?;
         tx.execute("DELETE FROM temp.import_tokens", [])
             .map_err(backend)?;

@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export GATEHOUSE_BIN="$CARGO_TARGET_DIR/release/gatehouse"
+export GATEHOUSE_BIN="${GATEHOUSE_BIN:-$CARGO_TARGET_DIR/release/gatehouse}"
 export GATEHOUSE_LOG_FILTER=warn
 for limit in LOGIN_PER_ADDRESS LOGIN_PER_ACCOUNT FAILED_LOGINS_PER_ACCOUNT; do
   export "GATEHOUSE_RATE_LIMITS__${limit}__PER_SECOND=1000000"
@@ -53,5 +53,6 @@ eval "$(scripts/stack env "$work/stack" | grep -E '^[A-Z_]+=')"
 
 GATEHOUSE_URL="$GATEHOUSE_URL" HS_SECRET_FILE="$work/stack/shared-secret" \
   SYNAPSE_DELEGATED_URL="$SYNAPSE_URL" SYNAPSE_OWN_URL="$OWN_URL" \
+  SYNAPSE_DELEGATED_PID="$(cat "$work/stack/synapse/synapse.pid")" \
   OWN_ROOM="$OWN_ROOM" DELEGATED_ROOM="$DELEGATED_ROOM" \
   "$CARGO_TARGET_DIR/release/gatehouse-bench" delegation

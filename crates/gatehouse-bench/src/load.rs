@@ -58,6 +58,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds another run of the same workload (rates become the combined rate).
+    pub fn merge(&mut self, other: Report) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
     pub fn rate(&self) -> f64 {
         self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
     }

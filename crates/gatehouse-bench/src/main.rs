@@ -500,12 +500,29 @@ async fn get_once(addr: SocketAddr, path: &str) -> Result<u16> {
 
 /// The baseline: the cheapest possible axum JSON endpoint, same runtime shape.
 async fn baseline() -> Result<()> {
-    let app = axum::Router::new().route(
-        "/_matrix/client/v3/account/whoami",
-        axum::routing::get(|| async {
-            axum::Json(serde_json::json!({"user_id": "@bench:localhost", "device_id": "ABCDEFGHIJ", "is_guest": false}))
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/_matrix/client/v3/account/whoami",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"user_id": "@bench:localhost", "device_id": "ABCDEFGHIJ", "is_guest": false}))
+            }),
+        )
+        // The same request as an introspection (a form POST, read whole),
+        // with a constant answer of the same shape: what HTTP and the load
+        // generator cost, without anything Gatehouse does.
+        .route(
+            "/oauth2/introspect",
+            axum::routing::post(|_body: Bytes| async {
+                axum::Json(serde_json::json!({
+                    "active": true,
+                    "scope": "urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ",
+                    "username": "bench",
+                    "sub": "@bench:localhost",
+                    "device_id": "ABCDEFGHIJ",
+                    "token_type": "access_token",
+                }))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("Gatehouse listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

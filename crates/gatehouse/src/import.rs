@@ -120,10 +120,20 @@ async fn synapse(config: &Config, args: SynapseArgs) -> Result<(), String> {
     // The staged tokens, added in hash order (a partial read keeps them too:
     // they belong to accounts already written).
     let finishing = store.clone();
+    let tokens_started = Instant::now();
+    if args.tokens {
+        eprintln!("gatehouse import: adding the access tokens, sorted by hash");
+    }
     added.access_tokens += tokio::task::spawn_blocking(move || finishing.finish_bulk_import())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("writing the access tokens to Gatehouse's store: {e}"))?;
+    if args.tokens {
+        eprintln!(
+            "gatehouse import: access tokens added in {:.1} s",
+            tokens_started.elapsed().as_secs_f64()
+        );
+    }
     let report = read.map_err(|e| {
         format!(
             "reading the Synapse database stopped after {imported} users: {e}; \

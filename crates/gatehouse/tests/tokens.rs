@@ -113,10 +113,12 @@ async fn refresh_rotation_follows_the_spec() {
         me["device_id"], login["device_id"],
         "refreshed tokens stay on the device"
     );
+    // Retired by a rotation: that session goes on under the new token, so
+    // this one may not resume (no soft logout).
     for dead in [&rt0, &s(&r1, "refresh_token")] {
         let got = refresh(&server, dead).await;
         assert_error(&got, 401, "M_UNKNOWN_TOKEN");
-        assert_eq!(got.1["soft_logout"], true);
+        assert_eq!(got.1["soft_logout"], false, "{got:?}");
     }
     assert_error(&server.whoami(&at0).await, 401, "M_UNKNOWN_TOKEN");
     // Using the new refresh token also retires its parent.
@@ -130,12 +132,47 @@ async fn refresh_rotation_follows_the_spec() {
         "M_UNKNOWN_TOKEN",
     );
     // Unknown and malformed refresh tokens.
-    assert_error(&refresh(&server, "ghrt_nope").await, 401, "M_UNKNOWN_TOKEN");
+    let unknown = refresh(&server, "ghrt_nope").await;
+    assert_error(&unknown, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(unknown.1["soft_logout"], false);
     assert_error(
         &server.post("/_matrix/client/v3/refresh", json!({})).await,
         400,
         "M_MISSING_PARAM",
     );
+}
+
+/// `soft_logout: true` only where the session may resume: an expired
+/// refresh token. A logged-out, deleted or deactivated session is over.
+#[tokio::test]
+async fn refresh_soft_logout_only_for_an_expired_session() {
+    let server = Server::start(&[("GATEHOUSE_TOKENS__REFRESH_TOKEN_LIFETIME_MS", "1500")]);
+    server.create_user("alice", "pw", &[]);
+    let login = |_: ()| server.login("alice", "pw", json!({"refresh_token": true}));
+    // Expired: may resume.
+    let expiring = login(()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let got = refresh(&server, &s(&expiring, "refresh_token")).await;
+    assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(got.1["soft_logout"], true, "{got:?}");
+    // Logged out: over.
+    let out = login(()).await;
+    let (status, _) = server
+        .post_auth("/_matrix/client/v3/logout", &s(&out, "access_token"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let got = refresh(&server, &s(&out, "refresh_token")).await;
+    assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(got.1["soft_logout"], false, "{got:?}");
+    // Every session ended by /logout/all: over.
+    let all = login(()).await;
+    let (status, _) = server
+        .post_auth("/_matrix/client/v3/logout/all", &s(&all, "access_token"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let got = refresh(&server, &s(&all, "refresh_token")).await;
+    assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(got.1["soft_logout"], false, "{got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

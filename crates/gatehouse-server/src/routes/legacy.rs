@@ -83,7 +83,7 @@ pub async fn token_refresh(
         .ok_or_else(|| ApiError::missing("refresh_token"))?;
     let rotated = rotate(&state, &presented, Endpoint::LegacyV1)
         .await?
-        .ok_or_else(|| ApiError::forbidden("Refresh token is unknown or has already been used"))?;
+        .map_err(|_| ApiError::forbidden("Refresh token is unknown or has already been used"))?;
     Ok(Json(TokenRefreshResponse {
         access_token: rotated.access_token,
         refresh_token: rotated.refresh_token,

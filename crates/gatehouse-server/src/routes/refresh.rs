@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use gatehouse_core::refresh::Endpoint;
+use gatehouse_core::refresh::{Endpoint, Rejection};
 use gatehouse_core::token::{self, TokenKind};
 use serde::{Deserialize, Serialize};
 
@@ -28,14 +28,15 @@ pub struct RefreshResponse {
     pub expires_in_ms: Option<u64>,
 }
 
-/// Rotates `presented`; the error for a dead token is the caller's to choose.
+/// Rotates `presented`; the error for a refused token is the caller's to
+/// choose (a malformed token is as dead as an unknown one).
 pub async fn rotate(
     state: &AppState,
     presented: &str,
     endpoint: Endpoint,
-) -> ApiResult<Option<RefreshResponse>> {
+) -> ApiResult<Result<RefreshResponse, Rejection>> {
     if token::check(presented, TokenKind::Refresh).is_err() {
-        return Ok(None);
+        return Ok(Err(Rejection::Dead));
     }
     let minted = issue::mint(state, true);
     let outcome = state
@@ -47,14 +48,15 @@ pub async fn rotate(
             state.clock.now_ms(),
         )
         .await?;
-    let Ok(session) = outcome else {
-        return Ok(None);
+    let session = match outcome {
+        Ok(session) => session,
+        Err(rejection) => return Ok(Err(rejection)),
     };
     // Rotation may have retired older access tokens of this device.
     state
         .sessions
         .invalidate_device(&session.user_id, &session.device_id);
-    Ok(Some(RefreshResponse {
+    Ok(Ok(RefreshResponse {
         access_token: minted.access_token.to_string(),
         refresh_token: minted
             .refresh_token
@@ -71,10 +73,18 @@ pub async fn refresh(
     let presented = body
         .refresh_token
         .ok_or_else(|| ApiError::missing("refresh_token"))?;
-    rotate(&state, &presented, Endpoint::Spec)
-        .await?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::unknown_token(true, "Refresh token is unknown, expired or already used")
-        })
+    match rotate(&state, &presented, Endpoint::Spec).await? {
+        Ok(rotated) => Ok(Json(rotated)),
+        // Only an expired session may resume (the client logs in again to
+        // the same device); one that was logged out, deleted, deactivated
+        // or never existed may not.
+        Err(Rejection::Expired) => Err(ApiError::unknown_token(
+            true,
+            "Refresh token has expired",
+        )),
+        Err(Rejection::Dead) => Err(ApiError::unknown_token(
+            false,
+            "Refresh token is unknown or already used",
+        )),
+    }
 }

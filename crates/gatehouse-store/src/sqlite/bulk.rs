@@ -2,59 +2,89 @@
 //! batch and the homeserver-sync row mapper (kept apart from the `Store`
 //! implementation, which only calls them).
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Statement, Transaction};
 
 use super::{from_ts, ts};
 use crate::{HomeserverSync, ImportCounts, ImportedUser};
 
+/// Rows of one multi-row `INSERT` (at most 6 parameters each, well under
+/// SQLite's limit of 32 766). One execution a row costs as much as the
+/// insert itself; with many rows a statement, binding is all that is left.
+const ROWS_PER_INSERT: usize = 256;
+
+/// `INSERT OR IGNORE INTO {into} VALUES (…), (…), …` over `rows`, many a
+/// statement; `bind` binds one row's `columns` values from the given
+/// 1-based parameter index. Returns how many rows were inserted.
+fn insert_many<R>(
+    tx: &Transaction<'_>,
+    into: &str,
+    columns: usize,
+    rows: &[R],
+    mut bind: impl FnMut(&mut Statement<'_>, usize, &R) -> rusqlite::Result<()>,
+) -> rusqlite::Result<u64> {
+    let sql = |n: usize| {
+        let row = format!("({})", vec!["?"; columns].join(","));
+        format!(
+            "INSERT OR IGNORE INTO {into} VALUES {}",
+            vec![row; n].join(",")
+        )
+    };
+    let mut added = 0u64;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        // Full chunks share one cached statement; the last is its own.
+        let mut stmt = tx.prepare_cached(&sql(chunk.len()))?;
+        for (i, row) in chunk.iter().enumerate() {
+            bind(&mut stmt, i * columns + 1, row)?;
+        }
+        added += stmt.raw_execute()? as u64;
+    }
+    Ok(added)
+}
+
 /// One import batch: `INSERT OR IGNORE` everywhere, so rows already there
 /// (from an earlier run, or changed in Gatehouse since) are kept as they are.
+/// With `staged` (a bulk import), tokens are collected there instead, and
+/// counted when [`insert_sorted_tokens`] adds them.
 pub(super) fn import_batch(
     tx: &Transaction<'_>,
     users: &[ImportedUser],
+    mut staged: Option<&mut Vec<StagedToken>>,
 ) -> rusqlite::Result<ImportCounts> {
     let mut counts = ImportCounts::default();
-    let mut user_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO users (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+    // Users first, all at once; `RETURNING` names the ones that were new.
+    let mut new_users = std::collections::HashSet::with_capacity(users.len());
+    for chunk in users.chunks(ROWS_PER_INSERT) {
+        let row = "(?,?,?,?,?,?)";
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO users (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)
+             VALUES {} RETURNING user_id",
+            vec![row; chunk.len()].join(",")
+        ))?;
+        for (i, user) in chunk.iter().enumerate() {
+            let at = i * 6;
+            stmt.raw_bind_parameter(at + 1, user.user_id.as_str())?;
+            stmt.raw_bind_parameter(at + 2, user.password_hash.as_deref())?;
+            stmt.raw_bind_parameter(at + 3, user.is_admin)?;
+            stmt.raw_bind_parameter(at + 4, user.is_guest)?;
+            stmt.raw_bind_parameter(at + 5, user.deactivated)?;
+            stmt.raw_bind_parameter(at + 6, ts(Some(user.created_at)))?;
+        }
+        let mut inserted = stmt.raw_query();
+        while let Some(r) = inserted.next()? {
+            new_users.insert(r.get::<_, String>(0)?);
+        }
+    }
+    counts.users = new_users.len() as u64;
     let mut deactivated_stmt =
         tx.prepare_cached("SELECT deactivated FROM users WHERE user_id = ?1")?;
-    let mut threepid_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO threepids (medium, address, user_id, added_ts) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    let mut device_stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_ts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    // In a bulk import (`tune_for_bulk_import`) tokens are staged and
-    // counted when `finish_bulk_import` adds them.
-    let staged: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM temp.sqlite_master WHERE name = 'import_tokens')",
-        [],
-        |r| r.get(0),
-    )?;
-    let mut token_stmt = tx.prepare_cached(if staged {
-        "INSERT INTO temp.import_tokens (token_hash, user_id, device_id, created_ts) VALUES (?1, ?2, ?3, ?4)"
-    } else {
-        "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?1, ?2, ?3, ?4)"
-    })?;
+    let (mut threepids, mut devices) = (Vec::new(), Vec::new());
     for user in users {
         let id = user.user_id.as_str();
         let created = ts(Some(user.created_at));
-        let inserted = user_stmt.execute(params![
-            id,
-            user.password_hash,
-            user.is_admin,
-            user.is_guest,
-            user.deactivated,
-            created
-        ])?;
-        counts.users += inserted as u64;
         // A deactivated account has no 3PIDs, devices or tokens: whether
         // the import says so, or the account was deactivated here since an
         // earlier run (which must not bring its sessions back).
-        let deactivated = if inserted == 1 {
+        let deactivated = if new_users.contains(id) {
             user.deactivated
         } else {
             deactivated_stmt.query_row([id], |r| r.get(0))?
@@ -62,28 +92,99 @@ pub(super) fn import_batch(
         if deactivated {
             continue;
         }
-        for t in &user.threepids {
-            counts.threepids +=
-                threepid_stmt.execute(params![t.medium.as_str(), t.address, id, created])? as u64;
-        }
+        threepids.extend(user.threepids.iter().map(|t| (t, id, created)));
         for d in &user.devices {
-            counts.devices += device_stmt.execute(params![
-                id,
-                d.device_id,
-                d.display_name,
-                d.last_seen_ip,
-                ts(d.last_seen_at),
-                created
-            ])? as u64;
+            devices.push((d, id, created));
             for hash in &d.access_tokens {
-                let n = token_stmt.execute(params![&hash.0[..], id, d.device_id, created])?;
-                if !staged {
-                    counts.access_tokens += n as u64;
+                if let Some(staged) = staged.as_deref_mut() {
+                    staged.push(StagedToken {
+                        hash: hash.0,
+                        user_id: id.into(),
+                        device_id: d.device_id.as_str().into(),
+                        created_ts: created,
+                    });
                 }
             }
         }
     }
+    counts.threepids = insert_many(
+        tx,
+        "threepids (medium, address, user_id, added_ts)",
+        4,
+        &threepids,
+        |stmt, at, (t, id, created)| {
+            stmt.raw_bind_parameter(at, t.medium.as_str())?;
+            stmt.raw_bind_parameter(at + 1, t.address.as_str())?;
+            stmt.raw_bind_parameter(at + 2, *id)?;
+            stmt.raw_bind_parameter(at + 3, *created)
+        },
+    )?;
+    counts.devices = insert_many(
+        tx,
+        "devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_ts)",
+        6,
+        &devices,
+        |stmt, at, (d, id, created)| {
+            stmt.raw_bind_parameter(at, *id)?;
+            stmt.raw_bind_parameter(at + 1, d.device_id.as_str())?;
+            stmt.raw_bind_parameter(at + 2, d.display_name.as_deref())?;
+            stmt.raw_bind_parameter(at + 3, d.last_seen_ip.as_deref())?;
+            stmt.raw_bind_parameter(at + 4, ts(d.last_seen_at))?;
+            stmt.raw_bind_parameter(at + 5, *created)
+        },
+    )?;
+    if staged.is_none() {
+        let tokens: Vec<_> = devices
+            .iter()
+            .flat_map(|(d, id, created)| d.access_tokens.iter().map(move |h| (h, *id, d, *created)))
+            .collect();
+        counts.access_tokens = insert_many(
+            tx,
+            "access_tokens (token_hash, user_id, device_id, created_ts)",
+            4,
+            &tokens,
+            |stmt, at, (hash, id, d, created)| {
+                stmt.raw_bind_parameter(at, &hash.0[..])?;
+                stmt.raw_bind_parameter(at + 1, *id)?;
+                stmt.raw_bind_parameter(at + 2, d.device_id.as_str())?;
+                stmt.raw_bind_parameter(at + 3, *created)
+            },
+        )?;
+    }
     Ok(counts)
+}
+
+/// An imported access token held back until the end of a bulk import.
+pub(super) struct StagedToken {
+    pub hash: [u8; 32],
+    pub user_id: Box<str>,
+    pub device_id: Box<str>,
+    pub created_ts: Option<i64>,
+}
+
+/// Adds the staged tokens of a bulk import, sorted by hash: the token-hash
+/// index then only grows at its end. The (user, device) index would be
+/// written all over instead, so it is dropped and rebuilt once, in the same
+/// transaction. Returns how many tokens were new.
+pub(super) fn insert_sorted_tokens(
+    tx: &Transaction<'_>,
+    tokens: &[StagedToken],
+) -> rusqlite::Result<u64> {
+    tx.execute_batch("DROP INDEX access_tokens_device")?;
+    let added = insert_many(
+        tx,
+        "access_tokens (token_hash, user_id, device_id, created_ts)",
+        4,
+        tokens,
+        |stmt, at, t| {
+            stmt.raw_bind_parameter(at, &t.hash[..])?;
+            stmt.raw_bind_parameter(at + 1, &*t.user_id)?;
+            stmt.raw_bind_parameter(at + 2, &*t.device_id)?;
+            stmt.raw_bind_parameter(at + 3, t.created_ts)
+        },
+    )?;
+    tx.execute_batch("CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id)")?;
+    Ok(added)
 }
 
 pub(super) const SYNC_COLUMNS: &str =

@@ -8,7 +8,7 @@
 mod bulk;
 mod migrations;
 
-use bulk::{SYNC_COLUMNS, import_batch, sync_from_row};
+use bulk::{SYNC_COLUMNS, StagedToken, import_batch, sync_from_row};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,9 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Mutex<Connection>,
+    /// Imported tokens waiting for `finish_bulk_import`, while a bulk
+    /// import is on (`tune_for_bulk_import`); `None` otherwise.
+    staged_tokens: Mutex<Option<Vec<StagedToken>>>,
     readers: Mutex<Vec<Connection>>,
     /// Bounds the reader connections (each holds its own page cache).
     reader_slots: tokio::sync::Semaphore,
@@ -81,6 +84,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
+                staged_tokens: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
                 reader_slots: tokio::sync::Semaphore::new(MAX_READERS),
                 path: path.to_owned(),
@@ -108,15 +112,21 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "wal_autocheckpoint", 65_536)
             .map_err(backend)?;
-        // Imported tokens wait here, unindexed, until `finish_bulk_import`
-        // adds them in hash order: inserted batch by batch, each would land
-        // at a random place of the token-hash index, rewriting pages all
-        // over it at every commit.
-        conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS import_tokens
-                (token_hash BLOB, user_id TEXT, device_id TEXT, created_ts INTEGER)",
-        )
-        .map_err(backend)?;
+        // The index rebuilt at the end sorts every token: let SQLite's
+        // sorter use a helper thread (the reader is done by then).
+        conn.pragma_update(None, "threads", 2).map_err(backend)?;
+        drop(conn);
+        // Imported tokens wait in memory until `finish_bulk_import` adds
+        // them in hash order: inserted batch by batch, each would land at a
+        // random place of the token-hash index, rewriting pages all over it
+        // at every commit. Sorting them here rather than in a temporary
+        // table saves writing every token twice and SQLite's external sort.
+        let mut staged = self
+            .inner
+            .staged_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        staged.get_or_insert_with(Vec::new);
         Ok(())
     }
 
@@ -124,29 +134,23 @@ impl SqliteStore {
     /// [`Self::tune_for_bulk_import`] are added in one transaction, in hash
     /// order (existing ones kept). Returns how many were new.
     pub fn finish_bulk_import(&self) -> StoreResult<u64> {
+        let Some(mut tokens) = self
+            .inner
+            .staged_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(0);
+        };
+        tokens.sort_unstable_by_key(|t| t.hash);
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
-        // In hash order the token-hash index grows at its end, but the
-        // (user, device) index would be written all over: it is rebuilt
-        // once instead, in the same transaction.
-        tx.execute_batch("DROP INDEX access_tokens_device")
-            .map_err(backend)?;
-        let added = tx
-            .execute(
-                "INSERT OR IGNORE INTO access_tokens (token_hash, user_id, device_id, created_ts)
-                 SELECT token_hash, user_id, device_id, created_ts FROM temp.import_tokens
-                 ORDER BY token_hash",
-                [],
-            )
-            .map_err(backend)?;
-        tx.execute_batch("CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id)")
-            .map_err(backend)?;
-        tx.execute("DELETE FROM temp.import_tokens", [])
-            .map_err(backend)?;
+        let added = bulk::insert_sorted_tokens(&tx, &tokens).map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(added as u64)
+        Ok(added)
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -1346,8 +1350,15 @@ impl Store for SqliteStore {
     }
 
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts> {
-        self.write(move |tx| import_batch(tx, &users).map_err(backend))
-            .await
+        let inner = self.inner.clone();
+        self.write(move |tx| {
+            let mut staged = inner
+                .staged_tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            import_batch(tx, &users, staged.as_mut()).map_err(backend)
+        })
+        .await
     }
 
     async fn request_homeserver_sync(

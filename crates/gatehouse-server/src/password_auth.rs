@@ -52,14 +52,20 @@ pub async fn check_password(
     };
     let now = Instant::now();
     let limits = &state.limits;
-    if let Err(wait) = limits
+    // A failure is reserved before the (slow) check and kept only if the
+    // password is wrong: parallel guesses each hold one, so no more than the
+    // burst can be tried at once.
+    let failure = match limits
         .per_account
         .check(&limit_key, now)
-        .and_then(|()| limits.failures_per_account.peek(&limit_key, now))
+        .and_then(|()| limits.failures_per_account.reserve(limit_key.clone(), now))
     {
-        state.metrics.login(LoginOutcome::Limited);
-        return Err(ApiError::limited(wait));
-    }
+        Ok(failure) => failure,
+        Err(wait) => {
+            state.metrics.login(LoginOutcome::Limited);
+            return Err(ApiError::limited(wait));
+        }
+    };
     let stored = account.as_ref().and_then(|a| a.password_hash.clone());
     let verdict = state
         .hasher
@@ -72,9 +78,7 @@ pub async fn check_password(
     let (account, rehash) = match (account, verdict) {
         (Some(account), Verdict::Match { rehash }) => (account, rehash),
         _ => {
-            limits
-                .failures_per_account
-                .record(&limit_key, Instant::now());
+            failure.keep();
             state.metrics.login(LoginOutcome::Failed);
             return Err(ApiError::forbidden("Invalid username or password"));
         }

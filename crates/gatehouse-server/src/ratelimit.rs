@@ -1,8 +1,11 @@
 //! Keyed leaky-bucket rate limits, like Synapse's `rc_*` settings.
 //!
-//! Written here rather than taken from `governor` because failed-login
-//! limits need to *look* before the password check and *record* only after
-//! it fails; governor only offers check-and-consume.
+//! Written here rather than taken from `governor` because some limits count
+//! only an outcome (a failed login, a created account, a sent message) that
+//! is known after the work: such an action is *reserved* before the work,
+//! atomically with the check, and refunded if the outcome does not count.
+//! Looking first and counting after would let parallel requests all pass
+//! the look; governor only offers check-and-consume, with no refund.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -38,14 +41,12 @@ impl AddressLimiter {
         self.0.check(&address_key(ip), Instant::now())
     }
 
-    /// [`RateLimiter::peek`], now, for `ip`'s key.
-    pub fn peek(&self, ip: std::net::IpAddr) -> Result<(), RetryAfterMs> {
-        self.0.peek(&address_key(ip), Instant::now())
-    }
-
-    /// [`RateLimiter::record`], now, for `ip`'s key.
-    pub fn record(&self, ip: std::net::IpAddr) {
-        self.0.record(&address_key(ip), Instant::now());
+    /// [`RateLimiter::reserve`], now, for `ip`'s key.
+    pub fn reserve(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Reservation<'_, std::net::IpAddr>, RetryAfterMs> {
+        self.0.reserve(address_key(ip), Instant::now())
     }
 }
 
@@ -89,15 +90,23 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         ((excess / self.rate.per_second) * 1000.0).ceil().max(1.0) as u64
     }
 
-    /// Whether one more action is allowed now, without counting it.
-    pub fn peek(&self, key: &K, now: Instant) -> Result<(), RetryAfterMs> {
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+    /// Counts one action if allowed, as [`Self::check`] does, but only
+    /// provisionally: dropping the [`Reservation`] gives it back, and
+    /// [`Reservation::keep`] makes it count. Parallel requests each hold
+    /// their own reservation, so no more than the burst can be in flight.
+    pub fn reserve(&self, key: K, now: Instant) -> Result<Reservation<'_, K>, RetryAfterMs> {
+        self.check(&key, now)?;
+        Ok(Reservation {
+            limiter: self,
+            key: Some(key),
+        })
+    }
+
+    /// Gives back one action counted by [`Self::reserve`].
+    fn refund(&self, key: &K, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let level = self.level(buckets.get(key), now);
-        if level + 1.0 <= f64::from(self.rate.burst_count) {
-            Ok(())
-        } else {
-            Err(self.wait_ms(level))
-        }
+        self.store(&mut buckets, key, (level - 1.0).max(0.0), now);
     }
 
     /// Counts one action if allowed; refuses (without counting) otherwise.
@@ -111,12 +120,6 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         Ok(())
     }
 
-    /// Counts one action unconditionally (a failure that already happened).
-    pub fn record(&self, key: &K, now: Instant) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let level = self.level(buckets.get(key), now);
-        self.store(&mut buckets, key, level + 1.0, now);
-    }
 
     fn store(&self, buckets: &mut HashMap<K, Bucket>, key: &K, level: f64, now: Instant) {
         if buckets.len() >= PRUNE_AT {
@@ -126,6 +129,29 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
             });
         }
         buckets.insert(key.clone(), Bucket { level, at: now });
+    }
+}
+
+/// An action counted ahead of the outcome that decides whether it counts.
+/// Dropped (on any early return too), it is given back.
+#[must_use = "dropping a reservation gives the action back at once"]
+pub struct Reservation<'a, K: Eq + Hash + Clone> {
+    limiter: &'a RateLimiter<K>,
+    key: Option<K>,
+}
+
+impl<K: Eq + Hash + Clone> Reservation<'_, K> {
+    /// The outcome counts: the action stays counted.
+    pub fn keep(mut self) {
+        self.key = None;
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Reservation<'_, K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.limiter.refund(&key, Instant::now());
+        }
     }
 }
 
@@ -168,19 +194,21 @@ mod tests {
     }
 
     #[test]
-    fn peek_does_not_count_and_record_always_does() {
+    fn reservations_count_while_held_and_only_kept_ones_stay() {
         let l = RateLimiter::new(Rate {
-            per_second: 1.0,
+            per_second: 0.001,
             burst_count: 2,
         });
         let t0 = Instant::now();
-        for _ in 0..5 {
-            assert!(l.peek(&1, t0).is_ok());
-        }
-        l.record(&1, t0);
-        l.record(&1, t0);
-        assert_eq!(l.peek(&1, t0), Err(1000));
-        l.record(&1, t0);
-        assert_eq!(l.peek(&1, t0), Err(2000));
+        let a = l.reserve(1, t0).unwrap();
+        let b = l.reserve(1, t0).unwrap();
+        // Two in flight: a third is refused although neither has counted yet.
+        assert!(l.reserve(1, t0).is_err());
+        drop(a);
+        let c = l.reserve(1, t0).unwrap();
+        b.keep();
+        c.keep();
+        assert!(l.reserve(1, t0).is_err(), "kept reservations stay counted");
+        assert!(l.reserve(2, t0).is_ok(), "keys are independent");
     }
 }

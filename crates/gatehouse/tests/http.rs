@@ -322,3 +322,53 @@ async fn json_logs_are_one_object_per_line() {
         "request logs carry the route: {logs}"
     );
 }
+
+/// Limits that count only an outcome (a failed login) are reserved before
+/// the work: thirty wrong passwords sent at once against a burst of 3 get
+/// three 403s, and the rest 429 — not thirty password checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_failed_logins_cannot_pass_the_burst_together() {
+    let server = Server::start(&[
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+        // Attempts (not failures) per account are out of the way: what is
+        // tested is the failure count, which is known only after the check.
+        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND", "1000"),
+        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__BURST_COUNT", "1000"),
+        (
+            "GATEHOUSE_RATE_LIMITS__FAILED_LOGINS_PER_ACCOUNT__PER_SECOND",
+            "0.001",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__FAILED_LOGINS_PER_ACCOUNT__BURST_COUNT",
+            "3",
+        ),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let attempts = (0..30).map(|n| {
+        // Each from its own address: only the per-account limit applies.
+        server.send(
+            server
+                .http
+                .post(server.url("/_matrix/client/v3/login"))
+                .header("X-Forwarded-For", format!("10.1.0.{n}"))
+                .json(&json!({"type": "m.login.password", "user": "alice", "password": "bad"})),
+        )
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let checked = answers.iter().filter(|(status, _)| *status == 403).count();
+    let limited = answers.iter().filter(|(status, _)| *status == 429).count();
+    println!("30 parallel wrong passwords, burst 3: {checked} checked (403), {limited} limited (429)");
+    assert_eq!(checked, 3, "{answers:?}");
+    assert_eq!(limited, 27);
+    // A right password while the failures stay counted is held back too.
+    assert_error(
+        &server
+            .post(
+                "/_matrix/client/v3/login",
+                json!({"type": "m.login.password", "user": "alice", "password": "pw"}),
+            )
+            .await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    );
+}

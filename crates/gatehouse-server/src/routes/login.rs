@@ -264,10 +264,11 @@ pub async fn get_token(
     uri: axum::http::Uri,
     crate::extract::RawJson(raw): crate::extract::RawJson,
 ) -> ApiResult<Json<Value>> {
-    let limiter = &state.limits.login_tokens_per_account;
-    let account = requester.user_id.to_string();
-    limiter
-        .peek(&account, std::time::Instant::now())
+    // Reserved now, counted once a token is issued.
+    let issued = state
+        .limits
+        .login_tokens_per_account
+        .reserve(requester.user_id.to_string(), std::time::Instant::now())
         .map_err(ApiError::limited)?;
     crate::uia::reauthenticate(
         &state,
@@ -290,7 +291,7 @@ pub async fn get_token(
             now,
         )
         .await?;
-    limiter.record(&account, std::time::Instant::now());
+    issued.keep();
     Ok(Json(
         json!({ "login_token": minted.as_str(), "expires_in_ms": lifetime }),
     ))

@@ -17,6 +17,7 @@ use super::login::check_device_id;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, RawJson, typed};
 use crate::issue;
+use crate::ratelimit::Reservation;
 use crate::state::AppState;
 use crate::uia::{self, Operation, Subject};
 
@@ -99,18 +100,16 @@ pub struct RegisterResponse {
     expires_in_ms: Option<u64>,
 }
 
-/// Whether this address may register one more account
-/// (`rate_limits.registration_per_address`); only a created account counts.
-fn check_registration_limit(state: &AppState, ip: IpAddr) -> ApiResult<()> {
+/// One more account from this address
+/// (`rate_limits.registration_per_address`), reserved until the account is
+/// created: only a created account counts (`keep`), but parallel requests
+/// cannot all pass while none has finished.
+fn reserve_registration(state: &AppState, ip: IpAddr) -> ApiResult<Reservation<'_, IpAddr>> {
     state
         .limits
         .registrations_per_address
-        .peek(ip)
+        .reserve(ip)
         .map_err(ApiError::limited)
-}
-
-fn count_registration(state: &AppState, ip: IpAddr) {
-    state.limits.registrations_per_address.record(ip);
 }
 
 pub async fn register(
@@ -129,7 +128,7 @@ pub async fn register(
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
     }
-    check_registration_limit(&state, ip)?;
+    let registration_slot = reserve_registration(&state, ip)?;
     let body: RegisterBody = typed(&raw)?;
     // "If omitted, the homeserver MUST generate a Matrix ID local part."
     let username = body.username.clone().unwrap_or_else(generated_localpart);
@@ -226,7 +225,7 @@ pub async fn register(
             other => other.into(),
         });
     }
-    count_registration(&state, ip);
+    registration_slot.keep();
     tracing::info!(user_id = %user_id, "registered");
     Ok(Json(RegisterResponse {
         user_id: user_id.to_string(),
@@ -252,7 +251,7 @@ async fn register_guest(
             "Guest access is disabled",
         ));
     }
-    check_registration_limit(state, ip)?;
+    let registration_slot = reserve_registration(state, ip)?;
     // The spec: every parameter but `initial_device_display_name` "MUST BE
     // ignored", and the server picks the device ID "regardless of input".
     let display_name = raw
@@ -290,7 +289,7 @@ async fn register_guest(
             .map_err(|e| crate::homeserver::unavailable(&e))?;
     }
     state.store.register(registration).await?;
-    count_registration(state, ip);
+    registration_slot.keep();
     Ok(Json(RegisterResponse {
         user_id: user_id.to_string(),
         home_server: state.config.server_name.clone(),

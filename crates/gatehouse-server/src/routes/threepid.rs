@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::Reservation;
 use crate::extract::{ClientIp, MatrixJson, RawJson, Requester, typed};
 use crate::state::AppState;
 use crate::uia::{self, Sensitive};
@@ -209,7 +210,7 @@ pub async fn request_email_token(
         medium: Medium::Email,
         address: email.clone(),
     };
-    check_threepid_limit(state, &threepid)?;
+    let message_slot = reserve_threepid_message(state, &threepid)?;
     check_binding(state, purpose, &threepid).await?;
     let secret = random_id(32);
     let (validation, to_send) = start_validation(
@@ -240,7 +241,7 @@ pub async fn request_email_token(
             .send_validation_email(&email, purpose.as_str(), &link, &expires)
             .await
             .map_err(|e| sending_failed(&e))?;
-        count_threepid_message(state, &validation.threepid);
+        message_slot.keep();
         tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation email sent");
     }
     Ok(Json(token_response(state, &validation.sid)))
@@ -270,7 +271,7 @@ pub async fn request_msisdn_token(
         medium: Medium::Msisdn,
         address: msisdn.clone(),
     };
-    check_threepid_limit(state, &threepid)?;
+    let message_slot = reserve_threepid_message(state, &threepid)?;
     check_binding(state, purpose, &threepid).await?;
     let code = six_digits();
     let (validation, to_send) = start_validation(
@@ -291,7 +292,7 @@ pub async fn request_msisdn_token(
             .send_sms(&msisdn, &code, &validation.sid)
             .await
             .map_err(|e| sending_failed(&e))?;
-        count_threepid_message(state, &validation.threepid);
+        message_slot.keep();
         tracing::info!(sid = %validation.sid, purpose = purpose.as_str(), "validation SMS sent");
     }
     let mut answer = token_response(state, &validation.sid);
@@ -357,19 +358,16 @@ fn threepid_limit_key(threepid: &Threepid) -> String {
     format!("{}:{}", threepid.medium.as_str(), threepid.address)
 }
 
-fn check_threepid_limit(state: &AppState, threepid: &Threepid) -> ApiResult<()> {
+/// Reserves one message to `threepid`; `keep` it once the message is sent.
+fn reserve_threepid_message<'s>(
+    state: &'s AppState,
+    threepid: &Threepid,
+) -> ApiResult<Reservation<'s, String>> {
     state
         .limits
         .threepid_requests_per_threepid
-        .peek(&threepid_limit_key(threepid), Instant::now())
+        .reserve(threepid_limit_key(threepid), Instant::now())
         .map_err(ApiError::limited)
-}
-
-fn count_threepid_message(state: &AppState, threepid: &Threepid) {
-    state
-        .limits
-        .threepid_requests_per_threepid
-        .record(&threepid_limit_key(threepid), Instant::now());
 }
 
 request_token_route!(

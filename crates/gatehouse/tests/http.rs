@@ -332,8 +332,14 @@ async fn parallel_failed_logins_cannot_pass_the_burst_together() {
         ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
         // Attempts (not failures) per account are out of the way: what is
         // tested is the failure count, which is known only after the check.
-        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND", "1000"),
-        ("GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__BURST_COUNT", "1000"),
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND",
+            "1000",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__LOGIN_PER_ACCOUNT__BURST_COUNT",
+            "1000",
+        ),
         (
             "GATEHOUSE_RATE_LIMITS__FAILED_LOGINS_PER_ACCOUNT__PER_SECOND",
             "0.001",
@@ -357,7 +363,9 @@ async fn parallel_failed_logins_cannot_pass_the_burst_together() {
     let answers = futures_util::future::join_all(attempts).await;
     let checked = answers.iter().filter(|(status, _)| *status == 403).count();
     let limited = answers.iter().filter(|(status, _)| *status == 429).count();
-    println!("30 parallel wrong passwords, burst 3: {checked} checked (403), {limited} limited (429)");
+    println!(
+        "30 parallel wrong passwords, burst 3: {checked} checked (403), {limited} limited (429)"
+    );
     assert_eq!(checked, 3, "{answers:?}");
     assert_eq!(limited, 27);
     // A right password while the failures stay counted is held back too.

@@ -116,6 +116,8 @@ pub struct EmailConfig {
     pub tls: SmtpTls,
     pub smtp_username: Option<String>,
     pub smtp_password: Option<String>,
+    /// A file holding the SMTP password instead (trailing newline ignored).
+    pub smtp_password_path: Option<PathBuf>,
     /// The `From:` of every message.
     pub from: String,
     /// How long a validation link stays valid.
@@ -143,6 +145,8 @@ pub struct SmsConfig {
     pub webhook_url: String,
     /// Sent as `Authorization: Bearer …` when set.
     pub webhook_token: Option<String>,
+    /// A file holding the webhook token instead (trailing newline ignored).
+    pub webhook_token_path: Option<PathBuf>,
     pub token_lifetime_ms: u64,
 }
 
@@ -153,6 +157,8 @@ pub struct RecaptchaConfig {
     pub enabled: bool,
     pub site_key: String,
     pub secret_key: String,
+    /// A file holding the secret key instead (trailing newline ignored).
+    pub secret_key_path: Option<PathBuf>,
     pub siteverify_url: String,
 }
 
@@ -165,6 +171,7 @@ impl Default for EmailConfig {
             tls: SmtpTls::Starttls,
             smtp_username: None,
             smtp_password: None,
+            smtp_password_path: None,
             from: "Gatehouse <noreply@localhost>".into(),
             token_lifetime_ms: 60 * 60 * 1000,
             next_link_domains: Vec::new(),
@@ -178,6 +185,7 @@ impl Default for SmsConfig {
             enabled: false,
             webhook_url: String::new(),
             webhook_token: None,
+            webhook_token_path: None,
             token_lifetime_ms: 15 * 60 * 1000,
         }
     }
@@ -189,6 +197,7 @@ impl Default for RecaptchaConfig {
             enabled: false,
             site_key: String::new(),
             secret_key: String::new(),
+            secret_key_path: None,
             siteverify_url: "https://www.google.com/recaptcha/api/siteverify".into(),
         }
     }
@@ -316,6 +325,8 @@ pub struct PasswordConfig {
     /// Appended to passwords before checking imported Synapse bcrypt hashes
     /// (Synapse's `password_config.pepper`).
     pub bcrypt_pepper: String,
+    /// A file holding the pepper instead (trailing newline ignored).
+    pub bcrypt_pepper_path: Option<PathBuf>,
     /// Threads that hash passwords; defaults to the number of CPUs.
     pub hashing_threads: Option<usize>,
     /// Hash requests allowed to wait for a thread; beyond it logins get 429.
@@ -426,6 +437,7 @@ impl Default for PasswordConfig {
             argon2_iterations: cost.iterations,
             argon2_parallelism: cost.parallelism,
             bcrypt_pepper: String::new(),
+            bcrypt_pepper_path: None,
             hashing_threads: None,
             max_queued_hashes: 1024,
         }
@@ -504,8 +516,50 @@ impl Config {
         if let Some(s) = &overrides.server_name {
             config.server_name.clone_from(s);
         }
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Fills each secret given as a `*_path` from its file, so the rest of
+    /// the server reads the value alone. `homeserver.secret_path` is read by
+    /// [`HomeserverConfig::read_secret`] instead. Called once, by [`Config::load`]:
+    /// afterwards both a value and its path are set.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(s) = secret_file(
+            "email.smtp_password",
+            self.email.smtp_password.is_some(),
+            "email.smtp_password_path",
+            self.email.smtp_password_path.as_deref(),
+        )? {
+            self.email.smtp_password = Some(s);
+        }
+        if let Some(s) = secret_file(
+            "sms.webhook_token",
+            self.sms.webhook_token.is_some(),
+            "sms.webhook_token_path",
+            self.sms.webhook_token_path.as_deref(),
+        )? {
+            self.sms.webhook_token = Some(s);
+        }
+        // These two default to "" (as in the example file): empty is unset.
+        if let Some(s) = secret_file(
+            "recaptcha.secret_key",
+            !self.recaptcha.secret_key.is_empty(),
+            "recaptcha.secret_key_path",
+            self.recaptcha.secret_key_path.as_deref(),
+        )? {
+            self.recaptcha.secret_key = s;
+        }
+        if let Some(s) = secret_file(
+            "passwords.bcrypt_pepper",
+            !self.passwords.bcrypt_pepper.is_empty(),
+            "passwords.bcrypt_pepper_path",
+            self.passwords.bcrypt_pepper_path.as_deref(),
+        )? {
+            self.passwords.bcrypt_pepper = s;
+        }
+        Ok(())
     }
 
     /// Checks what types alone cannot.
@@ -672,6 +726,33 @@ impl Config {
     }
 }
 
+/// The secret in the file at `path`, if one is given, without its trailing
+/// newline. Giving the value too is an error naming `key`; a file that cannot
+/// be read, one naming `path_key`. Neither error echoes the file's content.
+fn secret_file(
+    key: &'static str,
+    value_given: bool,
+    path_key: &'static str,
+    path: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if value_given {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("set {key} or {path_key}, not both"),
+        });
+    }
+    let content = std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| ConfigError::Invalid {
+            key: path_key,
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+    Ok(Some(content.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
 /// The top-level keys of the configuration, from its own serialisation.
 fn known_top_level_keys() -> Vec<String> {
     let defaults = Config::default();
@@ -727,6 +808,63 @@ mod tests {
             .unwrap();
         assert_eq!(parsed, Config::default());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_are_read_from_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path
+        };
+        let smtp = write("smtp", "smtp-password-from-file\n");
+        let token = write("token", "webhook-token-from-file\r\n");
+        let recaptcha = write("recaptcha", "recaptcha-secret-from-file");
+        let pepper = write("pepper", "pepper-from-file\n");
+        let file = write(
+            "gatehouse.toml",
+            &format!(
+                "[email]\nsmtp_password_path = {smtp:?}\n\
+                 [sms]\nwebhook_token_path = {token:?}\n\
+                 [recaptcha]\nsecret_key = \"\"\nsecret_key_path = {recaptcha:?}\n\
+                 [passwords]\nbcrypt_pepper = \"\"\nbcrypt_pepper_path = {pepper:?}\n"
+            ),
+        );
+        let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(
+            config.email.smtp_password.as_deref(),
+            Some("smtp-password-from-file")
+        );
+        assert_eq!(
+            config.sms.webhook_token.as_deref(),
+            Some("webhook-token-from-file")
+        );
+        assert_eq!(config.recaptcha.secret_key, "recaptcha-secret-from-file");
+        assert_eq!(config.passwords.bcrypt_pepper, "pepper-from-file");
+        assert_eq!(config.email.smtp_password_path.as_deref(), Some(&*smtp));
+
+        // A value and its file: an error naming the value's key.
+        std::fs::write(
+            &file,
+            format!("[email]\nsmtp_password = \"inline\"\nsmtp_password_path = {smtp:?}\n"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`email.smtp_password`"), "{err}");
+        // A file that cannot be read: an error naming the path's key.
+        let missing = dir.path().join("missing");
+        std::fs::write(
+            &file,
+            format!("[passwords]\nbcrypt_pepper_path = {missing:?}\n"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`passwords.bcrypt_pepper_path`"), "{err}");
     }
 
     #[test]

@@ -120,7 +120,6 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         Ok(())
     }
 
-
     fn store(&self, buckets: &mut HashMap<K, Bucket>, key: &K, level: f64, now: Instant) {
         if buckets.len() >= PRUNE_AT {
             let per_second = self.rate.per_second;

@@ -33,6 +33,11 @@ fn config_example_is_complete_and_loads() {
         "cache_ttl_ms",
         "argon2_memory_kib",
         "bcrypt_pepper",
+        "bcrypt_pepper_path",
+        "smtp_password_path",
+        "webhook_token_path",
+        "secret_key_path",
+        "secret_path",
         "login_per_address",
         "failed_logins_per_account",
         "durability",
@@ -264,4 +269,76 @@ fn secrets_never_reach_config_show() {
         shown.contains(path) && !shown.contains("file-secret"),
         "{shown}"
     );
+}
+
+#[test]
+fn every_secret_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let smtp = write("smtp", "smtp-password-in-a-file\n");
+    let token = write("token", "webhook-token-in-a-file\n");
+    let recaptcha = write("recaptcha", "recaptcha-secret-in-a-file\n");
+    let pepper = write("pepper", "bcrypt-pepper-in-a-file\n");
+    let env = [
+        ("GATEHOUSE_EMAIL__SMTP_PASSWORD_PATH", smtp.as_str()),
+        ("GATEHOUSE_SMS__WEBHOOK_TOKEN_PATH", token.as_str()),
+        ("GATEHOUSE_RECAPTCHA__SECRET_KEY_PATH", recaptcha.as_str()),
+        ("GATEHOUSE_PASSWORDS__BCRYPT_PEPPER_PATH", pepper.as_str()),
+    ];
+    let out = run(&["config", "show"], &env);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for secret in [
+        "smtp-password-in-a-file",
+        "webhook-token-in-a-file",
+        "recaptcha-secret-in-a-file",
+        "bcrypt-pepper-in-a-file",
+    ] {
+        assert!(
+            !shown.contains(secret) && !err.contains(secret),
+            "{secret} shown:\n{shown}{err}"
+        );
+    }
+    // Each value was read (and redacted); the paths are no secret.
+    assert_eq!(shown.matches("<redacted>").count(), 4, "{shown}");
+    for path in [&smtp, &token, &recaptcha, &pepper] {
+        assert!(shown.contains(path.as_str()), "{path} not shown:\n{shown}");
+    }
+
+    // A value and its file: exit 2, naming the key, echoing neither.
+    let file = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[email]\nsmtp_password = \"inline-smtp-password\"\nsmtp_password_path = {smtp:?}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(&["--config", file.to_str().unwrap(), "config", "show"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`email.smtp_password`"), "{err}");
+    assert!(
+        !err.contains("inline-smtp-password") && !err.contains("smtp-password-in-a-file"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // A file that is not there: exit 2, naming the `_path` key.
+    let missing = dir.path().join("no-such-file");
+    let out = run(
+        &["config", "show"],
+        &[(
+            "GATEHOUSE_SMS__WEBHOOK_TOKEN_PATH",
+            missing.to_str().unwrap(),
+        )],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`sms.webhook_token_path`"), "{err}");
 }

@@ -158,7 +158,11 @@ async fn refresh_soft_logout_only_for_an_expired_session() {
     // Logged out: over.
     let out = login(()).await;
     let (status, _) = server
-        .post_auth("/_matrix/client/v3/logout", &s(&out, "access_token"), json!({}))
+        .post_auth(
+            "/_matrix/client/v3/logout",
+            &s(&out, "access_token"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     let got = refresh(&server, &s(&out, "refresh_token")).await;
@@ -167,7 +171,11 @@ async fn refresh_soft_logout_only_for_an_expired_session() {
     // Every session ended by /logout/all: over.
     let all = login(()).await;
     let (status, _) = server
-        .post_auth("/_matrix/client/v3/logout/all", &s(&all, "access_token"), json!({}))
+        .post_auth(
+            "/_matrix/client/v3/logout/all",
+            &s(&all, "access_token"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     let got = refresh(&server, &s(&all, "refresh_token")).await;

@@ -78,10 +78,7 @@ pub async fn refresh(
         // Only an expired session may resume (the client logs in again to
         // the same device); one that was logged out, deleted, deactivated
         // or never existed may not.
-        Err(Rejection::Expired) => Err(ApiError::unknown_token(
-            true,
-            "Refresh token has expired",
-        )),
+        Err(Rejection::Expired) => Err(ApiError::unknown_token(true, "Refresh token has expired")),
         Err(Rejection::Dead) => Err(ApiError::unknown_token(
             false,
             "Refresh token is unknown or already used",

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::ratelimit::Reservation;
 use crate::extract::{ClientIp, MatrixJson, RawJson, Requester, typed};
+use crate::ratelimit::Reservation;
 use crate::state::AppState;
 use crate::uia::{self, Sensitive};
 

@@ -258,13 +258,42 @@ pub async fn authorise(
     path: &str,
     body: &Value,
 ) -> ApiResult<Authorised> {
+    authorise_remembering(state, op, subject, method, path, body, async |_| Ok(())).await
+}
+
+/// [`authorise`], for an operation whose parameters the session itself
+/// carries from request to request (registration): `remember` updates the
+/// session's data from this request before its stages are looked at, and
+/// the session is bound to the method and path only — as Synapse does, and
+/// as clients rely on (Element Web asks for the flows with an empty body
+/// and sends the username and password only later, or not again).
+#[allow(clippy::too_many_arguments)]
+pub async fn authorise_remembering(
+    state: &AppState,
+    op: Operation,
+    subject: &Subject,
+    method: &Method,
+    path: &str,
+    body: &Value,
+    remember: impl AsyncFnOnce(&mut Value) -> ApiResult<()>,
+) -> ApiResult<Authorised> {
     let flows = flows_for(state, op, subject);
     if flows.is_empty() {
         return Err(ApiError::forbidden(
             "There is no way for this account to authenticate this request",
         ));
     }
-    let binding = Binding::new(subject.user_id.as_deref(), method.as_str(), path, body);
+    let bound_body = if op == Operation::Register {
+        &Value::Null
+    } else {
+        body
+    };
+    let binding = Binding::new(
+        subject.user_id.as_deref(),
+        method.as_str(),
+        path,
+        bound_body,
+    );
     let now = state.clock.now_ms();
     let auth = match body.get("auth") {
         None | Some(Value::Null) => None,
@@ -306,6 +335,11 @@ pub async fn authorise(
             session
         }
     };
+    let before = session.clone();
+    remember(&mut session.data).await?;
+    if session.data != before.data {
+        save_progress(state, &before, &session).await?;
+    }
     let Some(auth) = auth else {
         return Err(challenge(state, &flows, &session, None));
     };

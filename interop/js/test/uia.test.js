@@ -157,6 +157,35 @@ describe("seed 001/002: registration with InteractiveAuth (m.login.dummy)", () =
     assert.ok(session.length > 0);
   });
 
+  uiaTest("Element Web's way: flows asked with an empty body, then the form with the stage; or resumed with only the session", async () => {
+    const temp = tempClient(server);
+    // Element Web asks for the flows before it has a name or a password.
+    for (const body of [{}, { initial_device_display_name: "Element Web" }]) {
+      const error = await expectMatrixError(temp.registerRequest(body), { httpStatus: 401 });
+      assert.ok(Array.isArray(error.data.flows), JSON.stringify(error.data));
+      assert.equal(typeof error.data.session, "string");
+    }
+    // Then InteractiveAuth with the whole form: the session was started by
+    // a request without it.
+    const username = uniqueName("element");
+    const first = await expectMatrixError(temp.registerRequest({}), { httpStatus: 401 });
+    const response = await temp.registerRequest({
+      ...registrationBody(username, "element password"),
+      auth: { type: AuthType.Dummy, session: first.data.session },
+    });
+    assert.equal(response.user_id, `@${username}:localhost`);
+    // A session started with the form completes with only `auth`.
+    const resumed = uniqueName("resumed");
+    const started = await expectMatrixError(
+      temp.registerRequest(registrationBody(resumed, "resumed password")),
+      { httpStatus: 401 },
+    );
+    const done = await temp.registerRequest({ auth: { type: AuthType.Dummy, session: started.data.session } });
+    assert.equal(done.user_id, `@${resumed}:localhost`);
+    const [again] = await login(server, resumed, "resumed password");
+    assert.equal(again.user_id, done.user_id);
+  });
+
   uiaTest("a taken username: M_USER_IN_USE (400) before any UIA, and isUsernameAvailable is false", async () => {
     const temp = tempClient(server);
     assert.equal(await temp.isUsernameAvailable("taken"), false);

@@ -11,7 +11,6 @@ use gatehouse_core::user_id::{LocalpartError, UserId};
 use gatehouse_store::{NewRegistration, NewSession, NewUser, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use super::login::check_device_id;
 use crate::error::{ApiError, ApiResult};
@@ -36,6 +35,68 @@ struct RegisterBody {
     inhibit_login: bool,
     #[serde(default)]
     refresh_token: bool,
+}
+
+/// The registration parameters a UIA session carries, so that a request
+/// with only `auth` (as the spec's examples send, and clients resuming a
+/// session do) completes the registration its first request asked for.
+#[derive(Default, Deserialize)]
+struct Remembered {
+    username: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    inhibit_login: bool,
+    #[serde(default)]
+    refresh_token: bool,
+    /// Argon2id; the password itself is never stored.
+    password_hash: Option<String>,
+}
+
+impl Remembered {
+    const KEY: &'static str = "register";
+
+    fn from_session(data: &Value) -> Self {
+        serde_json::from_value(data[Self::KEY].clone()).unwrap_or_default()
+    }
+}
+
+/// Updates the session's registration parameters from this request: each
+/// one it names replaces the remembered one. The first password given is
+/// hashed and kept (one Argon2 hash per registration, as Synapse does);
+/// later ones are ignored, so stage after stage costs no further hashing.
+async fn remember_parameters(
+    state: &AppState,
+    raw: &Value,
+    password: Option<super::login::Secret>,
+    data: &mut Value,
+) -> ApiResult<()> {
+    if !data[Remembered::KEY].is_object() {
+        data[Remembered::KEY] = json!({});
+    }
+    let stored = &mut data[Remembered::KEY];
+    for key in [
+        "username",
+        "device_id",
+        "initial_device_display_name",
+        "inhibit_login",
+        "refresh_token",
+    ] {
+        if let Some(v) = raw.get(key).filter(|v| !v.is_null()) {
+            stored[key] = v.clone();
+        }
+    }
+    if let Some(password) = password
+        && stored["password_hash"].is_null()
+    {
+        let hash = state
+            .hasher
+            .hash(password.take())
+            .await
+            .map_err(|_| ApiError::limited(1000))?;
+        stored["password_hash"] = Value::String(hash);
+    }
+    Ok(())
 }
 
 /// A random localpart, for guests and for registrations without a
@@ -130,40 +191,59 @@ pub async fn register(
     }
     let registration_slot = reserve_registration(&state, ip)?;
     let body: RegisterBody = typed(&raw)?;
-    // "If omitted, the homeserver MUST generate a Matrix ID local part."
-    let username = body.username.clone().unwrap_or_else(generated_localpart);
-    let user_id = check_username(&state, &username).await?;
-    let device_id = check_device_id(body.device_id.clone())?;
-    if body.password.is_none() {
-        return Err(ApiError::missing("password"));
+    // A name that cannot be had is refused before any stage, as Synapse
+    // does; it is checked again once the stages are done.
+    if let Some(username) = &body.username {
+        check_username(&state, username).await?;
+    }
+    if let Some(device_id) = &body.device_id {
+        check_device_id(Some(device_id.clone()))?;
     }
     let subject = Subject {
         ip: Some(ip),
         ..Subject::default()
     };
-    let authorised = uia::authorise(
+    // The challenge comes first, whatever the body holds (`{}` included);
+    // the parameters are kept in the session, the password as its hash.
+    let authorised = uia::authorise_remembering(
         &state,
         Operation::Register,
         &subject,
         &method,
         uri.path(),
         &raw,
+        async |data| remember_parameters(&state, &raw, body.password, data).await,
     )
     .await?;
     let token = authorised.registration_token();
-    let password = body
-        .password
-        .map(super::login::Secret::take)
-        .unwrap_or_else(|| Zeroizing::new(String::new()));
-    let hash = match state.hasher.hash(password).await {
-        Ok(hash) => hash,
-        Err(_) => {
-            // The session is used up; its reserved token use must not be.
-            if let Some(t) = &token {
-                state.store.release_registration_token(t).await?;
-            }
-            return Err(ApiError::limited(1000));
+    let params = Remembered::from_session(&authorised.session.data);
+    let release_token = async || -> ApiResult<()> {
+        if let Some(t) = &token {
+            state.store.release_registration_token(t).await?;
         }
+        Ok(())
+    };
+    let Some(hash) = params.password_hash else {
+        release_token().await?;
+        return Err(ApiError::missing("password"));
+    };
+    // "If omitted, the homeserver MUST generate a Matrix ID local part."
+    let username = params.username.unwrap_or_else(generated_localpart);
+    let user_id = match check_username(&state, &username).await {
+        Ok(id) => id,
+        Err(e) => {
+            release_token().await?;
+            return Err(e);
+        }
+    };
+    let device_id = check_device_id(params.device_id)?;
+    let body = RegisterBody {
+        username: Some(username),
+        password: None,
+        device_id: Some(device_id.clone()),
+        initial_device_display_name: params.initial_device_display_name,
+        inhibit_login: params.inhibit_login,
+        refresh_token: params.refresh_token,
     };
     let now = state.clock.now_ms();
     let minted = (!body.inhibit_login).then(|| issue::mint(&state, body.refresh_token));

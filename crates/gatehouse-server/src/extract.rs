@@ -35,6 +35,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MatrixJson<T> {
     }
 }
 
+/// A query string, deserialised; a malformed one (a duplicated key, a bad
+/// percent-escape, a value of the wrong type) is a Matrix error —
+/// 400 `M_INVALID_PARAM` — never axum's `text/plain` rejection.
+pub struct MatrixQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Sync> FromRequestParts<S> for MatrixQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(MatrixQuery)
+            .map_err(|e| ApiError::invalid(format!("Invalid query string: {e}")))
+    }
+}
+
 /// Reads a body within `max_request_body_bytes` (413 `M_TOO_LARGE` past it).
 async fn read_body(req: Request, state: &AppState) -> Result<bytes::Bytes, ApiError> {
     let limit = state.config.max_request_body_bytes;

@@ -32,7 +32,16 @@ pub async fn check_password(
     identifier: &Identifier,
     password: Zeroizing<String>,
 ) -> ApiResult<UserRecord> {
-    let subject = identifier.resolve(&state.config.server_name)?;
+    // An address of no medium we know, or one that is not an address at
+    // all, names no account: the answer any unknown 3PID gets.
+    let subject = identifier
+        .resolve(&state.config.server_name)
+        .map_err(|e| match e {
+            IdentifierError::UnsupportedMedium(_)
+            | IdentifierError::InvalidEmail
+            | IdentifierError::InvalidPhone => ApiError::forbidden("Invalid username or password"),
+            other => other.into(),
+        })?;
     let (account, limit_key) = match &subject {
         Subject::User(Some(id)) => (state.store.user(id).await?, id.as_str().to_owned()),
         // An identifier naming no valid user ID: keyed by its hash, so a

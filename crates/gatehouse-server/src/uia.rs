@@ -103,6 +103,18 @@ pub async fn reauthenticate(
     .await
 }
 
+/// Whether `user_id` has any flow it can complete for `kind` (a user with
+/// no password and no usable 3PID may have none): what the capabilities
+/// answer, and what `/login/get_token` checks before offering a session.
+pub async fn can_reauthenticate(
+    state: &AppState,
+    user_id: &gatehouse_core::user_id::UserId,
+    kind: Sensitive,
+) -> ApiResult<bool> {
+    let subject = subject_for_user(state, user_id).await?;
+    Ok(!flows_for(state, Operation::Sensitive(kind), &subject).is_empty())
+}
+
 /// What a user can authenticate with.
 pub async fn subject_for_user(
     state: &AppState,

@@ -380,3 +380,40 @@ async fn parallel_failed_logins_cannot_pass_the_burst_together() {
         "M_LIMIT_EXCEEDED",
     );
 }
+
+/// A malformed query string is a Matrix error like any other defect, not
+/// the framework's `text/plain`.
+#[tokio::test]
+async fn query_string_errors_are_matrix_json() {
+    let server = Server::start(&[("GATEHOUSE_REGISTRATION__ENABLED", "true")]);
+    for (method, path) in [
+        ("POST", "/_matrix/client/v3/register?kind=user&kind=guest"),
+        (
+            "GET",
+            "/_matrix/client/v3/register/available?username=a&username=b",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v1/register/m.login.registration_token/validity?token=a&token=b",
+        ),
+    ] {
+        let req = match method {
+            "POST" => server.http.post(server.url(path)).json(&json!({})),
+            _ => server.http.get(server.url(path)),
+        };
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert_eq!(kind, "application/json", "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["errcode"], "M_INVALID_PARAM", "{path}: {body}");
+    }
+    // Registration open, but with no token stage: no token is valid.
+    let (status, v) = server
+        .get(
+            "/_matrix/client/v1/register/m.login.registration_token/validity?token=nope",
+            None,
+        )
+        .await;
+    assert_eq!((status, v), (200, json!({"valid": false})));
+}

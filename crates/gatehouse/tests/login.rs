@@ -119,6 +119,19 @@ async fn every_identifier_form_logs_in() {
         assert_eq!(status, 200, "{body} → {v}");
         assert_eq!(v["user_id"], "@alice:localhost", "{body}");
     }
+    // Seed 000's own example, in a range libphonenumber deems unallocated.
+    server.create_user("bob", "pw", &["--phone", "+447700900000"]);
+    let (status, v) = server
+        .post(
+            "/_matrix/client/v3/login",
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.phone", "country": "GB", "phone": "07700900000"}, "password": "pw"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["user_id"].as_str()),
+        (200, Some("@bob:localhost")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -142,10 +155,24 @@ async fn identifier_errors_are_precise() {
             400,
             "M_UNKNOWN",
         ),
+        // A number that does not parse, an unknown medium and a malformed
+        // address name no account: 403, like any unknown 3PID.
         (
-            json!({"identifier": {"type": "m.id.phone", "country": "GB", "phone": "12"}, "password": "pw"}),
-            400,
-            "M_INVALID_PARAM",
+            json!({"identifier": {"type": "m.id.phone", "country": "GB", "phone": "1"}, "password": "pw"}),
+            403,
+            "M_FORBIDDEN",
+        ),
+        // Seed 000's example number parses (libphonenumber deems it
+        // unallocated; it is nobody's here).
+        (
+            json!({"identifier": {"type": "m.id.phone", "country": "GB", "phone": "07700900000"}, "password": "pw"}),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            json!({"identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "not an address"}, "password": "pw"}),
+            403,
+            "M_FORBIDDEN",
         ),
         (
             json!({"identifier": {"type": "m.id.phone", "country": "ZZ", "phone": "07400123456"}, "password": "pw"}),
@@ -154,8 +181,8 @@ async fn identifier_errors_are_precise() {
         ),
         (
             json!({"identifier": {"type": "m.id.thirdparty", "medium": "fax", "address": "1"}, "password": "pw"}),
-            400,
-            "M_INVALID_PARAM",
+            403,
+            "M_FORBIDDEN",
         ),
         (
             json!({"identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "nobody@example.org"}, "password": "pw"}),

@@ -1094,3 +1094,39 @@ async fn login_tokens_are_issued_at_most_once_a_minute() {
     assert_error(&again, 429, "M_LIMIT_EXCEEDED");
     assert!(again.1["retry_after_ms"].as_u64().unwrap() > 50_000);
 }
+
+/// A user with no flow they can complete (a guest: no password, no 3PID)
+/// gets the spec's 400 from `/login/get_token`, not a challenge nobody can
+/// answer, and the capabilities say so beforehand.
+#[tokio::test]
+async fn capabilities_and_get_token_follow_what_the_user_can_complete() {
+    let server = start(&[
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+        ("GATEHOUSE_REGISTRATION__GUEST_ACCESS", "true".into()),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let alice = server.access_token("alice", "pw").await;
+    let (_, guest) = server.post(&format!("{REG}?kind=guest"), json!({})).await;
+    let guest = s(&guest, "access_token");
+    let server = &server;
+    let caps = |token: String| async move {
+        let (status, v) = server
+            .get("/_matrix/client/v3/capabilities", Some(&token))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        (
+            v["capabilities"]["m.change_password"]["enabled"].clone(),
+            v["capabilities"]["m.get_login_token"]["enabled"].clone(),
+        )
+    };
+    assert_eq!(caps(alice.clone()).await, (json!(true), json!(true)));
+    assert_eq!(caps(guest.clone()).await, (json!(false), json!(false)));
+    let (status, v) = server
+        .post_auth("/_matrix/client/v1/login/get_token", &guest, json!({}))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = server
+        .post_auth("/_matrix/client/v1/login/get_token", &alice, json!({}))
+        .await;
+    assert_eq!(status, 401, "a password user is asked to authenticate: {v}");
+}

@@ -36,7 +36,7 @@ pub async fn whoami(requester: Requester) -> Json<WhoamiResponse> {
 /// the homeserver's, relayed with the client's own token.
 pub async fn capabilities(
     State(state): State<AppState>,
-    _requester: Requester,
+    requester: Requester,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let mut capabilities = match &state.homeserver {
@@ -60,9 +60,14 @@ pub async fn capabilities(
         None => json!({}),
     };
     let threepid_changes = state.config.email.enabled || state.config.sms.enabled;
-    capabilities["m.change_password"] = json!({ "enabled": true });
+    // Each reflects what this user can do here: a flow they can complete.
+    let can = async |kind| uia::can_reauthenticate(&state, &requester.user_id, kind).await;
+    let change_password = !requester.is_guest && can(Sensitive::PasswordChange).await?;
+    let threepid_changes = threepid_changes && can(Sensitive::ThreepidChange).await?;
+    let login_token = can(Sensitive::LoginToken).await?;
+    capabilities["m.change_password"] = json!({ "enabled": change_password });
     capabilities["m.3pid_changes"] = json!({ "enabled": threepid_changes });
-    capabilities["m.get_login_token"] = json!({ "enabled": true });
+    capabilities["m.get_login_token"] = json!({ "enabled": login_token });
     Ok(Json(json!({ "capabilities": capabilities })))
 }
 

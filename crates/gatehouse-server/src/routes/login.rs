@@ -270,6 +270,20 @@ pub async fn get_token(
         .login_tokens_per_account
         .reserve(requester.user_id.to_string(), std::time::Instant::now())
         .map_err(ApiError::limited)?;
+    // The spec's 400 for a user who cannot complete UIA (and so cannot
+    // generate tokens), rather than a challenge no flow can answer.
+    if !crate::uia::can_reauthenticate(
+        &state,
+        &requester.user_id,
+        crate::uia::Sensitive::LoginToken,
+    )
+    .await?
+    {
+        return Err(ApiError::new(
+            ErrorKind::Unknown,
+            "This account cannot authenticate to generate login tokens",
+        ));
+    }
     crate::uia::reauthenticate(
         &state,
         &requester,

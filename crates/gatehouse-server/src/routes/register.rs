@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{Method, Uri};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::user_id::{LocalpartError, UserId};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::login::check_device_id;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ClientIp, RawJson, typed};
+use crate::extract::{ClientIp, MatrixQuery, RawJson, typed};
 use crate::issue;
 use crate::ratelimit::Reservation;
 use crate::state::AppState;
@@ -175,7 +175,7 @@ fn reserve_registration(state: &AppState, ip: IpAddr) -> ApiResult<Reservation<'
 
 pub async fn register(
     State(state): State<AppState>,
-    Query(query): Query<KindQuery>,
+    MatrixQuery(query): MatrixQuery<KindQuery>,
     ClientIp(ip): ClientIp,
     method: Method,
     uri: Uri,
@@ -387,7 +387,7 @@ pub struct UsernameQuery {
 
 pub async fn available(
     State(state): State<AppState>,
-    Query(q): Query<UsernameQuery>,
+    MatrixQuery(q): MatrixQuery<UsernameQuery>,
 ) -> ApiResult<Json<Value>> {
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
@@ -405,12 +405,15 @@ pub struct TokenQuery {
 pub async fn token_validity(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Query(q): Query<TokenQuery>,
+    MatrixQuery(q): MatrixQuery<TokenQuery>,
 ) -> ApiResult<Json<Value>> {
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
     }
     uia::check_token_limit(&state, ip)?;
+    let token = q.token.ok_or_else(|| ApiError::missing("token"))?;
+    // Registration is open but takes no tokens: no token is valid (403 is
+    // the spec's answer for closed registration only).
     if !state
         .config
         .registration
@@ -419,9 +422,8 @@ pub async fn token_validity(
         .flatten()
         .any(|s| s == gatehouse_core::uia::REGISTRATION_TOKEN)
     {
-        return Err(ApiError::forbidden("Registration tokens are not in use"));
+        return Ok(Json(json!({ "valid": false })));
     }
-    let token = q.token.ok_or_else(|| ApiError::missing("token"))?;
     let now = state.clock.now_ms();
     let valid = state
         .store

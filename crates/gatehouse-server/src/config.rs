@@ -35,6 +35,7 @@ pub struct Config {
     /// Take the client address from the first `X-Forwarded-For` entry.
     /// Only enable behind a reverse proxy that sets it.
     pub trust_x_forwarded_for: bool,
+    pub http: HttpConfig,
     pub sqlite: SqliteConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
@@ -45,6 +46,30 @@ pub struct Config {
     pub sms: SmsConfig,
     pub recaptcha: RecaptchaConfig,
     pub homeserver: HomeserverConfig,
+}
+
+/// Limits on client connections, against clients that hold them open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// How long a request's head (request line and headers) may take to
+    /// arrive, counted from when the server starts waiting for it: when the
+    /// connection opens, and after each response on a keep-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once per client address (IPv6: per /64); 0: no cap.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections_per_address: 64,
+        }
+    }
 }
 
 /// Delegation: a homeserver (Synapse, with `matrix_authentication_service`)
@@ -122,8 +147,10 @@ pub struct EmailConfig {
     pub from: String,
     /// How long a validation link stays valid.
     pub token_lifetime_ms: u64,
-    /// Hosts a `requestToken` call's `next_link` may point to (exact names,
-    /// lowercase); empty allows any http(s) URL, as Synapse does by default.
+    /// Hosts a `requestToken` call's `next_link` may point to besides this
+    /// server's own origin (`public_baseurl`); exact names, any case. Empty
+    /// (the default): only the own origin, so that the emailed links are no
+    /// open redirect (Synapse's `next_link_domain_whitelist`).
     pub next_link_domains: Vec<String>,
 }
 
@@ -396,6 +423,7 @@ impl Default for Config {
             log_filter: "info".into(),
             metrics_listen: None,
             trust_x_forwarded_for: false,
+            http: HttpConfig::default(),
             sqlite: SqliteConfig::default(),
             tokens: TokenConfig::default(),
             passwords: PasswordConfig::default(),
@@ -590,6 +618,12 @@ impl Config {
         }
         if self.max_request_body_bytes < 1024 {
             return invalid("max_request_body_bytes", "must be at least 1024");
+        }
+        if self.http.header_read_timeout_ms == 0 {
+            return invalid("http.header_read_timeout_ms", "must be greater than 0");
+        }
+        if self.http.idle_timeout_ms == 0 {
+            return invalid("http.idle_timeout_ms", "must be greater than 0");
         }
         if self.tokens.access_token_lifetime_ms == 0 {
             return invalid("tokens.access_token_lifetime_ms", "must be greater than 0");

@@ -12,6 +12,7 @@ mod fallback;
 pub mod hashing;
 pub mod homeserver;
 mod issue;
+pub mod listener;
 pub mod messenger;
 pub mod metrics;
 mod middleware;
@@ -77,6 +78,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let store = open_store(&config)?;
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
+    let limits = listener::ConnectionLimits::from_config(&config);
     let state = AppState::new(config, Arc::new(store), Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -106,7 +108,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 }
             }),
         );
-        tokio::spawn(async move { axum::serve(metrics_listener, app).await });
+        tokio::spawn(crate::listener::serve(
+            metrics_listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
     }
     tokio::spawn(prune_periodically(state.clone()));
     if let Some(homeserver) = &state.homeserver {
@@ -115,10 +122,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // stdout, unbuffered: scripts and the benchmark wait for this line.
     println!("Gatehouse listening on http://{local}");
     tracing::info!(%local, "listening");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Handlers still see `ConnectInfo<SocketAddr>`: the loop inserts it.
+    crate::listener::serve(listener, router(state), limits, shutdown_signal()).await;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use crate::config::Rate;
 /// The key a client address is limited under: an IPv6 address by its /64
 /// (one subscriber usually holds a whole /64, so per-address keys would be
 /// free to multiply), an IPv4-mapped IPv6 address as the IPv4 address.
-fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+pub(crate) fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.into(),

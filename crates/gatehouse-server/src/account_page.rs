@@ -209,7 +209,7 @@ pub async fn show(
 async fn pending_email(state: &AppState, headers: &HeaderMap) -> Option<(String, String, String)> {
     let (sid, secret) = cookie(headers, PENDING_COOKIE)?.split_once(':')?;
     let validation = state.store.threepid_validation(sid).await.ok()??;
-    (same(&validation.client_secret, secret) && validation.expires_at > state.clock.now_ms()).then(
+    (validation.client_secret.matches(secret) && validation.expires_at > state.clock.now_ms()).then(
         || {
             (
                 sid.to_owned(),
@@ -630,7 +630,7 @@ async fn perform(
                 .threepid_validation(&sid)
                 .await
                 .map_err(|e| broken("profile")(e.into()))?
-                .filter(|v| same(&v.client_secret, &secret) && v.expires_at > now);
+                .filter(|v| v.client_secret.matches(&secret) && v.expires_at > now);
             let Some(validation) = validation else {
                 return refused(
                     "profile",

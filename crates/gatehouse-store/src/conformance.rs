@@ -15,8 +15,8 @@ use gatehouse_core::user_id::UserId;
 mod delegation;
 
 use crate::{
-    EndSessions, NewRegistration, NewSession, NewTokenPair, NewUser, RegistrationToken, Store,
-    StoreError, ThreepidValidation, UiaSessionRecord,
+    ClientSecretHash, EndSessions, NewRegistration, NewSession, NewTokenPair, NewUser,
+    RegistrationToken, Store, StoreError, ThreepidValidation, UiaSessionRecord,
 };
 
 /// Runs every check against fresh stores made by `factory`.
@@ -44,6 +44,7 @@ where
     expired_records_are_pruned(factory().await).await;
     cross_signing_keys_are_replaced(factory().await).await;
     login_tokens_are_single_use(factory().await).await;
+    login_tokens_end_with_the_password_and_logout_all(factory().await).await;
     delegation::imports_are_idempotent(factory().await).await;
     delegation::homeserver_syncs_complete_only_their_version(factory().await).await;
     delegation::web_sessions_expire_and_end(factory().await).await;
@@ -86,6 +87,78 @@ async fn login_tokens_are_single_use(store: impl Store) {
     assert_eq!(
         store.consume_login_token(&h("never"), 1).await.unwrap(),
         None
+    );
+}
+
+async fn login_tokens_end_with_the_password_and_logout_all(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let mint = |name: &'static str, who: &UserId| {
+        let who = who.clone();
+        let store = &store;
+        async move {
+            store
+                .create_login_token(&h(name), &who, 100, 1)
+                .await
+                .unwrap();
+        }
+    };
+    let usable = |name: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .login_token_owner(&h(name), 50)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    mint("bob's", &bob).await;
+    // Re-hashing the same password is no change: tokens stay.
+    mint("kept", &alice).await;
+    store
+        .upgrade_password_hash(&alice, "$hash", "$stronger")
+        .await
+        .unwrap();
+    assert!(usable("kept").await, "an upgraded hash keeps login tokens");
+    // A password change ends them, whichever sessions it keeps.
+    for (i, sessions) in [
+        EndSessions::Keep,
+        EndSessions::AllBut("A".into()),
+        EndSessions::All,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        mint("before", &alice).await;
+        store
+            .set_password_hash(&alice, &format!("$changed{i}"), sessions.clone())
+            .await
+            .unwrap();
+        assert!(
+            !usable("before").await,
+            "a login token minted before a password change ({sessions:?}) is dead"
+        );
+        assert_eq!(
+            store.consume_login_token(&h("before"), 50).await.unwrap(),
+            None
+        );
+    }
+    assert!(!usable("kept").await);
+    // So does logout from every device.
+    mint("before logout", &alice).await;
+    store.delete_all_devices(&alice).await.unwrap();
+    assert_eq!(
+        store
+            .consume_login_token(&h("before logout"), 50)
+            .await
+            .unwrap(),
+        None,
+        "a login token minted before /logout/all is dead"
+    );
+    assert!(
+        usable("bob's").await,
+        "another user's login tokens are untouched"
     );
 }
 
@@ -364,7 +437,7 @@ async fn expired_records_are_pruned(store: impl Store) {
     store
         .upsert_threepid_validation(&ThreepidValidation {
             sid: "old".into(),
-            client_secret: "c".into(),
+            client_secret: ClientSecretHash::of("c"),
             threepid: Threepid {
                 medium: Medium::Email,
                 address: "a@example.org".into(),
@@ -454,7 +527,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
     };
     let v = ThreepidValidation {
         sid: "sid1".into(),
-        client_secret: "secret".into(),
+        client_secret: ClientSecretHash::of("secret"),
         threepid: tp.clone(),
         token_hash: h("t1"),
         send_attempt: 1,
@@ -495,7 +568,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
     for (secret, token) in [("secret", "wrong"), ("other", "t1"), ("secret", "nope")] {
         assert!(
             store
-                .redeem_threepid_secret("sid1", secret, &h(token), 10, 3)
+                .redeem_threepid_secret("sid1", &ClientSecretHash::of(secret), &h(token), 10, 3)
                 .await
                 .unwrap()
                 .is_none()
@@ -512,7 +585,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
     );
     assert!(
         store
-            .redeem_threepid_secret("sid1", "secret", &h("t1"), 10, 3)
+            .redeem_threepid_secret("sid1", &ClientSecretHash::of("secret"), &h("t1"), 10, 3)
             .await
             .unwrap()
             .is_none(),
@@ -520,7 +593,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
     );
     assert!(
         store
-            .redeem_threepid_secret("nope", "secret", &h("t1"), 10, 3)
+            .redeem_threepid_secret("nope", &ClientSecretHash::of("secret"), &h("t1"), 10, 3)
             .await
             .unwrap()
             .is_none()
@@ -560,7 +633,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
     );
     for now in [50, 60] {
         let done = store
-            .redeem_threepid_secret("sid1", "secret", &h("t3"), now, 3)
+            .redeem_threepid_secret("sid1", &ClientSecretHash::of("secret"), &h("t3"), now, 3)
             .await
             .unwrap()
             .expect("the new secret validates");
@@ -568,7 +641,7 @@ async fn threepid_validations_are_idempotent(store: impl Store) {
     }
     assert!(
         store
-            .redeem_threepid_secret("sid1", "secret", &h("t3"), 100, 3)
+            .redeem_threepid_secret("sid1", &ClientSecretHash::of("secret"), &h("t3"), 100, 3)
             .await
             .unwrap()
             .is_none(),

@@ -61,7 +61,9 @@ pub trait Store: Send + Sync + 'static {
     /// All accounts, ordered by ID.
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
 
-    /// Replaces the password hash and ends `sessions`, atomically.
+    /// Replaces the password hash and ends `sessions`, atomically, with
+    /// every outstanding login token of the account whatever `sessions` is
+    /// (a token minted under the old password must not outlive it).
     /// `NoSuchUser` if the account does not exist.
     async fn set_password_hash(
         &self,
@@ -124,7 +126,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one device and every token bound to it.
     async fn delete_device(&self, user_id: &UserId, device_id: &str) -> StoreResult<()>;
 
-    /// Deletes every device and token of an account.
+    /// Deletes every device and token of an account, outstanding login
+    /// tokens included (`/logout/all` must leave no way back in).
     async fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()>;
 
     /// The devices of an account, ordered by ID.
@@ -219,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
     async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>>;
 
     /// Presents a secret for a validation, in one atomic step: if the
-    /// client secret and token hash match, the validation has not expired
+    /// client secret's and token's hashes match, the validation has not expired
     /// and fewer than `max_failures` wrong secrets came before, it is marked
     /// validated (the first time is kept) and returned; otherwise `None`,
     /// and a mismatch counts one more failure. Checking and counting
@@ -228,7 +231,7 @@ pub trait Store: Send + Sync + 'static {
     async fn redeem_threepid_secret(
         &self,
         sid: &str,
-        client_secret: &str,
+        client_secret: &ClientSecretHash,
         token_hash: &TokenHash,
         now: Timestamp,
         max_failures: u32,

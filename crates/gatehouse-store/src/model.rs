@@ -147,8 +147,12 @@ pub struct NewRegistration {
 /// A request to prove ownership of an email address or phone number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreepidValidation {
+    /// The session ID, kept in clear: the server picks it, hands it to the
+    /// client and logs it, and it is looked up by value. Alone it proves
+    /// nothing: every use of the session also needs `client_secret`.
     pub sid: String,
-    pub client_secret: String,
+    /// The client's secret for this session, as its hash only.
+    pub client_secret: ClientSecretHash,
     pub threepid: gatehouse_core::identifier::Threepid,
     /// Hash of the secret token sent by email/SMS.
     pub token_hash: TokenHash,
@@ -161,6 +165,42 @@ pub struct ThreepidValidation {
     pub next_link: Option<String>,
     /// Wrong secrets presented since the last one was sent.
     pub failed_attempts: u32,
+}
+
+/// The stored form of a 3PID validation's `client_secret`: its SHA-256.
+/// The client proves it owns a validation session by presenting the secret
+/// (with the emailed token, or later to UIA and `/account/3pid/add`), so it
+/// is a bearer secret like the others, which are all stored as hashes.
+/// Plain SHA-256, as for tokens: clients generate the secret at random, and
+/// a guessable one would be guessable over HTTP too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientSecretHash(pub TokenHash);
+
+impl ClientSecretHash {
+    /// The hash of a client secret.
+    pub fn of(client_secret: &str) -> Self {
+        Self(gatehouse_core::token::hash(client_secret))
+    }
+
+    /// Whether `presented` is the secret this is the hash of. Only hashes
+    /// are compared, so timing tells nothing about the secret.
+    pub fn matches(&self, presented: &str) -> bool {
+        *self == Self::of(presented)
+    }
+}
+
+/// `stored == presented`: [`ClientSecretHash::matches`].
+impl PartialEq<str> for ClientSecretHash {
+    fn eq(&self, presented: &str) -> bool {
+        self.matches(presented)
+    }
+}
+
+/// `stored == presented`: [`ClientSecretHash::matches`].
+impl PartialEq<&str> for ClientSecretHash {
+    fn eq(&self, presented: &&str) -> bool {
+        self.matches(presented)
+    }
 }
 
 /// Which sessions a password change ends, in the same transaction (so a

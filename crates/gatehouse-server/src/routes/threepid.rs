@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Medium, Threepid, canonical_email, phone_to_msisdn};
 use gatehouse_core::token::{self, TokenKind};
-use gatehouse_store::{StoreError, ThreepidValidation};
+use gatehouse_store::{ClientSecretHash, StoreError, ThreepidValidation};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -74,8 +74,12 @@ pub struct MsisdnTokenBody {
 }
 
 /// A `next_link` the emailed link may redirect to: an absolute http(s) URL
-/// on an allowed host. Anything else is refused rather than dropped, so the
-/// client learns at once that its redirect will not happen.
+/// on this server's own origin (`public_baseurl`'s scheme, host and port)
+/// or on a host of `email.next_link_domains`. Anything else is refused
+/// rather than dropped, so the client learns at once that its redirect
+/// will not happen. Without the origin check, anyone could have the server
+/// mail a link that, once validated, sends the reader to a site of the
+/// sender's choosing: an open redirect behind a trusted sender.
 fn check_next_link(state: &AppState, link: Option<String>) -> ApiResult<Option<String>> {
     let Some(link) = link else { return Ok(None) };
     let url = reqwest::Url::parse(&link)
@@ -83,9 +87,20 @@ fn check_next_link(state: &AppState, link: Option<String>) -> ApiResult<Option<S
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ApiError::invalid("next_link must be an http or https URL"));
     }
-    let allowed = &state.config.email.next_link_domains;
+    let own_origin = state
+        .config
+        .public_baseurl
+        .as_deref()
+        .and_then(|base| reqwest::Url::parse(base).ok())
+        .is_some_and(|base| base.origin() == url.origin());
     let host = url.host_str().unwrap_or_default();
-    if !allowed.is_empty() && !allowed.iter().any(|d| d.eq_ignore_ascii_case(host)) {
+    let listed = state
+        .config
+        .email
+        .next_link_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(host));
+    if !own_origin && !listed {
         return Err(ApiError::invalid(
             "next_link's host is not allowed on this server",
         ));
@@ -161,10 +176,11 @@ fn token_response(state: &AppState, sid: &str) -> Value {
 }
 
 /// Stores the validation (or finds the one this `send_attempt` already
-/// made); `Some(secret)` when a new message must be sent.
+/// made); `Some(secret)` when a new message must be sent. Only the client
+/// secret's hash is stored (see [`ClientSecretHash`]).
 async fn start_validation(
     state: &AppState,
-    client_secret: String,
+    client_secret: &str,
     threepid: Threepid,
     send_attempt: u64,
     secret: String,
@@ -174,7 +190,7 @@ async fn start_validation(
     let now = state.clock.now_ms();
     let fresh = ThreepidValidation {
         sid: random_id(24),
-        client_secret,
+        client_secret: ClientSecretHash::of(client_secret),
         threepid,
         token_hash: token::hash(&secret),
         send_attempt,
@@ -215,7 +231,7 @@ pub async fn request_email_token(
     let secret = random_id(32);
     let (validation, to_send) = start_validation(
         state,
-        client_secret,
+        &client_secret,
         threepid,
         send_attempt,
         secret,
@@ -230,10 +246,12 @@ pub async fn request_email_token(
             .as_deref()
             .unwrap_or_default()
             .trim_end_matches('/');
+        // The secret as this request gave it: the store has only its hash
+        // (the same secret's, since that is what found the validation).
         let link = format!(
             "{base}/_gatehouse/threepid/validate?sid={}&client_secret={}&token={secret}",
             validation.sid,
-            urlencode(&validation.client_secret)
+            urlencode(&client_secret)
         );
         let expires = format_ms(validation.expires_at);
         state
@@ -276,7 +294,7 @@ pub async fn request_msisdn_token(
     let code = six_digits();
     let (validation, to_send) = start_validation(
         state,
-        client_secret,
+        &client_secret,
         threepid,
         send_attempt,
         code,
@@ -429,7 +447,7 @@ async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<Option<Option<S
         .store
         .redeem_threepid_secret(
             &sid,
-            &secret,
+            &ClientSecretHash::of(&secret),
             &token::hash(tok.trim()),
             state.clock.now_ms(),
             MAX_FAILED_ATTEMPTS,
@@ -516,9 +534,9 @@ pub async fn add(
     .await?;
     let now = state.clock.now_ms();
     let validation = state.store.threepid_validation(&sid).await?;
-    let Some(v) = validation
-        .filter(|v| v.client_secret == secret && v.validated_at.is_some() && v.expires_at > now)
-    else {
+    let Some(v) = validation.filter(|v| {
+        v.client_secret.matches(&secret) && v.validated_at.is_some() && v.expires_at > now
+    }) else {
         return Err(ApiError::new(
             ErrorKind::ThreepidAuthFailed,
             "This third-party ID has not been validated",

@@ -132,6 +132,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX web_sessions_expiry ON web_sessions (expires_ts);
     ",
+    // 6: 3PID validations keep only the SHA-256 of their client_secret (a
+    // bearer secret), not the secret. SQLite has no SHA-256 to convert the
+    // rows with, so pending validations are dropped: they expire within an
+    // hour anyway (an SMS code within 15 minutes), and a client whose link
+    // stops working asks again. `sid` stays in clear: it is the server's
+    // lookup key, returned to the client, and useless without the secret.
+    // Login tokens get an index by user: a password change and
+    // `/logout/all` now delete the account's outstanding ones.
+    r"
+    DROP TABLE threepid_validations;
+    CREATE TABLE threepid_validations (
+        sid                TEXT PRIMARY KEY,
+        client_secret_hash BLOB NOT NULL,
+        medium             TEXT NOT NULL,
+        address            TEXT NOT NULL,
+        token_hash         BLOB NOT NULL,
+        send_attempt       INTEGER NOT NULL,
+        validated_ts       INTEGER,
+        created_ts         INTEGER NOT NULL,
+        expires_ts         INTEGER NOT NULL,
+        next_link          TEXT,
+        failed_attempts    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX threepid_validations_request
+        ON threepid_validations (client_secret_hash, medium, address);
+    CREATE INDEX login_tokens_user ON login_tokens (user_id);
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.
@@ -154,4 +181,40 @@ pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
 /// The schema version this build expects.
 pub fn latest() -> usize {
     MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validations_kept_in_clear_are_dropped_by_migration_6() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute(
+            "INSERT INTO threepid_validations
+               (sid, client_secret, medium, address, token_hash, send_attempt, created_ts, expires_ts)
+             VALUES ('s', 'clear-secret', 'email', 'a@example.org', x'00', 1, 1, 2)",
+            [],
+        )
+        .unwrap();
+        run(&mut conn).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM threepid_validations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 0, "the secret kept in clear is gone");
+        let has_clear_column: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('threepid_validations') WHERE name = 'client_secret')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!has_clear_column);
+    }
 }

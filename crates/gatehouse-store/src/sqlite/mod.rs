@@ -22,9 +22,9 @@ use gatehouse_core::user_id::UserId;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::{
-    AccessTokenRecord, DeviceRecord, EndSessions, NewRegistration, NewSession, NewTokenPair,
-    NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult, ThreepidRecord,
-    ThreepidValidation, UiaSessionRecord, UserRecord,
+    AccessTokenRecord, ClientSecretHash, DeviceRecord, EndSessions, NewRegistration, NewSession,
+    NewTokenPair, NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult,
+    ThreepidRecord, ThreepidValidation, UiaSessionRecord, UserRecord,
 };
 use crate::{HomeserverChange, HomeserverSync, ImportCounts, ImportedUser, WebSession};
 use gatehouse_core::uia::Binding;
@@ -371,15 +371,20 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RegistrationToken> 
     })
 }
 
-const VALIDATION_COLUMNS: &str = "sid, client_secret, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts, next_link, failed_attempts";
+const VALIDATION_COLUMNS: &str = "sid, client_secret_hash, medium, address, token_hash, send_attempt, validated_ts, created_ts, expires_ts, next_link, failed_attempts";
 
 fn validation_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreepidValidation> {
     let medium: String = r.get(2)?;
+    let secret_hash: Vec<u8> = r.get(1)?;
     let hash: Vec<u8> = r.get(4)?;
     let bad = |what: &str| rusqlite::Error::InvalidColumnName(what.to_owned());
     Ok(ThreepidValidation {
         sid: r.get(0)?,
-        client_secret: r.get(1)?,
+        client_secret: ClientSecretHash(TokenHash(
+            secret_hash
+                .try_into()
+                .map_err(|_| bad("client_secret_hash"))?,
+        )),
         threepid: Threepid {
             medium: Medium::parse(&medium).ok_or_else(|| bad("medium"))?,
             address: r.get(3)?,
@@ -423,6 +428,13 @@ fn expire_uia_sessions(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<()> 
 /// How long an expired 3PID validation is kept (a UIA stage may still be
 /// answering with it when it expires).
 const VALIDATION_GRACE_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Deletes an account's outstanding login tokens (`m.login.token`).
+fn delete_login_tokens(tx: &Transaction<'_>, user_id: &str) -> StoreResult<()> {
+    tx.execute("DELETE FROM login_tokens WHERE user_id = ?1", [user_id])
+        .map_err(backend)?;
+    Ok(())
+}
 
 /// Deletes an account's devices and their tokens, all or all but `keep`.
 fn delete_devices_but(tx: &Transaction<'_>, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
@@ -541,6 +553,7 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NoSuchUser);
             }
+            delete_login_tokens(tx, &id)?;
             match sessions {
                 EndSessions::Keep => Ok(()),
                 EndSessions::All => delete_devices_but(tx, &id, None),
@@ -740,8 +753,11 @@ impl Store for SqliteStore {
 
     async fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()> {
         let id = user_id.as_str().to_owned();
-        self.write(move |tx| delete_devices_but(tx, &id, None))
-            .await
+        self.write(move |tx| {
+            delete_devices_but(tx, &id, None)?;
+            delete_login_tokens(tx, &id)
+        })
+        .await
     }
 
     async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>> {
@@ -1096,8 +1112,8 @@ impl Store for SqliteStore {
             let existing = tx
                 .query_row(
                     &format!("SELECT {VALIDATION_COLUMNS} FROM threepid_validations
-                              WHERE client_secret = ?1 AND medium = ?2 AND address = ?3"),
-                    params![v.client_secret, v.threepid.medium.as_str(), v.threepid.address],
+                              WHERE client_secret_hash = ?1 AND medium = ?2 AND address = ?3"),
+                    params![&v.client_secret.0.0[..], v.threepid.medium.as_str(), v.threepid.address],
                     validation_from_row,
                 )
                 .optional()
@@ -1117,11 +1133,11 @@ impl Store for SqliteStore {
                 None => {
                     tx.execute(
                         "INSERT INTO threepid_validations
-                           (sid, client_secret, medium, address, token_hash, send_attempt, created_ts, expires_ts, next_link)
+                           (sid, client_secret_hash, medium, address, token_hash, send_attempt, created_ts, expires_ts, next_link)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                         params![
                             v.sid,
-                            v.client_secret,
+                            &v.client_secret.0.0[..],
                             v.threepid.medium.as_str(),
                             v.threepid.address,
                             &v.token_hash.0[..],
@@ -1154,12 +1170,12 @@ impl Store for SqliteStore {
     async fn redeem_threepid_secret(
         &self,
         sid: &str,
-        client_secret: &str,
+        client_secret: &ClientSecretHash,
         token_hash: &TokenHash,
         now: Timestamp,
         max_failures: u32,
     ) -> StoreResult<Option<ThreepidValidation>> {
-        let (sid, secret, hash) = (sid.to_owned(), client_secret.to_owned(), *token_hash);
+        let (sid, secret, hash) = (sid.to_owned(), *client_secret, *token_hash);
         self.write(move |tx| {
             let found = tx
                 .query_row(

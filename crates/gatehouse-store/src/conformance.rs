@@ -31,6 +31,7 @@ where
     sessions_create_devices_and_relogin_revokes(factory().await).await;
     rotation_keeps_old_token_until_child_used(factory().await).await;
     rotation_by_access_token_use(factory().await).await;
+    a_late_rotation_clean_up_touches_no_other_session(factory().await).await;
     legacy_rotation_is_single_use(factory().await).await;
     concurrent_refreshes_all_hand_out_live_tokens(Arc::new(factory().await)).await;
     expired_refresh_tokens_are_refused(factory().await).await;
@@ -973,6 +974,39 @@ async fn rotation_by_access_token_use(store: impl Store) {
     refresh(&store, "rt1", "at2", "rt2", Endpoint::Spec)
         .await
         .expect("the surviving chain refreshes");
+}
+
+/// The clean-up of a rotation is decided from a read made outside its
+/// transaction. Run late — after that session ended and others began — it
+/// must not touch them: token IDs are never reused, and it re-checks.
+async fn a_late_rotation_clean_up_touches_no_other_session(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    login(&store, &alice, "A", "a-at0", Some("a-rt0")).await;
+    refresh(&store, "a-rt0", "a-at1", "a-rt1", Endpoint::Spec)
+        .await
+        .unwrap();
+    // The server reads the new access token (first use pending)…
+    let stale = store.access_token(&h("a-at1")).await.unwrap().unwrap();
+    let (parent, child) = (stale.pending_parent.unwrap(), stale.refresh_id.unwrap());
+    // …alice's device is deleted meanwhile, and bob logs in and rotates.
+    store.delete_device(&alice, "A").await.unwrap();
+    login(&store, &bob, "B", "b-at0", Some("b-rt0")).await;
+    refresh(&store, "b-rt0", "b-at1", "b-rt1", Endpoint::Spec)
+        .await
+        .unwrap();
+    let bobs = store.access_token(&h("b-at1")).await.unwrap().unwrap();
+    assert!(
+        bobs.refresh_id.unwrap() > child && bobs.pending_parent.unwrap() > child,
+        "token IDs are never reused"
+    );
+    // The late clean-up of alice's rotation runs now.
+    store.complete_rotation(parent, child).await.unwrap();
+    // Bob never used his new access token: his answer may have been lost,
+    // so his old refresh token must still work.
+    refresh(&store, "b-rt0", "b-at2", "b-rt2", Endpoint::Spec)
+        .await
+        .expect("bob's session is untouched");
 }
 
 async fn legacy_rotation_is_single_use(store: impl Store) {

@@ -159,6 +159,45 @@ const MIGRATIONS: &[&str] = &[
         ON threepid_validations (client_secret_hash, medium, address);
     CREATE INDEX login_tokens_user ON login_tokens (user_id);
     ",
+    // 7: token row IDs are never reused (AUTOINCREMENT). A rotation's
+    // clean-up names its parent and child by row ID; with plain rowids a
+    // deleted newest row's ID went to the next token inserted, possibly
+    // another user's, which a late clean-up would then have deleted. The
+    // tables are rebuilt as they were, with the same rows and indexes.
+    r"
+    CREATE TABLE refresh_tokens_new (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash BLOB NOT NULL UNIQUE,
+        user_id    TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        parent_id  INTEGER,
+        expires_ts INTEGER,
+        created_ts INTEGER NOT NULL
+    );
+    INSERT INTO refresh_tokens_new (id, token_hash, user_id, device_id, parent_id, expires_ts, created_ts)
+        SELECT id, token_hash, user_id, device_id, parent_id, expires_ts, created_ts FROM refresh_tokens;
+    DROP TABLE refresh_tokens;
+    ALTER TABLE refresh_tokens_new RENAME TO refresh_tokens;
+    CREATE INDEX refresh_tokens_parent ON refresh_tokens (parent_id);
+    CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
+    CREATE TABLE access_tokens_new (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash     BLOB NOT NULL UNIQUE,
+        user_id        TEXT NOT NULL,
+        device_id      TEXT NOT NULL,
+        refresh_id     INTEGER,
+        pending_parent INTEGER,
+        expires_ts     INTEGER,
+        created_ts     INTEGER NOT NULL
+    );
+    INSERT INTO access_tokens_new
+        SELECT id, token_hash, user_id, device_id, refresh_id, pending_parent, expires_ts, created_ts
+        FROM access_tokens;
+    DROP TABLE access_tokens;
+    ALTER TABLE access_tokens_new RENAME TO access_tokens;
+    CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
+    CREATE INDEX access_tokens_refresh ON access_tokens (refresh_id);
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

@@ -690,6 +690,20 @@ impl Store for SqliteStore {
         issued_with: RefreshId,
     ) -> StoreResult<()> {
         self.write(move |tx| {
+            // Read again inside the transaction: the caller saw the access
+            // token outside it, and the rotation may have been completed or
+            // the session ended since. Only a child still under its parent
+            // retires that parent (and IDs are never reused, migration 7).
+            let pending: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE id = ?1 AND parent_id = ?2)",
+                    [issued_with, parent],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if !pending {
+                return Ok(());
+            }
             apply_effect(tx, refresh::on_first_access_token_use(parent, issued_with))
         })
         .await

@@ -21,6 +21,15 @@ use crate::Timestamp;
 /// Store-side identity of a refresh token.
 pub type RefreshId = i64;
 
+/// Children a refresh token may have at once, before the first of them is
+/// used. A client whose answers were lost retries with the parent and gets
+/// a new child each time; sixteen cover any real network and any client
+/// that refreshes in parallel. Past this, minting one more retires the
+/// oldest (with its access token): otherwise one session could mint
+/// children without bound, and the first use of one would then have to
+/// retire them all in one write.
+pub const MAX_PENDING_CHILDREN: i64 = 16;
+
 /// What the store knows about a presented refresh token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshTokenRow {

@@ -32,6 +32,7 @@ where
     rotation_keeps_old_token_until_child_used(factory().await).await;
     rotation_by_access_token_use(factory().await).await;
     a_late_rotation_clean_up_touches_no_other_session(factory().await).await;
+    pending_children_are_bounded(factory().await).await;
     legacy_rotation_is_single_use(factory().await).await;
     concurrent_refreshes_all_hand_out_live_tokens(Arc::new(factory().await)).await;
     expired_refresh_tokens_are_refused(factory().await).await;
@@ -1007,6 +1008,46 @@ async fn a_late_rotation_clean_up_touches_no_other_session(store: impl Store) {
     refresh(&store, "b-rt0", "b-at2", "b-rt2", Endpoint::Spec)
         .await
         .expect("bob's session is untouched");
+}
+
+/// Refreshing with the same parent again and again (lost answers, or an
+/// attack) keeps only its newest children; the parent keeps working.
+async fn pending_children_are_bounded(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    login(&store, &alice, "D", "at0", Some("rt0")).await;
+    let tries = 3 * gatehouse_core::refresh::MAX_PENDING_CHILDREN;
+    for i in 0..tries {
+        refresh(
+            &store,
+            "rt0",
+            &format!("at-{i}"),
+            &format!("rt-{i}"),
+            Endpoint::Spec,
+        )
+        .await
+        .expect("the parent keeps refreshing");
+    }
+    let mut alive_children = 0;
+    for i in 0..tries {
+        if alive(&store, &format!("at-{i}")).await {
+            alive_children += 1;
+            assert!(
+                i >= tries - gatehouse_core::refresh::MAX_PENDING_CHILDREN,
+                "the oldest children go first ({i} is alive)"
+            );
+        }
+    }
+    assert_eq!(
+        alive_children,
+        gatehouse_core::refresh::MAX_PENDING_CHILDREN
+    );
+    // Using the newest child retires the parent and its few siblings.
+    let newest = format!("at-{}", tries - 1);
+    assert!(use_token(&store, &newest).await);
+    assert_eq!(
+        refresh(&store, "rt0", "x", "y", Endpoint::Spec).await,
+        Err(Rejection::Dead)
+    );
 }
 
 async fn legacy_rotation_is_single_use(store: impl Store) {

@@ -742,7 +742,18 @@ impl Store for SqliteStore {
             };
             for effect in effects {
                 match effect {
-                    Effect::Mint { parent } => insert_pair(tx, &user_id, &device_id, &pair, parent, now)?,
+                    Effect::Mint { parent } => {
+                        if let Some(parent) = parent {
+                            // Room for this child among the parent's newest.
+                            delete_refresh_tokens(
+                                tx,
+                                "id IN (SELECT id FROM refresh_tokens WHERE parent_id = ?1
+                                        ORDER BY id DESC LIMIT -1 OFFSET ?2)",
+                                &[&parent, &(refresh::MAX_PENDING_CHILDREN - 1)],
+                            )?;
+                        }
+                        insert_pair(tx, &user_id, &device_id, &pair, parent, now)?
+                    }
                     other => apply_effect(tx, other)?,
                 }
             }

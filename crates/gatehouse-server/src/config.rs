@@ -390,6 +390,11 @@ pub struct RateLimitConfig {
     /// Login tokens issued per account (`POST /login/get_token`, which the
     /// spec asks to limit more strictly than usual).
     pub login_tokens_per_account: Rate,
+    /// User-interactive auth sessions opened per client IP address without
+    /// an access token (registration, password reset): each costs a stored
+    /// row until it expires, so this bounds the rows one address can keep
+    /// alive to `burst_count + per_second × uia.session_lifetime_ms`.
+    pub uia_sessions_per_address: Rate,
 }
 
 /// Synapse's `rc_login` and `rc_registration` defaults.
@@ -408,6 +413,20 @@ const SYNAPSE_RC_REGISTRATION_TOKEN_VALIDITY: Rate = Rate {
 const SYNAPSE_RC_3PID_VALIDATION: Rate = Rate {
     per_second: 0.003,
     burst_count: 5,
+};
+
+/// UIA sessions opened without an access token, per client address: 20 at
+/// once, then one every 2 s. Looser than `rc_registration` (0.17/s, burst 3),
+/// which counts created accounts: a session is opened by every request
+/// without `auth.session` — a client asking for the flows (Element Web asks
+/// with an empty body first), a client starting over after an error — and
+/// many people may share one address (NAT). Tight enough for storage: with
+/// the default 15-minute `uia.session_lifetime_ms`, and expired sessions
+/// swept whenever one is created, one address keeps at most
+/// 20 + 0.5 × 900 = 470 sessions (~90 KB at ~190 bytes a row) alive.
+const UIA_SESSIONS_PER_ADDRESS: Rate = Rate {
+    per_second: 0.5,
+    burst_count: 20,
 };
 
 impl Default for Config {
@@ -486,6 +505,7 @@ impl Default for RateLimitConfig {
                 per_second: 1.0 / 60.0,
                 burst_count: 1,
             },
+            uia_sessions_per_address: UIA_SESSIONS_PER_ADDRESS,
         }
     }
 }
@@ -686,6 +706,10 @@ impl Config {
             (
                 "rate_limits.login_tokens_per_account",
                 limits.login_tokens_per_account,
+            ),
+            (
+                "rate_limits.uia_sessions_per_address",
+                limits.uia_sessions_per_address,
             ),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {

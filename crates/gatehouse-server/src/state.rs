@@ -33,6 +33,8 @@ pub struct RateLimits {
     pub registration_token_checks: AddressLimiter,
     /// Login tokens issued per account.
     pub login_tokens_per_account: RateLimiter<String>,
+    /// UIA sessions opened without an access token per client address.
+    pub uia_sessions_per_address: AddressLimiter,
 }
 
 /// Shared state: one `Arc`, because axum clones the state several times
@@ -81,6 +83,7 @@ impl AppState {
             threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation),
             registration_token_checks: AddressLimiter::new(rl.registration_token_checks),
             login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account),
+            uia_sessions_per_address: AddressLimiter::new(rl.uia_sessions_per_address),
         };
         let sessions = Sessions::new(
             store.clone(),

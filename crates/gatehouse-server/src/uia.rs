@@ -315,6 +315,7 @@ pub async fn authorise_remembering(
     let session_id = auth.and_then(|a| a.get("session")).and_then(Value::as_str);
     let mut session = match session_id {
         None => {
+            count_new_session(state, subject)?;
             let session = UiaSessionRecord {
                 id: new_session_id(),
                 binding: binding.clone(),
@@ -383,6 +384,36 @@ pub async fn authorise_remembering(
     }
     session.consumed = true;
     Ok(Authorised { session })
+}
+
+/// One more session opened without an access token: a registration or a
+/// password reset (`rate_limits.uia_sessions_per_address`).
+///
+/// Each session is a stored row until it expires, and anyone may ask for
+/// one, so their number must be bounded. Every row is swept once expired
+/// (whenever a session is created, and by the periodic prune), so the rows
+/// one address keeps alive are those it opened within one session lifetime:
+/// at most `burst_count + per_second × uia.session_lifetime_ms`: with the
+/// defaults 20 + 0.5/s × 900 s = 470 per address (per /64 for IPv6), so
+/// the total is bounded by the addresses seen within one lifetime. A
+/// logged-in user's sessions are not counted here: they need an access
+/// token, whose owner is accountable.
+///
+/// A caller that gives no address (`subject.ip`) shares one bucket with
+/// every other such caller: still bounded, but then one client can hold
+/// the others off, so callers should give it.
+fn count_new_session(state: &AppState, subject: &Subject) -> ApiResult<()> {
+    if subject.user_id.is_some() {
+        return Ok(());
+    }
+    let ip = subject
+        .ip
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    state
+        .limits
+        .uia_sessions_per_address
+        .check(ip)
+        .map_err(ApiError::limited)
 }
 
 /// One registration token tried from `ip`

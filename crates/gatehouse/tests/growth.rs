@@ -1,0 +1,147 @@
+//! Nothing an unauthenticated client can grow is unbounded: UIA sessions
+//! opened without an access token (`POST /register`, password reset) are
+//! limited per client address (`rate_limits.uia_sessions_per_address`).
+
+mod common;
+
+use common::{Server, assert_error};
+use serde_json::{Value, json};
+
+/// The default limit (see `UIA_SESSIONS_PER_ADDRESS` in the configuration).
+const BURST: usize = 20;
+const FLOOD: usize = 300;
+/// Requests in flight at once (below `http.max_connections_per_address`).
+const BATCH: usize = 25;
+
+/// The limit at its default (`base_env` raises every limit for other tests).
+fn default_limit() -> [(&'static str, &'static str); 2] {
+    [
+        (
+            "GATEHOUSE_RATE_LIMITS__UIA_SESSIONS_PER_ADDRESS__PER_SECOND",
+            "0.5",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__UIA_SESSIONS_PER_ADDRESS__BURST_COUNT",
+            "20",
+        ),
+    ]
+}
+
+/// Rows in the server's `uia_sessions` table, read beside the running server.
+fn uia_session_rows(server: &Server) -> usize {
+    let db = rusqlite::Connection::open_with_flags(
+        server.data_dir.join("gatehouse.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the server's database read-only");
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM uia_sessions", [], |r| r.get(0))
+        .expect("count UIA sessions");
+    usize::try_from(n).unwrap()
+}
+
+/// `FLOOD` requests to `path` with `body`, `BATCH` at a time, from the one
+/// address the test client has; returns (challenged, limited).
+async fn flood(server: &Server, path: &str, body: &Value) -> (usize, usize) {
+    let (mut challenged, mut limited) = (0, 0);
+    for _ in 0..FLOOD / BATCH {
+        let batch = (0..BATCH).map(|_| server.post(path, body.clone()));
+        for (status, resp) in futures_util::future::join_all(batch).await {
+            match status {
+                401 => {
+                    assert!(resp["session"].is_string(), "challenge: {resp}");
+                    challenged += 1;
+                }
+                429 => {
+                    assert_error(&(status, resp.clone()), 429, "M_LIMIT_EXCEEDED");
+                    let retry = resp["retry_after_ms"].as_u64();
+                    assert!(retry.is_some_and(|ms| ms > 0), "retry_after_ms: {resp}");
+                    limited += 1;
+                }
+                _ => panic!("unexpected answer {status}: {resp}"),
+            }
+        }
+    }
+    (challenged, limited)
+}
+
+/// The answer to `path` with `body` from `ip` (the server trusts the
+/// proxy's `X-Forwarded-For`).
+async fn from_address(server: &Server, ip: &str, path: &str, body: &Value) -> (u16, Value) {
+    server
+        .send(
+            server
+                .http
+                .post(server.url(path))
+                .header("X-Forwarded-For", ip)
+                .json(body),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn registration_requests_cannot_fill_the_session_table() {
+    let mut env = vec![
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true"),
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+    ];
+    env.extend(default_limit());
+    let server = Server::start(&env);
+    let path = "/_matrix/client/v3/register";
+    let (challenged, limited) = flood(&server, path, &json!({})).await;
+    let rows = uia_session_rows(&server);
+    println!(
+        "POST /register: {FLOOD} requests from one address: {rows} sessions created, {limited} limited (429)"
+    );
+    // The bucket leaks 0.5/s while the flood runs: a little slack.
+    assert!(rows <= BURST + 5, "{rows} sessions stored");
+    assert_eq!(rows, challenged, "every challenge is one stored session");
+    assert_eq!(challenged + limited, FLOOD);
+
+    // Another address is not held off by the first one's flood.
+    let (status, resp) = from_address(&server, "10.9.8.7", path, &json!({})).await;
+    assert_eq!(status, 401, "another address gets its challenge: {resp}");
+    assert!(resp["session"].is_string(), "{resp}");
+    // And a session once opened goes on being usable from the flooded
+    // address: only new sessions are counted.
+    let (status, resp) = server
+        .post(
+            path,
+            json!({
+                "username": "late",
+                "password": "a long enough password",
+                "auth": {"type": "m.login.dummy", "session": resp["session"]},
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "registration in an open session: {resp}");
+}
+
+#[tokio::test]
+async fn password_reset_requests_cannot_fill_the_session_table() {
+    // Password reset is offered only with email (and so a public base URL).
+    let server = Server::start_public(
+        [
+            ("GATEHOUSE_EMAIL__ENABLED", "true"),
+            ("GATEHOUSE_EMAIL__SMTP_HOST", "127.0.0.1"),
+            ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+        ]
+        .into_iter()
+        .chain(default_limit())
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect(),
+    );
+    let path = "/_matrix/client/v3/account/password";
+    let body = json!({"new_password": "a new password"});
+    let (challenged, limited) = flood(&server, path, &body).await;
+    let rows = uia_session_rows(&server);
+    println!(
+        "POST /account/password (no token): {FLOOD} requests from one address: {rows} sessions created, {limited} limited (429)"
+    );
+    assert!(rows <= BURST + 5, "{rows} sessions stored");
+    assert_eq!(rows, challenged, "every challenge is one stored session");
+    assert_eq!(challenged + limited, FLOOD);
+    let (status, resp) = from_address(&server, "10.9.8.7", path, &body).await;
+    println!("POST /account/password (no token) from another address afterwards: {status}");
+    assert!(matches!(status, 401 | 429), "{status}: {resp}");
+}

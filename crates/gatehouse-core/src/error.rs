@@ -19,6 +19,11 @@ pub enum ErrorKind {
     Forbidden,
     /// 403: the account is deactivated.
     UserDeactivated,
+    /// 401, always with `soft_logout: true`: an administrator locked the
+    /// account; its sessions stay, unusable until it is unlocked.
+    UserLocked,
+    /// 403: the account is suspended and this action is one it may not do.
+    UserSuspended,
     /// 401: no access token was supplied.
     MissingToken,
     /// 401: the token is not valid. `soft_logout` tells the client whether it
@@ -76,6 +81,8 @@ impl ErrorKind {
             Self::Unknown | Self::Internal => "M_UNKNOWN",
             Self::Forbidden => "M_FORBIDDEN",
             Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::UserLocked => "M_USER_LOCKED",
+            Self::UserSuspended => "M_USER_SUSPENDED",
             Self::MissingToken => "M_MISSING_TOKEN",
             Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
             Self::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
@@ -118,8 +125,12 @@ impl ErrorKind {
             | Self::UnknownToken { .. }
             | Self::Unauthorized
             | Self::CaptchaInvalid
-            | Self::UiaChallenge => 401,
-            Self::Forbidden | Self::UserDeactivated | Self::GuestAccessForbidden => 403,
+            | Self::UiaChallenge
+            | Self::UserLocked => 401,
+            Self::Forbidden
+            | Self::UserDeactivated
+            | Self::UserSuspended
+            | Self::GuestAccessForbidden => 403,
             Self::UnrecognizedEndpoint | Self::NotFound => 404,
             Self::UnrecognizedMethod => 405,
             Self::TooLarge => 413,

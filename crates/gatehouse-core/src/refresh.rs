@@ -55,6 +55,9 @@ pub enum Rejection {
     Dead,
     /// Past its own (optional) lifetime.
     Expired,
+    /// The account is locked: no new tokens until it is unlocked (decided
+    /// by the server after the store's answer; stores never return it).
+    Locked,
 }
 
 /// A change the store must make, in order, in the refresh transaction.

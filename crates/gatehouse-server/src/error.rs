@@ -91,6 +91,9 @@ impl IntoResponse for ApiError {
         }
         let mut retry_after = None;
         match self.kind {
+            ErrorKind::UserLocked => {
+                body.insert("soft_logout".into(), Value::from(true));
+            }
             ErrorKind::UnknownToken { soft_logout } => {
                 body.insert("soft_logout".into(), Value::from(soft_logout));
             }

@@ -185,6 +185,10 @@ pub struct Requester {
     pub is_guest: bool,
     /// A server administrator.
     pub is_admin: bool,
+    /// Locked by an administrator: refused everywhere but logout.
+    pub is_locked: bool,
+    /// Suspended by an administrator: see [`Requester::not_suspended`].
+    pub is_suspended: bool,
     /// The client's address (rate limits for what the requester does).
     pub ip: std::net::IpAddr,
 }
@@ -219,12 +223,40 @@ impl FromRequestParts<AppState> for Requester {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(parts, state, Expired::Refuse).await
+        let requester = authenticate(parts, state, Expired::Refuse).await?;
+        if requester.is_locked {
+            return Err(locked());
+        }
+        Ok(requester)
     }
 }
 
-/// The owner of an access token that may have expired (not been revoked):
-/// for `/logout` and `/logout/all` only.
+/// The spec's answer to a locked account: 401, `soft_logout: true` (the
+/// client keeps its session for when the lock is lifted).
+pub fn locked() -> ApiError {
+    ApiError::new(ErrorKind::UserLocked, "This account has been locked")
+}
+
+impl Requester {
+    /// Refuses an action a suspended account may not take. The spec leaves
+    /// the list to servers but asks that logging in and out, managing
+    /// devices, cross-signing, deactivating and adding contact details stay
+    /// open. Of what Gatehouse serves, only removing a contact 3PID is
+    /// closed (the spec: "change or add, but not remove"); the rest —
+    /// sending, joining, profiles — is the homeserver's to refuse.
+    pub fn not_suspended(&self) -> Result<(), ApiError> {
+        if self.is_suspended {
+            return Err(ApiError::new(
+                ErrorKind::UserSuspended,
+                "You cannot perform this action while suspended.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The owner of an access token that may have expired (not been revoked),
+/// or whose account is locked: for `/logout` and `/logout/all` only.
 pub struct LoggingOut(pub Requester);
 
 impl FromRequestParts<AppState> for LoggingOut {

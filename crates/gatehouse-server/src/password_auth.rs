@@ -99,6 +99,11 @@ pub async fn check_password(
             "This account has been deactivated",
         ));
     }
+    // Told only to whoever knows the password: no new session while locked.
+    if account.locked {
+        state.metrics.login(LoginOutcome::Failed);
+        return Err(crate::extract::locked());
+    }
     if rehash {
         // An imported bcrypt hash or outdated Argon2 cost: upgrade it now,
         // while we hold the plain password. A failure here is not the user's.

@@ -121,6 +121,8 @@ impl Sessions {
             device_id: record.device_id,
             is_guest: record.is_guest,
             is_admin: record.is_admin,
+            is_locked: record.locked,
+            is_suspended: record.suspended,
             ip,
         };
         // Last seen: written on cache misses only, and only when stale or

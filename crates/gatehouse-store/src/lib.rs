@@ -279,6 +279,16 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// Locks or suspends an account (`on`), or lifts it; `NoSuchUser` if
+    /// absent. Sessions are kept either way: the spec wants a lifted lock
+    /// to find them intact.
+    async fn set_moderation(
+        &self,
+        user_id: &UserId,
+        moderation: Moderation,
+        on: bool,
+    ) -> StoreResult<()>;
+
     /// Grants or revokes server administration; `NoSuchUser` if absent.
     async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()>;
 

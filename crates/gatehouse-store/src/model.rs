@@ -25,6 +25,10 @@ pub struct UserRecord {
     pub is_admin: bool,
     pub is_guest: bool,
     pub deactivated: bool,
+    /// Locked by an administrator: nothing but logging out works.
+    pub locked: bool,
+    /// Suspended by an administrator: read-mostly (see the spec).
+    pub suspended: bool,
     pub created_at: Timestamp,
 }
 
@@ -69,6 +73,9 @@ pub struct AccessTokenRecord {
     pub is_guest: bool,
     /// A server administrator (`urn:synapse:admin:*` when introspected).
     pub is_admin: bool,
+    /// The account is locked / suspended (see [`UserRecord`]).
+    pub locked: bool,
+    pub suspended: bool,
     pub expires_at: Option<Timestamp>,
     /// The refresh token minted alongside this access token.
     pub refresh_id: Option<RefreshId>,
@@ -78,6 +85,16 @@ pub struct AccessTokenRecord {
     /// When and from where the device was last seen.
     pub last_seen_at: Option<Timestamp>,
     pub last_seen_ip: Option<String>,
+}
+
+/// What an administrator can put on an account and lift again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moderation {
+    /// Nothing but logging out works (`M_USER_LOCKED`).
+    Lock,
+    /// The account may read and manage itself, not act on others
+    /// (`M_USER_SUSPENDED`).
+    Suspension,
 }
 
 /// Who a successful refresh belongs to.

@@ -9,7 +9,9 @@ use gatehouse_core::user_id::UserId;
 use gatehouse_core::{Clock, SystemClock};
 use gatehouse_server::config::Config;
 use gatehouse_server::homeserver::Homeserver;
-use gatehouse_store::{HomeserverChange, NewUser, RegistrationToken, Store, StoreError};
+use gatehouse_store::{
+    HomeserverChange, Moderation, NewUser, RegistrationToken, Store, StoreError,
+};
 use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
@@ -56,6 +58,20 @@ pub enum UserCommand {
         name: String,
         #[arg(long)]
         revoke: bool,
+    },
+    /// Lock an account (every request but logout gets M_USER_LOCKED; its
+    /// sessions are kept for when it is unlocked), or unlock it.
+    Lock {
+        name: String,
+        #[arg(long)]
+        unlock: bool,
+    },
+    /// Suspend an account (it may log in and manage itself, but not remove
+    /// contact addresses; the homeserver refuses the rest), or lift it.
+    Suspend {
+        name: String,
+        #[arg(long)]
+        unsuspend: bool,
     },
     /// Bind an email address or phone number to an account.
     AddThreepid {
@@ -254,6 +270,31 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
             println!(
                 "{id} is {}a server admin",
                 if revoke { "no longer " } else { "" }
+            );
+        }
+        UserCommand::Lock { name, unlock } => {
+            let id = user_id(config, &name)?;
+            store
+                .set_moderation(&id, Moderation::Lock, !unlock)
+                .await
+                .map_err(|e| format!("{id}: {e}"))?;
+            // A running server sees it within `tokens.cache_ttl_ms`; the
+            // admin API (`PUT /_matrix/client/v1/admin/lock/{userId}`) at once.
+            println!("{id} is {}", if unlock { "unlocked" } else { "locked" });
+        }
+        UserCommand::Suspend { name, unsuspend } => {
+            let id = user_id(config, &name)?;
+            store
+                .set_moderation(&id, Moderation::Suspension, !unsuspend)
+                .await
+                .map_err(|e| format!("{id}: {e}"))?;
+            println!(
+                "{id} is {}",
+                if unsuspend {
+                    "no longer suspended"
+                } else {
+                    "suspended"
+                }
             );
         }
         UserCommand::AddThreepid { name, email, phone } => {

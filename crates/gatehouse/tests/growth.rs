@@ -143,5 +143,5 @@ async fn password_reset_requests_cannot_fill_the_session_table() {
     assert_eq!(challenged + limited, FLOOD);
     let (status, resp) = from_address(&server, "10.9.8.7", path, &body).await;
     println!("POST /account/password (no token) from another address afterwards: {status}");
-    assert!(matches!(status, 401 | 429), "{status}: {resp}");
+    assert_eq!(status, 401, "another address gets its challenge: {resp}");
 }

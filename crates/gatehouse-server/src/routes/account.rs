@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::login::Secret;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{RawJson, Requester, typed};
+use crate::extract::{ClientIp, RawJson, Requester, typed};
 use crate::homeserver;
 use crate::state::AppState;
 use crate::uia::{self, Operation, Sensitive, Subject};
@@ -87,6 +87,7 @@ fn yes() -> bool {
 pub async fn change_password(
     State(state): State<AppState>,
     requester: Option<Requester>,
+    ClientIp(ip): ClientIp,
     method: Method,
     uri: Uri,
     RawJson(raw): RawJson,
@@ -102,6 +103,7 @@ pub async fn change_password(
     let Some(requester) = requester else {
         return reset_password(
             &state,
+            ip,
             &method,
             uri.path(),
             &raw,
@@ -160,21 +162,20 @@ pub async fn change_password(
 /// account; every session of the account ends (unless `logout_devices` is false).
 async fn reset_password(
     state: &AppState,
+    ip: std::net::IpAddr,
     method: &Method,
     path: &str,
     raw: &Value,
     new_password: zeroize::Zeroizing<String>,
     logout_devices: bool,
 ) -> ApiResult<Json<Value>> {
-    let authorised = uia::authorise(
-        state,
-        Operation::PasswordReset,
-        &Subject::default(),
-        method,
-        path,
-        raw,
-    )
-    .await?;
+    // The address limits how many sessions this client may open.
+    let subject = Subject {
+        ip: Some(ip),
+        ..Subject::default()
+    };
+    let authorised =
+        uia::authorise(state, Operation::PasswordReset, &subject, method, path, raw).await?;
     let user = authorised
         .reset_user()
         .ok_or_else(|| ApiError::forbidden("No account was identified"))?;
@@ -274,6 +275,7 @@ pub async fn delete_threepid(
     requester: Requester,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
+    requester.not_suspended()?;
     let body: DeleteThreepidBody = typed(&raw)?;
     let medium = body.medium.ok_or_else(|| ApiError::missing("medium"))?;
     let address = body.address.ok_or_else(|| ApiError::missing("address"))?;

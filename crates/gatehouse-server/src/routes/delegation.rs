@@ -93,6 +93,11 @@ pub async fn introspect(
     else {
         return Ok(Json(Introspection::Inactive { active: false }));
     };
+    // A locked account's tokens are kept but unusable: inactive to the
+    // homeserver, which has no other way to hear of the lock.
+    if requester.is_locked {
+        return Ok(Json(Introspection::Inactive { active: false }));
+    }
     let admin = if requester.is_admin { ADMIN_SCOPE } else { "" };
     Ok(Json(Introspection::Active {
         active: true,

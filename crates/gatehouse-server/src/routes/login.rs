@@ -234,6 +234,9 @@ async fn token_login(state: &AppState, body: LoginBody) -> ApiResult<LoginRespon
             "This account has been deactivated",
         ));
     }
+    if account.locked {
+        return Err(crate::extract::locked());
+    }
     if requested_device {
         check_not_a_key_id(state, &owner, &device_id).await?;
     }

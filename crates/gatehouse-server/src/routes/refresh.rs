@@ -52,6 +52,14 @@ pub async fn rotate(
         Ok(session) => session,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    if state
+        .store
+        .user(&session.user_id)
+        .await?
+        .is_some_and(|u| u.locked)
+    {
+        return Ok(Err(Rejection::Locked));
+    }
     // Rotation may have retired older access tokens of this device.
     state
         .sessions
@@ -75,6 +83,9 @@ pub async fn refresh(
         .ok_or_else(|| ApiError::missing("refresh_token"))?;
     match rotate(&state, &presented, Endpoint::Spec).await? {
         Ok(rotated) => Ok(Json(rotated)),
+        // The new pair is never handed out: the old refresh token stays
+        // good (its child unused) for when the lock is lifted.
+        Err(Rejection::Locked) => Err(crate::extract::locked()),
         // Only an expired session may resume (the client logs in again to
         // the same device); one that was logged out, deleted, deactivated
         // or never existed may not.

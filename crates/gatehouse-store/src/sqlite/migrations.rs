@@ -198,6 +198,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
     CREATE INDEX access_tokens_refresh ON access_tokens (refresh_id);
     ",
+    // 8: account locking and suspension, set by administrators.
+    r"
+    ALTER TABLE users ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

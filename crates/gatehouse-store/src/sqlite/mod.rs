@@ -26,7 +26,7 @@ use crate::{
     NewTokenPair, NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult,
     ThreepidRecord, ThreepidValidation, UiaSessionRecord, UserRecord,
 };
-use crate::{HomeserverChange, HomeserverSync, ImportCounts, ImportedUser, WebSession};
+use crate::{HomeserverChange, HomeserverSync, ImportCounts, ImportedUser, Moderation, WebSession};
 use gatehouse_core::uia::Binding;
 
 /// How hard SQLite works to make a commit durable.
@@ -239,11 +239,12 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         is_guest: r.get(3)?,
         deactivated: r.get(4)?,
         created_at: from_ts(r.get(5)?).unwrap_or(0),
+        locked: r.get(6)?,
+        suspended: r.get(7)?,
     })
 }
 
-const USER_COLUMNS: &str =
-    "u.user_id, u.password_hash, u.is_admin, u.is_guest, u.deactivated, u.created_ts";
+const USER_COLUMNS: &str = "u.user_id, u.password_hash, u.is_admin, u.is_guest, u.deactivated, u.created_ts, u.locked, u.suspended";
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
@@ -661,7 +662,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT a.user_id, a.device_id, u.is_guest, a.expires_ts, a.refresh_id, a.pending_parent,
-                        d.last_seen_ts, d.last_seen_ip, u.is_admin
+                        d.last_seen_ts, d.last_seen_ip, u.is_admin, u.locked, u.suspended
                  FROM access_tokens a JOIN users u ON u.user_id = a.user_id
                  LEFT JOIN devices d ON d.user_id = a.user_id AND d.device_id = a.device_id
                  WHERE a.token_hash = ?1 AND u.deactivated = 0",
@@ -677,6 +678,8 @@ impl Store for SqliteStore {
                     last_seen_at: from_ts(r.get(6)?),
                     last_seen_ip: r.get(7)?,
                     is_admin: r.get(8)?,
+                    locked: r.get(9)?,
+                    suspended: r.get(10)?,
                 })
             })
             .optional()
@@ -1368,6 +1371,27 @@ impl Store for SqliteStore {
                     params![id, admin],
                 )
                 .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NoSuchUser);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_moderation(
+        &self,
+        user_id: &UserId,
+        moderation: Moderation,
+        on: bool,
+    ) -> StoreResult<()> {
+        let id = user_id.as_str().to_owned();
+        self.write(move |tx| {
+            let sql = match moderation {
+                Moderation::Lock => "UPDATE users SET locked = ?2 WHERE user_id = ?1",
+                Moderation::Suspension => "UPDATE users SET suspended = ?2 WHERE user_id = ?1",
+            };
+            let n = tx.execute(sql, params![id, on]).map_err(backend)?;
             if n == 0 {
                 return Err(StoreError::NoSuchUser);
             }

@@ -1,0 +1,96 @@
+//! Account locking and suspension, as the spec's "Account moderation"
+//! section describes them, set with the admin commands.
+
+mod common;
+
+use common::{Server, assert_error, s};
+use serde_json::json;
+
+fn refresh_body(rt: &str) -> serde_json::Value {
+    json!({ "refresh_token": rt })
+}
+
+#[tokio::test]
+async fn a_locked_account_keeps_its_sessions_but_can_only_log_out() {
+    // No token cache: the admin command is another process.
+    let server = Server::start(&[("GATEHOUSE_TOKENS__CACHE_TTL_MS", "0")]);
+    server.create_user("alice", "pw", &[]);
+    let login = server
+        .login("alice", "pw", json!({"refresh_token": true}))
+        .await;
+    let (at, rt) = (s(&login, "access_token"), s(&login, "refresh_token"));
+    let second = server.access_token("alice", "pw").await;
+    assert!(server.admin(&["user", "lock", "alice"]).status.success());
+
+    let got = server.whoami(&at).await;
+    assert_error(&got, 401, "M_USER_LOCKED");
+    assert_eq!(got.1["soft_logout"], true, "{got:?}");
+    // No new session, by password or refresh; a wrong password learns nothing.
+    let right = json!({"type": "m.login.password", "user": "alice", "password": "pw"});
+    let got = server.post("/_matrix/client/v3/login", right.clone()).await;
+    assert_error(&got, 401, "M_USER_LOCKED");
+    assert_eq!(got.1["soft_logout"], true);
+    let wrong = json!({"type": "m.login.password", "user": "alice", "password": "nope"});
+    assert_error(
+        &server.post("/_matrix/client/v3/login", wrong).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let got = server
+        .post("/_matrix/client/v3/refresh", refresh_body(&rt))
+        .await;
+    assert_error(&got, 401, "M_USER_LOCKED");
+    assert_eq!(got.1["soft_logout"], true);
+    // Logging out still works.
+    let (status, _) = server
+        .post_auth("/_matrix/client/v3/logout", &second, json!({}))
+        .await;
+    assert_eq!(status, 200);
+
+    // Unlocked: the kept session works again, refresh too.
+    assert!(
+        server
+            .admin(&["user", "lock", "alice", "--unlock"])
+            .status
+            .success()
+    );
+    assert_eq!(server.whoami(&at).await.0, 200);
+    let (status, v) = server
+        .post("/_matrix/client/v3/refresh", refresh_body(&rt))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(server.post("/_matrix/client/v3/login", right).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_suspended_account_logs_in_but_cannot_remove_contacts() {
+    let server = Server::start(&[("GATEHOUSE_TOKENS__CACHE_TTL_MS", "0")]);
+    server.create_user("bob", "pw", &["--email", "bob@example.org"]);
+    let at = server.access_token("bob", "pw").await;
+    assert!(server.admin(&["user", "suspend", "bob"]).status.success());
+    assert_eq!(server.whoami(&at).await.0, 200, "reading stays open");
+    let again = server.access_token("bob", "pw").await;
+    assert_eq!(server.whoami(&again).await.0, 200, "logging in stays open");
+    let remove = json!({"medium": "email", "address": "bob@example.org"});
+    assert_error(
+        &server
+            .post_auth(
+                "/_matrix/client/v3/account/3pid/delete",
+                &at,
+                remove.clone(),
+            )
+            .await,
+        403,
+        "M_USER_SUSPENDED",
+    );
+    assert!(
+        server
+            .admin(&["user", "suspend", "bob", "--unsuspend"])
+            .status
+            .success()
+    );
+    let (status, v) = server
+        .post_auth("/_matrix/client/v3/account/3pid/delete", &at, remove)
+        .await;
+    assert_eq!(status, 200, "{v}");
+}

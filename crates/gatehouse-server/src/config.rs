@@ -744,6 +744,22 @@ impl Config {
             if flows.iter().any(Vec::is_empty) {
                 return invalid(key, "a flow needs at least one stage");
             }
+            // A registration token and a policy to accept make sense only
+            // for an account being made; asked of a logged-in user, the
+            // first would spend an invitation and the second ask nothing.
+            if key != "registration.flows"
+                && let Some(stage) = flows.iter().flatten().find(|s| {
+                    matches!(
+                        s.as_str(),
+                        gatehouse_core::uia::REGISTRATION_TOKEN | gatehouse_core::uia::TERMS
+                    )
+                })
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{stage} is a registration stage"),
+                });
+            }
         }
         if self.uia.session_lifetime_ms == 0 {
             return invalid("uia.session_lifetime_ms", "must be greater than 0");

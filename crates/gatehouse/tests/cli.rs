@@ -93,6 +93,27 @@ fn invalid_configuration_names_the_key_and_fails() {
         String::from_utf8_lossy(&out.stderr).contains("public_baseurl"),
         "email links need the public address"
     );
+    // Registration stages are refused for a logged-in user's operations.
+    for (var, flows, stage) in [
+        (
+            "GATEHOUSE_UIA__FLOWS",
+            r#"[["m.login.password", "m.login.registration_token"]]"#,
+            "m.login.registration_token",
+        ),
+        (
+            "GATEHOUSE_UIA__OPERATIONS__DEACTIVATION",
+            r#"[["m.login.terms", "m.login.password"]]"#,
+            "m.login.terms",
+        ),
+    ] {
+        let out = run(&["config", "show"], &[(var, flows)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {err}");
+        assert!(
+            err.contains(stage) && err.contains("registration stage"),
+            "{err}"
+        );
+    }
     assert!(
         !run(&["--config", "/nonexistent.toml", "serve"], &[])
             .status

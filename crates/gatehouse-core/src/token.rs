@@ -143,19 +143,39 @@ pub fn hash(token: &str) -> TokenHash {
 /// A device ID for a login that did not name one: ten upper-case letters,
 /// the shape Synapse uses, so clients that display it see something familiar.
 pub fn generate_device_id() -> String {
-    let mut bytes = [0u8; 10];
-    let mut i = 0;
-    let mut buf = [0u8; 32];
-    while i < bytes.len() {
+    random_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 10)
+}
+
+/// `len` characters of `[0-9A-Za-z]` from the OS RNG: the one source of
+/// random identifiers that are not tokens (UIA session IDs, 3PID `sid`s,
+/// generated localparts, nonces). About 5.95 bits a character.
+pub fn random_alphanumeric(len: usize) -> String {
+    random_from(BASE62, len)
+}
+
+/// `len` decimal digits from the OS RNG (SMS validation codes).
+pub fn random_digits(len: usize) -> String {
+    random_from(b"0123456789", len)
+}
+
+/// `len` characters drawn uniformly from `alphabet` (at most 256 long):
+/// rejection sampling, so no character is likelier than another.
+fn random_from(alphabet: &[u8], len: usize) -> String {
+    let n = alphabet.len();
+    assert!((1..=256).contains(&n), "an alphabet of 1 to 256 characters");
+    // The largest multiple of n that fits a byte: bytes below it map evenly.
+    let limit = 256 - 256 % n;
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
         OsRng.try_fill_bytes(&mut buf).expect("the OS RNG failed");
         for &b in &buf {
-            if b < 234 && i < bytes.len() {
-                bytes[i] = b'A' + b % 26;
-                i += 1;
+            if usize::from(b) < limit && out.len() < len {
+                out.push(char::from(alphabet[usize::from(b) % n]));
             }
         }
     }
-    bytes.iter().map(|&b| b as char).collect()
+    out
 }
 
 #[cfg(test)]
@@ -188,6 +208,23 @@ mod tests {
         let b = generate(TokenKind::Access);
         assert_ne!(*a, *b);
         assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn random_identifiers_have_their_length_and_alphabet() {
+        for len in [0, 1, 16, 24, 32, 64, 100] {
+            let id = random_alphanumeric(len);
+            assert_eq!(id.len(), len);
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+        }
+        let code = random_digits(6);
+        assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()));
+        // Every character of the alphabet turns up (no truncated range).
+        let many = random_alphanumeric(10_000);
+        for &c in BASE62 {
+            assert!(many.as_bytes().contains(&c), "{}", c as char);
+        }
+        assert_ne!(random_alphanumeric(32), random_alphanumeric(32));
     }
 
     #[test]

@@ -256,9 +256,8 @@ fn challenge(
 }
 
 fn new_session_id() -> String {
-    // 24 letters from the OS RNG: unguessable, and safe in URLs (fallback pages).
-    let raw = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
-    raw[5..29].to_owned()
+    // About 143 bits: unguessable, and safe in URLs (fallback pages).
+    gatehouse_core::token::random_alphanumeric(24)
 }
 
 /// Runs user-interactive authentication for one request.

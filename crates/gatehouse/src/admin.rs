@@ -342,10 +342,7 @@ pub async fn run_tokens(config: &Config, command: TokenCommand) -> Result<(), St
             uses,
             expires_in,
         } => {
-            let token = token.unwrap_or_else(|| {
-                let raw = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
-                raw[5..21].to_owned()
-            });
+            let token = token.unwrap_or_else(|| gatehouse_core::token::random_alphanumeric(16));
             let grammar = |b: u8| b.is_ascii_alphanumeric() || b"._~-".contains(&b);
             if token.is_empty() || token.len() > 64 || !token.bytes().all(grammar) {
                 return Err(

@@ -16,7 +16,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Medium, Threepid, canonical_email, phone_to_msisdn};
-use gatehouse_core::token::{self, TokenKind};
+use gatehouse_core::token;
 use gatehouse_store::{ClientSecretHash, StoreError, ThreepidValidation};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -145,19 +145,11 @@ fn sending_failed(e: &crate::messenger::SendError) -> ApiError {
 }
 
 fn random_id(len: usize) -> String {
-    let raw = token::generate(TokenKind::Access);
-    raw[5..5 + len].to_owned()
+    token::random_alphanumeric(len)
 }
 
 fn six_digits() -> String {
-    // Digits from the token generator's uniform base62 alphabet, rejecting letters.
-    let mut out = String::new();
-    while out.len() < 6 {
-        let raw = token::generate(TokenKind::Access);
-        out.extend(raw[5..35].chars().filter(char::is_ascii_digit));
-    }
-    out.truncate(6);
-    out
+    token::random_digits(6)
 }
 
 /// The `requestToken` answer: `sid`, and `submit_url` (where a code is

@@ -154,6 +154,30 @@ pub struct Authorised {
 }
 
 impl Authorised {
+    /// Gives the session back: the operation it authorised failed after its
+    /// stages passed (a busy hashing pool, a 3PID not validated yet, the
+    /// homeserver down), so the same request may be retried with it. What
+    /// its stages reserved (a registration token use) stays reserved with
+    /// it, released when it expires.
+    pub async fn release(&self, state: &AppState) -> ApiResult<()> {
+        state.store.release_uia_session(&self.session.id).await?;
+        Ok(())
+    }
+
+    /// Runs the operation this session authorised; the session stays spent
+    /// only if it succeeds.
+    pub async fn spend_on<T>(
+        &self,
+        state: &AppState,
+        operation: impl std::future::Future<Output = ApiResult<T>>,
+    ) -> ApiResult<T> {
+        let outcome = operation.await;
+        if outcome.is_err() {
+            self.release(state).await?;
+        }
+        outcome
+    }
+
     /// The registration token whose use this session reserved.
     pub fn registration_token(&self) -> Option<String> {
         self.session.data["registration_token"]
@@ -355,7 +379,11 @@ pub async fn authorise_remembering(
     let Some(auth) = auth else {
         return Err(challenge(state, &flows, &session, None));
     };
-    if let Some(stage) = auth.get("type").and_then(Value::as_str) {
+    // A session whose stages all passed (its operation failed after them,
+    // and it was released) is retried as it stands: completed stages
+    // cannot be redone, and the spec answers such a retry with the call.
+    let retry = uia::is_complete(&flows, &session.completed);
+    if let Some(stage) = auth.get("type").and_then(Value::as_str).filter(|_| !retry) {
         if !uia::stage_allowed(&flows, &session.completed, stage) {
             let failure = ApiError::new(
                 ErrorKind::Unauthorized,

@@ -431,6 +431,12 @@ async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
         0,
         "and their reserved uses released"
     );
+    // A released session can be consumed again, once.
+    assert!(store.consume_uia_session("q").await.unwrap());
+    assert!(!store.consume_uia_session("q").await.unwrap());
+    store.release_uia_session("q").await.unwrap();
+    assert!(!store.uia_session("q").await.unwrap().unwrap().consumed);
+    assert!(store.consume_uia_session("q").await.unwrap());
 }
 
 async fn expired_records_are_pruned(store: impl Store) {

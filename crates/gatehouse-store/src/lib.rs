@@ -189,6 +189,10 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a session used, exactly once: `true` for the one caller that wins.
     async fn consume_uia_session(&self, id: &str) -> StoreResult<bool>;
 
+    /// Makes a consumed session usable again: the operation it authorised
+    /// failed after its stages passed.
+    async fn release_uia_session(&self, id: &str) -> StoreResult<()>;
+
     /// Creates a registration token.
     async fn create_registration_token(
         &self,

@@ -171,22 +171,36 @@ async fn adding_an_email_to_an_account() {
     with_auth["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw", "session": s(&c, "session")});
     assert_error(
         &server
-            .post_auth("/_matrix/client/v3/account/3pid/add", &at, with_auth)
+            .post_auth(
+                "/_matrix/client/v3/account/3pid/add",
+                &at,
+                with_auth.clone(),
+            )
             .await,
         400,
         "M_THREEPID_AUTH_FAILED",
     );
     assert_eq!(open_link(&server, &link).await.0, 200);
-    let (_, c) = server
-        .post_auth("/_matrix/client/v3/account/3pid/add", &at, add.clone())
-        .await;
-    let mut with_auth = add;
-    with_auth["auth"] = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw", "session": s(&c, "session")});
+    // The session was not spent by the failure: the very same request,
+    // retried once the link was clicked, goes through (its completed
+    // password stage is not checked again).
     assert_eq!(
         server
-            .post_auth("/_matrix/client/v3/account/3pid/add", &at, with_auth)
+            .post_auth(
+                "/_matrix/client/v3/account/3pid/add",
+                &at,
+                with_auth.clone()
+            )
             .await,
         (200, json!({}))
+    );
+    // Succeeded, it is spent.
+    assert_error(
+        &server
+            .post_auth("/_matrix/client/v3/account/3pid/add", &at, with_auth)
+            .await,
+        403,
+        "M_FORBIDDEN",
     );
     let (_, list) = server
         .get("/_matrix/client/v3/account/3pid", Some(&at))

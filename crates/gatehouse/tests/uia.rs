@@ -295,6 +295,19 @@ async fn registration_asks_first_and_resumes_from_the_session() {
         (400, Some("M_MISSING_PARAM")),
         "{v}"
     );
+    // The failure did not spend the session: the same session with a
+    // password registers (its dummy stage stays done).
+    let (status, v) = server
+        .post(
+            REG,
+            json!({"password": "late-pw", "auth": {"type": "m.login.dummy", "session": s(&nameless, "session")}}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["user_id"].as_str()),
+        (200, Some("@nopw:localhost")),
+        "{v}"
+    );
     // A name that cannot be had is refused before any stage.
     assert_error(
         &server.post(REG, json!({"username": "elly"})).await,

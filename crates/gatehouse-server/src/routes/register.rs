@@ -217,14 +217,10 @@ pub async fn register(
     .await?;
     let token = authorised.registration_token();
     let params = Remembered::from_session(&authorised.session.data);
-    let release_token = async || -> ApiResult<()> {
-        if let Some(t) = &token {
-            state.store.release_registration_token(t).await?;
-        }
-        Ok(())
-    };
+    // Any failure from here on gives the session back (with the token use
+    // it reserved): the client may retry the same request with it.
     let Some(hash) = params.password_hash else {
-        release_token().await?;
+        authorised.release(&state).await?;
         return Err(ApiError::missing("password"));
     };
     // "If omitted, the homeserver MUST generate a Matrix ID local part."
@@ -232,7 +228,7 @@ pub async fn register(
     let user_id = match check_username(&state, &username).await {
         Ok(id) => id,
         Err(e) => {
-            release_token().await?;
+            authorised.release(&state).await?;
             return Err(e);
         }
     };
@@ -280,9 +276,7 @@ pub async fn register(
             .prepare_registration(&user_id, &emails, device)
             .await
         {
-            if let Some(t) = &token {
-                state.store.release_registration_token(t).await?;
-            }
+            authorised.release(&state).await?;
             return Err(crate::homeserver::unavailable(&e));
         }
     }
@@ -290,9 +284,7 @@ pub async fn register(
         if let (Some(homeserver), true) = (&state.homeserver, minted.is_some()) {
             homeserver.forget_device(&user_id, &device_id).await;
         }
-        if let Some(t) = &token {
-            state.store.release_registration_token(t).await?;
-        }
+        authorised.release(&state).await?;
         return Err(match e {
             StoreError::UserExists => ApiError::new(ErrorKind::UserInUse, "User ID already taken"),
             StoreError::ThreepidInUse => {

@@ -515,7 +515,7 @@ pub async fn add(
         .client_secret
         .ok_or_else(|| ApiError::missing("client_secret"))?;
     let sid = body.sid.ok_or_else(|| ApiError::missing("sid"))?;
-    uia::reauthenticate(
+    let authorised = uia::reauthenticate(
         &state,
         &requester,
         Sensitive::ThreepidChange,
@@ -524,24 +524,36 @@ pub async fn add(
         &raw,
     )
     .await?;
+    // Asked before the link was clicked, the session is not spent: the
+    // client retries the same request once the address is validated.
+    authorised
+        .spend_on(&state, bind_validated(&state, &requester, &sid, &secret))
+        .await
+}
+
+async fn bind_validated(
+    state: &AppState,
+    requester: &Requester,
+    sid: &str,
+    secret: &str,
+) -> ApiResult<Json<Value>> {
     let now = state.clock.now_ms();
-    let validation = state.store.threepid_validation(&sid).await?;
+    let validation = state.store.threepid_validation(sid).await?;
     let Some(v) = validation.filter(|v| {
-        v.client_secret.matches(&secret) && v.validated_at.is_some() && v.expires_at > now
+        v.client_secret.matches(secret) && v.validated_at.is_some() && v.expires_at > now
     }) else {
         return Err(ApiError::new(
             ErrorKind::ThreepidAuthFailed,
             "This third-party ID has not been validated",
         ));
     };
-    let added =
-        crate::homeserver::changing(&state, &requester.user_id, Default::default(), async {
-            Ok(state
-                .store
-                .add_threepid(&requester.user_id, &v.threepid, now)
-                .await)
-        })
-        .await?;
+    let added = crate::homeserver::changing(state, &requester.user_id, Default::default(), async {
+        Ok(state
+            .store
+            .add_threepid(&requester.user_id, &v.threepid, now)
+            .await)
+    })
+    .await?;
     match added {
         Ok(()) => Ok(Json(json!({}))),
         Err(StoreError::ThreepidInUse) => Err(ApiError::new(

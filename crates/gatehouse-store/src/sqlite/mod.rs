@@ -1051,6 +1051,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_uia_session(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            tx.execute("UPDATE uia_sessions SET consumed = 0 WHERE id = ?1", [id])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_registration_token(
         &self,
         t: &RegistrationToken,

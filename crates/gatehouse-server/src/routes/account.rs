@@ -112,7 +112,7 @@ pub async fn change_password(
         )
         .await;
     };
-    uia::reauthenticate(
+    let authorised = uia::reauthenticate(
         &state,
         &requester,
         Sensitive::PasswordChange,
@@ -121,11 +121,16 @@ pub async fn change_password(
         &raw,
     )
     .await?;
-    let hash = state
-        .hasher
-        .hash(new_password)
-        .await
-        .map_err(|_| ApiError::limited(1000))?;
+    // A busy hashing pool is no reason to authenticate again.
+    let hash = authorised
+        .spend_on(&state, async {
+            state
+                .hasher
+                .hash(new_password)
+                .await
+                .map_err(|_| ApiError::limited(1000))
+        })
+        .await?;
     let (sessions, ended) = if body.logout_devices {
         let others = state
             .store

@@ -42,6 +42,7 @@ where
     registration_tokens_count_uses(factory().await).await;
     registration_is_atomic(factory().await).await;
     uia_sessions_are_consumed_once(Arc::new(factory().await)).await;
+    token_uses_of_cut_off_registrations_come_back(factory().await).await;
     threepid_validations_are_idempotent(factory().await).await;
     expired_records_are_pruned(factory().await).await;
     cross_signing_keys_are_replaced(factory().await).await;
@@ -437,6 +438,72 @@ async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
     store.release_uia_session("q").await.unwrap();
     assert!(!store.uia_session("q").await.unwrap().unwrap().consumed);
     assert!(store.consume_uia_session("q").await.unwrap());
+}
+
+/// A registration whose session was consumed but which never finished (the
+/// server crashed, the client went away) gives its token use back when the
+/// session expires; one that finished keeps it completed, not released.
+async fn token_uses_of_cut_off_registrations_come_back(store: impl Store) {
+    let t = RegistrationToken {
+        token: "tok".into(),
+        uses_allowed: Some(2),
+        pending: 0,
+        completed: 0,
+        expiry: None,
+    };
+    store.create_registration_token(&t, 1).await.unwrap();
+    let session = |id: &str| UiaSessionRecord {
+        id: id.into(),
+        binding: gatehouse_core::uia::Binding::new(
+            None,
+            "POST",
+            "/_matrix/client/v3/register",
+            &serde_json::json!({}),
+        ),
+        completed: vec!["m.login.registration_token".into()],
+        data: serde_json::json!({"registration_token": "tok"}),
+        created_at: 1,
+        expires_at: 100,
+        consumed: false,
+    };
+    for id in ["finished", "cut-off"] {
+        assert!(store.reserve_registration_token("tok", 1).await.unwrap());
+        store.create_uia_session(&session(id), 1).await.unwrap();
+        assert!(store.consume_uia_session(id).await.unwrap());
+    }
+    // One registration finishes; the other is cut off after its consume.
+    store
+        .register(NewRegistration {
+            user: NewUser {
+                user_id: uid("finished"),
+                password_hash: None,
+                is_admin: false,
+                is_guest: false,
+                created_at: 2,
+            },
+            threepids: Vec::new(),
+            registration_token: Some("tok".into()),
+            session: None,
+        })
+        .await
+        .unwrap();
+    let now = store.registration_token("tok").await.unwrap().unwrap();
+    assert_eq!((now.pending, now.completed), (1, 1));
+    // Both sessions expire; the next one created sweeps them.
+    let later = UiaSessionRecord {
+        id: "later".into(),
+        data: serde_json::json!({}),
+        created_at: 200,
+        expires_at: 300,
+        ..session("x")
+    };
+    store.create_uia_session(&later, 200).await.unwrap();
+    let after = store.registration_token("tok").await.unwrap().unwrap();
+    assert_eq!(
+        (after.pending, after.completed),
+        (0, 1),
+        "the cut-off use came back, the finished one stayed completed"
+    );
 }
 
 async fn expired_records_are_pruned(store: impl Store) {

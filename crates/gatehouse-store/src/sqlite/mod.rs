@@ -408,7 +408,7 @@ fn expire_uia_sessions(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<()> 
         let mut stmt = tx
             .prepare_cached(
                 "SELECT json_extract(data, '$.registration_token') FROM uia_sessions
-                 WHERE expires_ts <= ?1 AND consumed = 0 AND json_extract(data, '$.registration_token') IS NOT NULL",
+                 WHERE expires_ts <= ?1 AND json_extract(data, '$.registration_token') IS NOT NULL",
             )
             .map_err(backend)?;
         let rows = stmt.query_map([now], |r| r.get(0)).map_err(backend)?;
@@ -920,6 +920,20 @@ impl Store for SqliteStore {
                 if n == 0 {
                     return Err(StoreError::TokenUnusable);
                 }
+                // Each session holding `token` in its data holds one
+                // pending use, until it expires and the sweep gives it back
+                // — consumed or not, so that a registration cut off after
+                // its session was consumed (a crash, a client gone) cannot
+                // leak a use. This use is completed: one consumed holder,
+                // any one (they are alike), lets go of it.
+                tx.execute(
+                    "UPDATE uia_sessions SET data = json_remove(data, '$.registration_token')
+                     WHERE id = (SELECT id FROM uia_sessions
+                                 WHERE consumed = 1 AND json_extract(data, '$.registration_token') = ?1
+                                 LIMIT 1)",
+                    [token],
+                )
+                .map_err(backend)?;
             }
             if let Some(session) = &r.session {
                 start_session(tx, session)?;

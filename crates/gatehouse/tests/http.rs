@@ -417,3 +417,21 @@ async fn query_string_errors_are_matrix_json() {
         .await;
     assert_eq!((status, v), (200, json!({"valid": false})));
 }
+
+/// The emailed validation link is read by a person: a mangled one gets the
+/// HTML page, never the framework's `text/plain`.
+#[tokio::test]
+async fn a_mangled_validation_link_gets_a_page() {
+    let server = Server::start(&[]);
+    let resp = server
+        .http
+        .get(server.url("/_gatehouse/threepid/validate?sid=a&sid=b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/html"), "{kind}");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Link not valid"), "{page}");
+}

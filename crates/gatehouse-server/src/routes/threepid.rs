@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -454,9 +455,15 @@ async fn validate(state: &AppState, q: SubmitToken) -> ApiResult<Option<Option<S
 /// `GET /_gatehouse/threepid/validate`: the link in the email.
 pub async fn validate_link(
     State(state): State<AppState>,
-    Query(q): Query<SubmitToken>,
+    query: Result<Query<SubmitToken>, QueryRejection>,
 ) -> Response {
-    let (ok, status, next_link) = match validate(&state, q).await {
+    // A link mangled on its way (a mail client cutting it, a duplicated
+    // parameter) gets the page a person can read, not a text/plain 400.
+    let outcome = match query {
+        Ok(Query(q)) => validate(&state, q).await,
+        Err(_) => Ok(None),
+    };
+    let (ok, status, next_link) = match outcome {
         Ok(Some(next_link)) => (true, StatusCode::OK, next_link),
         Ok(None) => (false, StatusCode::BAD_REQUEST, None),
         Err(e) => (

@@ -121,9 +121,16 @@ pub async fn subject_for_user(
     user_id: &gatehouse_core::user_id::UserId,
 ) -> ApiResult<Subject> {
     let user = state.store.user(user_id).await?;
+    let terms_outdated = !state.config.uia.terms.is_empty() && {
+        let accepted = state.store.accepted_policies(user_id).await?;
+        current_terms(state)
+            .iter()
+            .any(|current| !accepted.contains(current))
+    };
     Ok(Subject {
         user_id: Some(user_id.to_string()),
         has_password: user.is_some_and(|u| u.password_hash.is_some()),
+        terms_outdated,
         threepids: state
             .store
             .threepids(user_id)
@@ -145,6 +152,37 @@ pub struct Subject {
     /// Where the stage is answered from: a password stage counts against
     /// that address's login rate limit, like a login.
     pub ip: Option<std::net::IpAddr>,
+    /// A policy of `uia.terms` changed (or is new) since this user last
+    /// accepted it: their next sensitive operation asks them first.
+    pub terms_outdated: bool,
+}
+
+/// The `(policy, version)` pairs of `uia.terms`, as users accept them.
+fn current_terms(state: &AppState) -> Vec<(String, String)> {
+    state
+        .config
+        .uia
+        .terms
+        .iter()
+        .map(|(name, policy)| (name.clone(), policy.version.clone()))
+        .collect()
+}
+
+/// Records that `user_id` accepted the current policies, when `session`
+/// passed `m.login.terms` (for a registration: once the account exists).
+pub async fn record_accepted_terms(
+    state: &AppState,
+    session: &UiaSessionRecord,
+    user_id: &gatehouse_core::user_id::UserId,
+) -> ApiResult<()> {
+    if session.completed.iter().any(|s| s == uia::TERMS) {
+        let now = state.clock.now_ms();
+        state
+            .store
+            .accept_policies(user_id, &current_terms(state), now)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A completed session and what its stages established.
@@ -222,6 +260,21 @@ fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
     let owns = |medium: Medium| {
         !matches!(op, Operation::Sensitive(_))
             || subject.threepids.iter().any(|t| t.medium == medium)
+    };
+    // Changed policies are asked for again before anything sensitive.
+    let with_terms: Vec<Flow>;
+    let configured = if matches!(op, Operation::Sensitive(_)) && subject.terms_outdated {
+        with_terms = configured
+            .iter()
+            .map(|flow| {
+                std::iter::once(uia::TERMS.to_owned())
+                    .chain(flow.iter().cloned())
+                    .collect()
+            })
+            .collect();
+        &with_terms[..]
+    } else {
+        configured
     };
     uia::completable(configured, |stage| match stage {
         uia::PASSWORD => subject.user_id.is_some() && subject.has_password,
@@ -410,6 +463,10 @@ pub async fn authorise_remembering(
         ));
     }
     session.consumed = true;
+    if let Some(user) = subject.user_id.as_deref() {
+        let user = gatehouse_core::user_id::UserId::from_trusted(user.to_owned());
+        record_accepted_terms(state, &session, &user).await?;
+    }
     Ok(Authorised { session })
 }
 

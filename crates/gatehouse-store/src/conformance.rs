@@ -43,6 +43,7 @@ where
     registration_is_atomic(factory().await).await;
     uia_sessions_are_consumed_once(Arc::new(factory().await)).await;
     token_uses_of_cut_off_registrations_come_back(factory().await).await;
+    accepted_policies_keep_the_latest_version(factory().await).await;
     threepid_validations_are_idempotent(factory().await).await;
     expired_records_are_pruned(factory().await).await;
     cross_signing_keys_are_replaced(factory().await).await;
@@ -504,6 +505,26 @@ async fn token_uses_of_cut_off_registrations_come_back(store: impl Store) {
         (0, 1),
         "the cut-off use came back, the finished one stayed completed"
     );
+}
+
+async fn accepted_policies_keep_the_latest_version(store: impl Store) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    assert!(store.accepted_policies(&alice).await.unwrap().is_empty());
+    let v = |p: &str, v: &str| (p.to_owned(), v.to_owned());
+    store
+        .accept_policies(&alice, &[v("privacy", "1"), v("tos", "1")], 5)
+        .await
+        .unwrap();
+    store
+        .accept_policies(&alice, &[v("privacy", "2")], 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.accepted_policies(&alice).await.unwrap(),
+        vec![v("privacy", "2"), v("tos", "1")]
+    );
+    assert!(store.accepted_policies(&bob).await.unwrap().is_empty());
 }
 
 async fn expired_records_are_pruned(store: impl Store) {

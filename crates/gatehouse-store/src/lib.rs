@@ -193,6 +193,18 @@ pub trait Store: Send + Sync + 'static {
     /// failed after its stages passed.
     async fn release_uia_session(&self, id: &str) -> StoreResult<()>;
 
+    /// Records that `user_id` accepted these `(policy, version)` pairs
+    /// (`m.login.terms`), replacing older versions of the same policies.
+    async fn accept_policies(
+        &self,
+        user_id: &UserId,
+        policies: &[(String, String)],
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// The `(policy, version)` pairs `user_id` has accepted, by policy.
+    async fn accepted_policies(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>>;
+
     /// Creates a registration token.
     async fn create_registration_token(
         &self,

@@ -1143,3 +1143,85 @@ async fn capabilities_and_get_token_follow_what_the_user_can_complete() {
         .await;
     assert_eq!(status, 401, "a password user is asked to authenticate: {v}");
 }
+
+/// The policy versions a user accepted are recorded; when a version
+/// changes, their next sensitive operation asks them to accept it first.
+#[tokio::test]
+async fn changed_terms_are_asked_for_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |version: &'static str| {
+        vec![
+            ("GATEHOUSE_REGISTRATION__ENABLED", "true"),
+            (
+                "GATEHOUSE_REGISTRATION__FLOWS",
+                r#"[["m.login.terms", "m.login.dummy"]]"#,
+            ),
+            ("GATEHOUSE_UIA__TERMS__PRIVACY__VERSION", version),
+            (
+                "GATEHOUSE_UIA__TERMS__PRIVACY__LANGUAGES",
+                r#"{en = {name = "Privacy", url = "https://example.org/privacy"}}"#,
+            ),
+        ]
+    };
+    let server = Server::start_in(dir.path(), &settings("\"1\""));
+    let (_, c) = server
+        .post(REG, json!({"username": "tia", "password": "pw"}))
+        .await;
+    let session = s(&c, "session");
+    for stage in ["m.login.terms", "m.login.dummy"] {
+        server
+            .post(REG, json!({"auth": {"type": stage, "session": session}}))
+            .await;
+    }
+    let at = server.access_token("tia", "pw").await;
+    let other = server.login("tia", "pw", json!({})).await;
+    let other = s(&other, "device_id");
+    // Version 1 accepted at registration: a sensitive operation asks only
+    // for the password.
+    let (status, c) = delete_device(&server, &at, &other, json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(stages(&c), vec![vec!["m.login.password".to_owned()]]);
+    drop(server);
+
+    // Version 2: asked first, with the new version in the params.
+    let server = Server::start_in(dir.path(), &settings("\"2\""));
+    let (status, c) = delete_device(&server, &at, &other, json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        stages(&c),
+        vec![vec![
+            "m.login.terms".to_owned(),
+            "m.login.password".to_owned()
+        ]]
+    );
+    assert_eq!(
+        c["params"]["m.login.terms"]["policies"]["privacy"]["version"],
+        "2"
+    );
+    let session = s(&c, "session");
+    let (status, _) = delete_device(
+        &server,
+        &at,
+        &other,
+        json!({"type": "m.login.terms", "session": session}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, v) = delete_device(
+        &server,
+        &at,
+        &other,
+        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "tia"}, "password": "pw", "session": session}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    // Accepted: not asked again.
+    let third = s(&server.login("tia", "pw", json!({})).await, "device_id");
+    let (_, c) = delete_device(&server, &at, &third, json!({})).await;
+    assert_eq!(stages(&c), vec![vec!["m.login.password".to_owned()]]);
+}
+
+async fn delete_device(server: &Server, at: &str, device: &str, auth: Value) -> (u16, Value) {
+    let path = format!("/_matrix/client/v3/devices/{device}");
+    delete(server, &path, at, json!({ "auth": auth })).await
+}

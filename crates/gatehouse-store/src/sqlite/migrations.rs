@@ -203,6 +203,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE users ADD COLUMN locked INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE users ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0;
     ",
+    // 9: which version of each policy (`m.login.terms`) each user accepted,
+    // and when: kept through deactivation, as a record of consent.
+    r"
+    CREATE TABLE accepted_policies (
+        user_id     TEXT NOT NULL,
+        policy      TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        accepted_ts INTEGER NOT NULL,
+        PRIMARY KEY (user_id, policy)
+    );
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

@@ -1065,6 +1065,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn accept_policies(
+        &self,
+        user_id: &UserId,
+        policies: &[(String, String)],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (id, policies) = (user_id.as_str().to_owned(), policies.to_vec());
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO accepted_policies (user_id, policy, version, accepted_ts)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (user_id, policy) DO UPDATE
+                     SET version = excluded.version, accepted_ts = excluded.accepted_ts",
+                )
+                .map_err(backend)?;
+            for (policy, version) in &policies {
+                stmt.execute(params![id, policy, version, ts(Some(now))])
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn accepted_policies(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>> {
+        let id = user_id.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT policy, version FROM accepted_policies WHERE user_id = ?1 ORDER BY policy",
+            )?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+        .await
+    }
+
     async fn release_uia_session(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
         self.write(move |tx| {

@@ -46,6 +46,16 @@ pub struct Config {
     pub sms: SmsConfig,
     pub recaptcha: RecaptchaConfig,
     pub homeserver: HomeserverConfig,
+    pub appservices: AppservicesConfig,
+}
+
+/// Application services (bridges) that may act for the users of their
+/// namespaces with their `as_token`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Synapse-format YAML registration files (`app_service_config_files`).
+    pub registration_files: Vec<PathBuf>,
 }
 
 /// Limits on client connections, against clients that hold them open.
@@ -453,6 +463,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             recaptcha: RecaptchaConfig::default(),
             homeserver: HomeserverConfig::default(),
+            appservices: AppservicesConfig::default(),
         }
     }
 }
@@ -778,6 +789,11 @@ impl Config {
                 "the m.login.terms stage needs at least one policy",
             );
         }
+        // Read and checked now, so that a bad file stops the start-up.
+        crate::appservice::Appservices::load(
+            &self.appservices.registration_files,
+            &self.server_name,
+        )?;
         Ok(())
     }
 

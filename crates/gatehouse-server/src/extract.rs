@@ -191,6 +191,9 @@ pub struct Requester {
     pub is_suspended: bool,
     /// The client's address (rate limits for what the requester does).
     pub ip: std::net::IpAddr,
+    /// The application service whose `as_token` made the request (its
+    /// `id`); such a request has no device (`device_id` is empty).
+    pub appservice: Option<std::sync::Arc<str>>,
 }
 
 /// Where a request's access token came from (borrowed from the header in
@@ -276,7 +279,57 @@ async fn authenticate(
     let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
     let token = presented_token(parts)
         .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
+    // Gatehouse's own tokens are never an appservice's (checked at load).
+    if !state.appservices.is_empty()
+        && !token.starts_with(gatehouse_core::token::TokenKind::Access.prefix())
+        && let Some(service) = state.appservices.by_token(&token)
+    {
+        return appservice_requester(parts, state, &service, ip).await;
+    }
     state.sessions.authenticate(&token, ip, expired).await
+}
+
+/// An appservice's request: its sender, or the `user_id` it asserts, which
+/// must be in its namespaces and (but for the sender) registered.
+async fn appservice_requester(
+    parts: &Parts,
+    state: &AppState,
+    service: &crate::appservice::Appservice,
+    ip: IpAddr,
+) -> Result<Requester, ApiError> {
+    let wanted = parts
+        .uri
+        .query()
+        .and_then(|q| form_urlencoded_get(q, "user_id"));
+    let user_id =
+        crate::appservice::asserted_user(service, wanted.as_deref(), &state.config.server_name)?;
+    let record = state.store.user(&user_id).await?;
+    let (is_admin, is_locked, is_suspended) = match record {
+        Some(r) if r.deactivated => {
+            return Err(ApiError::new(
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            ));
+        }
+        Some(r) => (r.is_admin, r.locked, r.suspended),
+        // The sender acts without an account of its own here.
+        None if user_id == service.sender => (false, false, false),
+        None => {
+            return Err(ApiError::forbidden(format!(
+                "Application service has not registered this user ({user_id})"
+            )));
+        }
+    };
+    Ok(Requester {
+        user_id,
+        device_id: String::new(),
+        is_guest: false,
+        is_admin,
+        is_locked,
+        is_suspended,
+        ip,
+        appservice: Some(service.id.clone()),
+    })
 }
 
 /// `Option<Requester>`: `None` when no token is presented at all (password

@@ -5,6 +5,7 @@
 //! socket; [`serve`] is what `gatehouse serve` runs.
 
 mod account_page;
+pub mod appservice;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod hashing;
 pub mod homeserver;
 mod issue;
 pub mod listener;
+mod login_fallback;
 pub mod messenger;
 pub mod metrics;
 mod middleware;

@@ -124,6 +124,7 @@ impl Sessions {
             is_locked: record.locked,
             is_suspended: record.suspended,
             ip,
+            appservice: None,
         };
         // Last seen: written on cache misses only, and only when stale or
         // from a new address — never on every request.

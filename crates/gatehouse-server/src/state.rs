@@ -62,6 +62,8 @@ pub struct Shared {
     pub messenger: crate::messenger::Messenger,
     /// The homeserver that delegates authentication here, if any.
     pub homeserver: Option<Arc<crate::homeserver::Homeserver>>,
+    /// Registered application services (bridges).
+    pub appservices: crate::appservice::Appservices,
 }
 
 impl AppState {
@@ -95,7 +97,13 @@ impl AppState {
             crate::homeserver::Homeserver::from_config(&config, store.clone(), clock.clone())
                 .expect("validated configuration")
                 .map(Arc::new);
+        let appservices = crate::appservice::Appservices::load(
+            &config.appservices.registration_files,
+            &config.server_name,
+        )
+        .expect("validated configuration");
         Self(Arc::new(Shared {
+            appservices,
             homeserver,
             messenger,
             config: Arc::new(config),

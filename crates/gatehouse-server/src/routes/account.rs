@@ -19,6 +19,8 @@ use crate::uia::{self, Operation, Sensitive, Subject};
 #[derive(Serialize)]
 pub struct WhoamiResponse {
     user_id: String,
+    /// Absent for an application service acting without a device.
+    #[serde(skip_serializing_if = "String::is_empty")]
     device_id: String,
     is_guest: bool,
 }

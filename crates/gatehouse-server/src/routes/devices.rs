@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use gatehouse_core::ErrorKind;
 use gatehouse_store::DeviceRecord;
 use serde::Deserialize;
@@ -57,29 +57,91 @@ struct RenameBody {
     display_name: Option<String>,
 }
 
+/// Creates a device for an appservice (`PUT` of a device it does not have
+/// yet: 201). The store makes devices with a session, so this one gets an
+/// access token that is thrown away at once: nobody can ever present it.
+async fn create_for_appservice(
+    state: &AppState,
+    requester: &Requester,
+    device_id: &str,
+    display_name: Option<String>,
+) -> ApiResult<()> {
+    super::login::check_device_id(Some(device_id.to_owned()))?;
+    let user = &requester.user_id;
+    if let Some(homeserver) = &state.homeserver {
+        homeserver
+            .prepare_device(user, device_id, display_name.as_deref())
+            .await
+            .map_err(|e| homeserver::unavailable(&e))?;
+    }
+    let minted = crate::issue::mint(state, false);
+    let created = state
+        .store
+        .create_session(gatehouse_store::NewSession {
+            user_id: user.clone(),
+            device_id: device_id.to_owned(),
+            initial_display_name: display_name,
+            tokens: minted.pair,
+            now: state.clock.now_ms(),
+        })
+        .await;
+    if let Err(e) = created {
+        if let Some(homeserver) = &state.homeserver {
+            homeserver.forget_device(user, device_id).await;
+        }
+        return Err(e.into());
+    }
+    tracing::info!(user_id = %user, device_id, "device created by appservice");
+    Ok(())
+}
+
 pub async fn rename(
     State(state): State<AppState>,
     requester: Requester,
     Path(device_id): Path<String>,
     RawJson(raw): RawJson,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let body: RenameBody = typed(&raw)?;
+    if let Some(name) = &body.display_name
+        && name.len() > 100
+    {
+        return Err(ApiError::invalid("display_name is longer than 100 bytes"));
+    }
+    // An appservice creates the devices of its users this way.
+    if requester.appservice.is_some()
+        && state
+            .store
+            .device(&requester.user_id, &device_id)
+            .await?
+            .is_none()
+    {
+        create_for_appservice(&state, &requester, &device_id, body.display_name).await?;
+        return Ok((StatusCode::CREATED, Json(json!({}))));
+    }
+    rename_existing(&state, &requester, &device_id, body)
+        .await
+        .map(|ok| (StatusCode::OK, ok))
+}
+
+async fn rename_existing(
+    state: &AppState,
+    requester: &Requester,
+    device_id: &str,
+    body: RenameBody,
+) -> ApiResult<Json<Value>> {
     // Absent (or null): "the display name is unchanged", as the spec says
     // and Synapse does; the device must still exist.
     let Some(name) = body.display_name else {
         state
             .store
-            .device(&requester.user_id, &device_id)
+            .device(&requester.user_id, device_id)
             .await?
             .ok_or_else(not_found)?;
         return Ok(Json(json!({})));
     };
-    if name.len() > 100 {
-        return Err(ApiError::invalid("display_name is longer than 100 bytes"));
-    }
     if !state
         .store
-        .rename_device(&requester.user_id, &device_id, Some(&name))
+        .rename_device(&requester.user_id, device_id, Some(&name))
         .await?
     {
         return Err(not_found());
@@ -88,7 +150,7 @@ pub async fn rename(
     if let Some(homeserver) = &state.homeserver
         && let Err(e) = homeserver
             .client
-            .update_device_display_name(requester.user_id.localpart(), &device_id, &name)
+            .update_device_display_name(requester.user_id.localpart(), device_id, &name)
             .await
     {
         tracing::warn!(error = %e, "homeserver did not take the device's new name");
@@ -104,15 +166,18 @@ pub async fn delete(
     uri: Uri,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
-    uia::reauthenticate(
-        &state,
-        &requester,
-        Sensitive::DeviceDeletion,
-        &method,
-        &uri,
-        &raw,
-    )
-    .await?;
+    // No UIA for an appservice (spec v1.17).
+    if requester.appservice.is_none() {
+        uia::reauthenticate(
+            &state,
+            &requester,
+            Sensitive::DeviceDeletion,
+            &method,
+            &uri,
+            &raw,
+        )
+        .await?;
+    }
     let user = &requester.user_id;
     homeserver::changing(
         &state,
@@ -146,15 +211,18 @@ pub async fn delete_many(
 ) -> ApiResult<Json<Value>> {
     let body: DeleteDevicesBody = typed(&raw)?;
     let devices = body.devices.ok_or_else(|| ApiError::missing("devices"))?;
-    uia::reauthenticate(
-        &state,
-        &requester,
-        Sensitive::DeviceDeletion,
-        &method,
-        &uri,
-        &raw,
-    )
-    .await?;
+    // No UIA for an appservice (spec v1.17).
+    if requester.appservice.is_none() {
+        uia::reauthenticate(
+            &state,
+            &requester,
+            Sensitive::DeviceDeletion,
+            &method,
+            &uri,
+            &raw,
+        )
+        .await?;
+    }
     let user = &requester.user_id;
     homeserver::changing(
         &state,

@@ -23,8 +23,15 @@ pub const PASSWORD: &str = "m.login.password";
 
 pub const TOKEN: &str = "m.login.token";
 
-pub async fn flows() -> Json<Value> {
-    Json(json!({ "flows": [ { "type": PASSWORD }, { "type": TOKEN, "get_login_token": true } ] }))
+pub async fn flows(State(state): State<AppState>) -> Json<Value> {
+    let mut flows = vec![
+        json!({ "type": PASSWORD }),
+        json!({ "type": TOKEN, "get_login_token": true }),
+    ];
+    if !state.appservices.is_empty() {
+        flows.push(json!({ "type": crate::appservice::LOGIN_TYPE }));
+    }
+    Json(json!({ "flows": flows }))
 }
 
 /// A password from a request body: zeroised on drop, never printed.
@@ -163,6 +170,87 @@ pub fn check_device_id(device_id: Option<String>) -> ApiResult<String> {
         ),
         Some(d) => Ok(d),
     }
+}
+
+/// `POST /login` as routed: [`login`], or `m.login.application_service`,
+/// which the request's `as_token` authenticates.
+pub async fn post_login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
+    MatrixJson(body): MatrixJson<LoginBody>,
+) -> ApiResult<Json<LoginResponse>> {
+    if body.kind.as_deref() == Some(crate::appservice::LOGIN_TYPE) {
+        return appservice_login(&state, &headers, body).await.map(Json);
+    }
+    login(State(state), ClientIp(ip), MatrixJson(body)).await
+}
+
+/// `m.login.application_service`: an appservice logs in as a registered
+/// user of its namespaces. Not limited per address (as Synapse); per
+/// account only when its registration says `rate_limited`.
+async fn appservice_login(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: LoginBody,
+) -> ApiResult<LoginResponse> {
+    // The spec's answer to a missing or non-appservice token: M_FORBIDDEN.
+    let service = crate::appservice::caller(state, headers)
+        .ok_or_else(|| ApiError::forbidden("This login type needs an appservice token"))?;
+    let identifier = identifier_of(body.identifier, body.user, body.medium, body.address)?;
+    let Identifier::User { user } = identifier else {
+        return Err(ApiError::new(
+            ErrorKind::Unknown,
+            "m.login.application_service takes an m.id.user identifier",
+        ));
+    };
+    let not_registered = || ApiError::forbidden("This user has not been registered");
+    let user_id = crate::appservice::parse_user_id(&user, &state.config.server_name)
+        .ok_or_else(not_registered)?;
+    if !service.is_interested_in(&user_id) {
+        let mut e = ApiError::new(
+            ErrorKind::Exclusive,
+            "This user ID is outside the application service's namespaces",
+        );
+        e.status = Some(403);
+        return Err(e);
+    }
+    let account = state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or_else(not_registered)?;
+    if account.deactivated {
+        return Err(ApiError::new(
+            ErrorKind::UserDeactivated,
+            "This account has been deactivated",
+        ));
+    }
+    if account.locked {
+        return Err(crate::extract::locked());
+    }
+    if service.rate_limited {
+        state
+            .limits
+            .per_account
+            .check(&user_id.to_string(), std::time::Instant::now())
+            .map_err(ApiError::limited)?;
+    }
+    let requested_device = body.device_id.is_some();
+    let device_id = check_device_id(body.device_id)?;
+    if requested_device {
+        check_not_a_key_id(state, &user_id, &device_id).await?;
+    }
+    let response = start_session(
+        state,
+        user_id,
+        device_id,
+        body.initial_device_display_name,
+        body.refresh_token,
+    )
+    .await?;
+    state.metrics.login(LoginOutcome::Ok);
+    Ok(response)
 }
 
 pub async fn login(

@@ -13,10 +13,10 @@ mod refresh;
 mod register;
 pub(crate) mod threepid;
 
-/// A random URL-safe string (session IDs, nonces).
+/// A random URL-safe string (session IDs, nonces, CSRF tokens): the core's
+/// one generator, [`gatehouse_core::token::random_alphanumeric`].
 pub fn threepid_random(len: usize) -> String {
-    let raw = gatehouse_core::token::generate(gatehouse_core::token::TokenKind::Access);
-    raw[5..5 + len.min(30)].to_owned()
+    gatehouse_core::token::random_alphanumeric(len)
 }
 
 use axum::extract::State;
@@ -37,7 +37,7 @@ use crate::state::AppState;
 /// prefix on every request.
 fn client_api(router: Router<AppState>) -> Router<AppState> {
     let endpoints = [
-        ("/login", get(login::flows).post(login::login)),
+        ("/login", get(login::flows).post(login::post_login)),
         ("/refresh", post(refresh::refresh)),
         ("/logout", post(logout::logout)),
         ("/logout/all", post(logout::logout_all)),
@@ -123,6 +123,15 @@ pub fn router(state: AppState) -> Router {
             post(keys::upload),
         )
         .route("/_matrix/client/v1/login/get_token", post(login::get_token))
+        // The login fallback, with and without its trailing slash.
+        .route(
+            crate::login_fallback::PATH,
+            get(crate::login_fallback::show).post(crate::login_fallback::submit),
+        )
+        .route(
+            crate::login_fallback::PATH.trim_end_matches('/'),
+            get(crate::login_fallback::show).post(crate::login_fallback::submit),
+        )
         .route(
             "/_gatehouse/account",
             get(crate::account_page::show).post(crate::account_page::act),

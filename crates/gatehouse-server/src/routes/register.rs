@@ -107,6 +107,17 @@ fn generated_localpart() -> String {
 
 /// Checks a wanted localpart: grammar, reservation, availability.
 async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
+    check_username_for(state, username, None).await
+}
+
+/// [`check_username`] for a registration by `appservice` (which may take
+/// names of its namespaces), or by anyone else (who may take none that an
+/// appservice holds exclusively).
+async fn check_username_for(
+    state: &AppState,
+    username: &str,
+    appservice: Option<&crate::appservice::Appservice>,
+) -> ApiResult<UserId> {
     let id = UserId::new(username, &state.config.server_name).map_err(|e| {
         let why = match e {
             LocalpartError::Empty => "User ID cannot be empty",
@@ -117,6 +128,16 @@ async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
         };
         ApiError::new(ErrorKind::InvalidUsername, why)
     })?;
+    match appservice {
+        Some(service) => service.check_may_claim(&state.appservices, &id)?,
+        None if state.appservices.is_exclusive(&id) => {
+            return Err(ApiError::new(
+                ErrorKind::Exclusive,
+                "This user ID is reserved by an application service",
+            ));
+        }
+        None => {}
+    }
     if state
         .config
         .registration
@@ -179,12 +200,17 @@ pub async fn register(
     ClientIp(ip): ClientIp,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<RegisterResponse>> {
     match query.kind.as_deref() {
         None | Some("user") => {}
         Some("guest") => return register_guest(&state, ip, &raw).await,
         Some(other) => return Err(ApiError::invalid(format!("Unknown kind: {other}"))),
+    }
+    // Appservices register their users whether or not registration is open.
+    if raw.get("type").and_then(Value::as_str) == Some(crate::appservice::LOGIN_TYPE) {
+        return register_appservice(&state, &headers, &raw).await;
     }
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
@@ -298,7 +324,83 @@ pub async fn register(
         });
     }
     registration_slot.keep();
+    uia::record_accepted_terms(&state, &authorised.session, &user_id).await?;
     tracing::info!(user_id = %user_id, "registered");
+    Ok(Json(RegisterResponse {
+        user_id: user_id.to_string(),
+        home_server: state.config.server_name.clone(),
+        access_token: minted.as_ref().map(|m| m.access_token.to_string()),
+        device_id: minted.is_some().then_some(device_id),
+        refresh_token: minted
+            .as_ref()
+            .and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
+        expires_in_ms: minted.as_ref().and_then(|m| m.expires_in_ms),
+    }))
+}
+
+/// `type: m.login.application_service`: an appservice, authenticated by its
+/// `as_token`, creates a user of its namespaces: no password, no UIA, not
+/// counted against the per-address limit (as Synapse).
+async fn register_appservice(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    raw: &Value,
+) -> ApiResult<Json<RegisterResponse>> {
+    let Some(service) = crate::appservice::caller(state, headers) else {
+        let has_token = headers.contains_key(axum::http::header::AUTHORIZATION);
+        return Err(if has_token {
+            ApiError::unknown_token(false, "Not an application service token")
+        } else {
+            ApiError::new(
+                ErrorKind::MissingToken,
+                "This registration type needs an application service token",
+            )
+        });
+    };
+    let body: RegisterBody = typed(raw)?;
+    let username = body.username.ok_or_else(|| ApiError::missing("username"))?;
+    let user_id = check_username_for(state, &username, Some(&service)).await?;
+    let device_id = check_device_id(body.device_id)?;
+    let now = state.clock.now_ms();
+    let minted = (!body.inhibit_login).then(|| issue::mint(state, body.refresh_token));
+    let registration = NewRegistration {
+        user: NewUser {
+            user_id: user_id.clone(),
+            password_hash: None,
+            is_admin: false,
+            is_guest: false,
+            created_at: now,
+        },
+        threepids: Vec::new(),
+        registration_token: None,
+        session: minted.as_ref().map(|m| NewSession {
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+            initial_display_name: body.initial_device_display_name.clone(),
+            tokens: m.pair,
+            now,
+        }),
+    };
+    if let Some(homeserver) = &state.homeserver {
+        let device = registration
+            .session
+            .as_ref()
+            .map(|s| (s.device_id.as_str(), s.initial_display_name.as_deref()));
+        homeserver
+            .prepare_registration(&user_id, &[], device)
+            .await
+            .map_err(|e| crate::homeserver::unavailable(&e))?;
+    }
+    if let Err(e) = state.store.register(registration).await {
+        if let (Some(homeserver), true) = (&state.homeserver, minted.is_some()) {
+            homeserver.forget_device(&user_id, &device_id).await;
+        }
+        return Err(match e {
+            StoreError::UserExists => ApiError::new(ErrorKind::UserInUse, "User ID already taken"),
+            other => other.into(),
+        });
+    }
+    tracing::info!(user_id = %user_id, appservice = %service.id, "registered by appservice");
     Ok(Json(RegisterResponse {
         user_id: user_id.to_string(),
         home_server: state.config.server_name.clone(),

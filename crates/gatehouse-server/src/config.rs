@@ -405,6 +405,10 @@ pub struct RateLimitConfig {
     /// row until it expires, so this bounds the rows one address can keep
     /// alive to `burst_count + per_second × uia.session_lifetime_ms`.
     pub uia_sessions_per_address: Rate,
+    /// Username checks per client IP address: `GET /register/available` and
+    /// registrations naming a username. Without it, one address could test
+    /// tens of thousands of names a second for existing accounts.
+    pub username_checks_per_address: Rate,
 }
 
 /// Synapse's `rc_login` and `rc_registration` defaults.
@@ -437,6 +441,14 @@ const SYNAPSE_RC_3PID_VALIDATION: Rate = Rate {
 const UIA_SESSIONS_PER_ADDRESS: Rate = Rate {
     per_second: 0.5,
     burst_count: 20,
+};
+
+/// Username checks per client address: 10 at once, then one a second —
+/// enough for a person typing names into a registration form (clients
+/// check as the typing pauses), far too few to list a server's accounts.
+const USERNAME_CHECKS_PER_ADDRESS: Rate = Rate {
+    per_second: 1.0,
+    burst_count: 10,
 };
 
 impl Default for Config {
@@ -517,6 +529,7 @@ impl Default for RateLimitConfig {
                 burst_count: 1,
             },
             uia_sessions_per_address: UIA_SESSIONS_PER_ADDRESS,
+            username_checks_per_address: USERNAME_CHECKS_PER_ADDRESS,
         }
     }
 }
@@ -721,6 +734,10 @@ impl Config {
             (
                 "rate_limits.uia_sessions_per_address",
                 limits.uia_sessions_per_address,
+            ),
+            (
+                "rate_limits.username_checks_per_address",
+                limits.username_checks_per_address,
             ),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {

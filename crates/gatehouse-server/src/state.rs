@@ -35,6 +35,7 @@ pub struct RateLimits {
     pub login_tokens_per_account: RateLimiter<String>,
     /// UIA sessions opened without an access token per client address.
     pub uia_sessions_per_address: AddressLimiter,
+    pub username_checks_per_address: AddressLimiter,
 }
 
 /// Shared state: one `Arc`, because axum clones the state several times
@@ -86,6 +87,7 @@ impl AppState {
             registration_token_checks: AddressLimiter::new(rl.registration_token_checks),
             login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account),
             uia_sessions_per_address: AddressLimiter::new(rl.uia_sessions_per_address),
+            username_checks_per_address: AddressLimiter::new(rl.username_checks_per_address),
         };
         let sessions = Sessions::new(
             store.clone(),

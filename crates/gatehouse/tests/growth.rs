@@ -145,3 +145,56 @@ async fn password_reset_requests_cannot_fill_the_session_table() {
     println!("POST /account/password (no token) from another address afterwards: {status}");
     assert_eq!(status, 401, "another address gets its challenge: {resp}");
 }
+
+/// Each username check tells whether an account exists: one address gets
+/// the burst, then 429, instead of tens of thousands a second.
+#[tokio::test]
+async fn username_checks_are_limited_per_address() {
+    let server = Server::start(&[
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true"),
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+        (
+            "GATEHOUSE_RATE_LIMITS__USERNAME_CHECKS_PER_ADDRESS__PER_SECOND",
+            "1",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__USERNAME_CHECKS_PER_ADDRESS__BURST_COUNT",
+            "10",
+        ),
+    ]);
+    let check = |ip: &'static str, name: String| {
+        server.send(
+            server
+                .http
+                .get(server.url(&format!(
+                    "/_matrix/client/v3/register/available?username={name}"
+                )))
+                .header("X-Forwarded-For", ip),
+        )
+    };
+    let mut answered = 0;
+    let mut limited = 0;
+    for n in 0..30 {
+        match check("10.0.0.1", format!("name{n}")).await {
+            (200, _) => answered += 1,
+            got @ (429, _) => {
+                assert_error(&got, 429, "M_LIMIT_EXCEEDED");
+                limited += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    println!("30 username checks from one address: {answered} answered, {limited} limited");
+    assert_eq!((answered, limited), (10, 20));
+    // Registrations naming a username count too.
+    let (status, v) = from_address(
+        &server,
+        "10.0.0.1",
+        "/_matrix/client/v3/register",
+        &json!({"username": "late"}),
+    )
+    .await;
+    assert_eq!(status, 429, "{v}");
+    // Another address is not held back.
+    assert_eq!(check("10.0.0.2", "free".into()).await.0, 200);
+}

@@ -66,6 +66,8 @@ export function baseTestEnv() {
     "THREEPID_VALIDATION",
     "REGISTRATION_TOKEN_CHECKS",
     "LOGIN_TOKENS_PER_ACCOUNT",
+    "UIA_SESSIONS_PER_ADDRESS",
+    "USERNAME_CHECKS_PER_ADDRESS",
   ]) {
     for (const [key, value] of Object.entries(LAX_LIMIT)) {
       env[`GATEHOUSE_RATE_LIMITS__${limit}__${key}`] = value;

@@ -167,6 +167,16 @@ async fn check_username_for(
     Ok(id)
 }
 
+/// One username check from `ip` (`rate_limits.username_checks_per_address`):
+/// each answer tells whether an account exists.
+fn count_username_check(state: &AppState, ip: IpAddr) -> ApiResult<()> {
+    state
+        .limits
+        .username_checks_per_address
+        .check(ip)
+        .map_err(ApiError::limited)
+}
+
 /// `access_token` and `device_id` are absent with `inhibit_login`.
 #[derive(Serialize)]
 pub struct RegisterResponse {
@@ -220,6 +230,7 @@ pub async fn register(
     // A name that cannot be had is refused before any stage, as Synapse
     // does; it is checked again once the stages are done.
     if let Some(username) = &body.username {
+        count_username_check(&state, ip)?;
         check_username(&state, username).await?;
     }
     if let Some(device_id) = &body.device_id {
@@ -481,12 +492,14 @@ pub struct UsernameQuery {
 
 pub async fn available(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     MatrixQuery(q): MatrixQuery<UsernameQuery>,
 ) -> ApiResult<Json<Value>> {
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden("Registration is disabled"));
     }
     let username = q.username.ok_or_else(|| ApiError::missing("username"))?;
+    count_username_check(&state, ip)?;
     check_username(&state, &username).await?;
     Ok(Json(json!({ "available": true })))
 }

@@ -379,7 +379,8 @@ async fn sign_in(state: &AppState, ip: std::net::IpAddr, form: ActForm) -> Respo
             .password
             .ok_or_else(|| ApiError::missing("password"))?
             .take();
-        crate::password_auth::check_password(state, &Identifier::User { user }, password).await
+        crate::password_auth::check_password(state, &Identifier::User { user }, password, Some(ip))
+            .await
     };
     let account = match attempt.await {
         Ok(account) => account,
@@ -493,7 +494,8 @@ async fn confirm_password(
         .ok_or_else(|| ApiError::missing("password"))?
         .take();
     let user = session.user_id.to_string();
-    crate::password_auth::check_password(state, &Identifier::User { user }, password)
+    // Signed in already: failures count against the account alone.
+    crate::password_auth::check_password(state, &Identifier::User { user }, password, None)
         .await
         .map(drop)
 }

@@ -26,11 +26,14 @@ impl From<IdentifierError> for ApiError {
 }
 
 /// Resolves `identifier` and checks `password` against that account,
-/// applying the per-account and failed-attempt rate limits.
+/// applying the per-account and failed-attempt rate limits. Failures are
+/// counted per client address and account (`from`, when known): one
+/// address failing on purpose cannot lock the owner out from theirs.
 pub async fn check_password(
     state: &AppState,
     identifier: &Identifier,
     password: Zeroizing<String>,
+    from: Option<std::net::IpAddr>,
 ) -> ApiResult<UserRecord> {
     // An address of no medium we know, or one that is not an address at
     // all, names no account: the answer any unknown 3PID gets.
@@ -64,11 +67,13 @@ pub async fn check_password(
     // A failure is reserved before the (slow) check and kept only if the
     // password is wrong: parallel guesses each hold one, so no more than the
     // burst can be tried at once.
-    let failure = match limits
-        .per_account
-        .check(&limit_key, now)
-        .and_then(|()| limits.failures_per_account.reserve(limit_key.clone(), now))
-    {
+    let failure = match limits.per_account.check(&limit_key, now).and_then(|()| {
+        let key = match from {
+            Some(ip) => format!("{} {limit_key}", crate::ratelimit::address_key(ip)),
+            None => limit_key.clone(),
+        };
+        limits.failures_per_account.reserve(key, now)
+    }) {
         Ok(failure) => failure,
         Err(wait) => {
             state.metrics.login(LoginOutcome::Limited);

@@ -539,7 +539,7 @@ async fn check_stage(
             if let Some(ip) = subject.ip {
                 crate::routes::login::check_address_limit(state, ip)?;
             }
-            let account = check_password(state, &identifier, password).await?;
+            let account = check_password(state, &identifier, password, subject.ip).await?;
             // Someone else's right password answers exactly like a wrong
             // one: a UIA session must not tell whether it fits another account.
             if subject.user_id.as_deref() != Some(account.user_id.as_str()) {

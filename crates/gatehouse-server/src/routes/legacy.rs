@@ -51,7 +51,7 @@ pub async fn login(
         .password
         .ok_or_else(|| ApiError::missing("password"))?
         .take();
-    let account = check_password(&state, &Identifier::User { user }, password).await?;
+    let account = check_password(&state, &Identifier::User { user }, password, Some(ip)).await?;
     let session =
         start_session(&state, account.user_id, check_device_id(None)?, None, true).await?;
     state.metrics.login(LoginOutcome::Ok);

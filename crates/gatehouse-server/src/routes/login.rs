@@ -273,7 +273,7 @@ pub async fn login(
         .take();
     let requested_device = body.device_id.is_some();
     let device_id = check_device_id(body.device_id)?;
-    let account = check_password(&state, &identifier, password).await?;
+    let account = check_password(&state, &identifier, password, Some(ip)).await?;
     if requested_device {
         check_not_a_key_id(&state, &account.user_id, &device_id).await?;
     }

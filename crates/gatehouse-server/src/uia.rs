@@ -121,11 +121,15 @@ pub async fn subject_for_user(
     user_id: &gatehouse_core::user_id::UserId,
 ) -> ApiResult<Subject> {
     let user = state.store.user(user_id).await?;
+    // Asked again of those who accepted an earlier version; accounts that
+    // never went through a terms stage (made by an administrator, or
+    // before terms were configured) are not stopped by one.
     let terms_outdated = !state.config.uia.terms.is_empty() && {
         let accepted = state.store.accepted_policies(user_id).await?;
-        current_terms(state)
-            .iter()
-            .any(|current| !accepted.contains(current))
+        !accepted.is_empty()
+            && current_terms(state)
+                .iter()
+                .any(|current| !accepted.contains(current))
     };
     Ok(Subject {
         user_id: Some(user_id.to_string()),
@@ -152,8 +156,8 @@ pub struct Subject {
     /// Where the stage is answered from: a password stage counts against
     /// that address's login rate limit, like a login.
     pub ip: Option<std::net::IpAddr>,
-    /// A policy of `uia.terms` changed (or is new) since this user last
-    /// accepted it: their next sensitive operation asks them first.
+    /// A policy of `uia.terms` changed (or was added) since this user last
+    /// accepted the policies: their next sensitive operation asks first.
     pub terms_outdated: bool,
 }
 

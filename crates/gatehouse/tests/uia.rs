@@ -1219,6 +1219,16 @@ async fn changed_terms_are_asked_for_again() {
     let third = s(&server.login("tia", "pw", json!({})).await, "device_id");
     let (_, c) = delete_device(&server, &at, &third, json!({})).await;
     assert_eq!(stages(&c), vec![vec!["m.login.password".to_owned()]]);
+    // An account that never went through a terms stage (made by an
+    // administrator) is not stopped by one.
+    server.create_user("admin_made", "pw", &[]);
+    let made = server.access_token("admin_made", "pw").await;
+    let device = s(
+        &server.login("admin_made", "pw", json!({})).await,
+        "device_id",
+    );
+    let (_, c) = delete_device(&server, &made, &device, json!({})).await;
+    assert_eq!(stages(&c), vec![vec!["m.login.password".to_owned()]]);
 }
 
 async fn delete_device(server: &Server, at: &str, device: &str, auth: Value) -> (u16, Value) {

@@ -94,3 +94,80 @@ async fn a_suspended_account_logs_in_but_cannot_remove_contacts() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// The spec's admin API: administrators lock and suspend, at once (the
+/// token cache left on); anyone else learns nothing.
+#[tokio::test]
+async fn administrators_lock_and_suspend_through_the_admin_api() {
+    let server = Server::start(&[]);
+    server.create_user("root", "pw", &["--admin"]);
+    server.create_user("carol", "pw", &[]);
+    let root = server.access_token("root", "pw").await;
+    let carol = server.access_token("carol", "pw").await;
+    assert_eq!(server.whoami(&carol).await.0, 200, "cached now");
+    let lock = "/_matrix/client/v1/admin/lock/@carol:localhost";
+    let put = |path: &'static str, token: String, body: serde_json::Value| {
+        let server = &server;
+        async move {
+            server
+                .send(
+                    server
+                        .http
+                        .put(server.url(path))
+                        .bearer_auth(token)
+                        .json(&body),
+                )
+                .await
+        }
+    };
+    // Not an administrator: refused before any lookup.
+    assert_error(
+        &put(lock, carol.clone(), json!({"locked": true})).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &put(
+            "/_matrix/client/v1/admin/lock/@nobody:localhost",
+            carol.clone(),
+            json!({"locked": true}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &put(
+            "/_matrix/client/v1/admin/lock/@nobody:localhost",
+            root.clone(),
+            json!({"locked": true}),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_eq!(
+        put(lock, root.clone(), json!({"locked": true})).await,
+        (200, json!({"locked": true}))
+    );
+    assert_eq!(
+        server.get(lock, Some(&root)).await,
+        (200, json!({"locked": true}))
+    );
+    assert_error(&server.whoami(&carol).await, 401, "M_USER_LOCKED");
+    assert_eq!(
+        put(lock, root.clone(), json!({"locked": false})).await,
+        (200, json!({"locked": false}))
+    );
+    assert_eq!(server.whoami(&carol).await.0, 200);
+    let suspend = "/_matrix/client/v1/admin/suspend/@carol:localhost";
+    assert_eq!(
+        put(suspend, root.clone(), json!({"suspended": true})).await,
+        (200, json!({"suspended": true}))
+    );
+    assert_eq!(
+        server.get(suspend, Some(&root)).await,
+        (200, json!({"suspended": true}))
+    );
+    assert_error(&put(suspend, root, json!({})).await, 400, "M_MISSING_PARAM");
+}

@@ -2,6 +2,7 @@
 //! like the spec's description of its endpoint.
 
 mod account;
+mod admin;
 mod delegation;
 mod devices;
 mod discovery;
@@ -123,6 +124,14 @@ pub fn router(state: AppState) -> Router {
             post(keys::upload),
         )
         .route("/_matrix/client/v1/login/get_token", post(login::get_token))
+        .route(
+            "/_matrix/client/v1/admin/lock/{user_id}",
+            get(admin::get_lock).put(admin::put_lock),
+        )
+        .route(
+            "/_matrix/client/v1/admin/suspend/{user_id}",
+            get(admin::get_suspend).put(admin::put_suspend),
+        )
         // The login fallback, with and without its trailing slash.
         .route(
             crate::login_fallback::PATH,

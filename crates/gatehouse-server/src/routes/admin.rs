@@ -1,0 +1,127 @@
+//! The spec's account-moderation admin API (v1.18): `GET`/`PUT
+//! /_matrix/client/v1/admin/lock/{userId}` and `…/admin/suspend/{userId}`,
+//! for server administrators (`gatehouse user admin`). The same changes as
+//! `gatehouse user lock|suspend`, but seen at once by this instance.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use gatehouse_core::ErrorKind;
+use gatehouse_core::user_id::UserId;
+use gatehouse_store::Moderation;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{MatrixJson, Requester};
+use crate::state::AppState;
+
+/// The local account `user_id` names. Authorisation comes first: a
+/// non-administrator learns nothing about which accounts exist.
+async fn target(state: &AppState, requester: &Requester, user_id: &str) -> ApiResult<UserId> {
+    if !requester.is_admin {
+        return Err(ApiError::forbidden("You are not a server admin"));
+    }
+    let local = user_id
+        .strip_prefix('@')
+        .and_then(|rest| rest.split_once(':'))
+        .filter(|(_, server)| *server == state.config.server_name)
+        .and_then(|(local, _)| UserId::new(local, &state.config.server_name).ok())
+        .ok_or_else(|| ApiError::invalid("Not a user ID of this server"))?;
+    if state.store.user(&local).await?.is_none() {
+        return Err(ApiError::new(ErrorKind::NotFound, "Unknown user"));
+    }
+    Ok(local)
+}
+
+fn field(moderation: Moderation) -> &'static str {
+    match moderation {
+        Moderation::Lock => "locked",
+        Moderation::Suspension => "suspended",
+    }
+}
+
+async fn show(
+    state: &AppState,
+    requester: &Requester,
+    user_id: &str,
+    m: Moderation,
+) -> ApiResult<Json<Value>> {
+    let id = target(state, requester, user_id).await?;
+    let user = state
+        .store
+        .user(&id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "Unknown user"))?;
+    let on = match m {
+        Moderation::Lock => user.locked,
+        Moderation::Suspension => user.suspended,
+    };
+    Ok(Json(json!({ field(m): on })))
+}
+
+async fn set(
+    state: &AppState,
+    requester: &Requester,
+    user_id: &str,
+    m: Moderation,
+    on: Option<bool>,
+) -> ApiResult<Json<Value>> {
+    let id = target(state, requester, user_id).await?;
+    let on = on.ok_or_else(|| ApiError::missing(field(m)))?;
+    state.store.set_moderation(&id, m, on).await?;
+    // Cached tokens carry the old state: forget them.
+    state.sessions.invalidate_user(&id);
+    tracing::info!(user_id = %id, by = %requester.user_id, change = field(m), on, "account moderation");
+    Ok(Json(json!({ field(m): on })))
+}
+
+#[derive(Deserialize)]
+pub struct LockBody {
+    locked: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct SuspendBody {
+    suspended: Option<bool>,
+}
+
+pub async fn get_lock(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    show(&state, &requester, &user_id, Moderation::Lock).await
+}
+
+pub async fn put_lock(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(user_id): Path<String>,
+    MatrixJson(body): MatrixJson<LockBody>,
+) -> ApiResult<Json<Value>> {
+    set(&state, &requester, &user_id, Moderation::Lock, body.locked).await
+}
+
+pub async fn get_suspend(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    show(&state, &requester, &user_id, Moderation::Suspension).await
+}
+
+pub async fn put_suspend(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(user_id): Path<String>,
+    MatrixJson(body): MatrixJson<SuspendBody>,
+) -> ApiResult<Json<Value>> {
+    set(
+        &state,
+        &requester,
+        &user_id,
+        Moderation::Suspension,
+        body.suspended,
+    )
+    .await
+}

@@ -12,7 +12,7 @@
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use gatehouse_core::identifier::{Identifier, Medium, Threepid, canonical_threepid};
@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::extract::ClientIp;
-use crate::fallback::{nonce, strict_csp};
+use crate::fallback::{cookie, nonce, same_secret, strict_csp};
 use crate::homeserver;
 use crate::state::AppState;
 
@@ -56,27 +56,9 @@ fn view_of(action: Option<&str>) -> &'static str {
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
-}
-
+/// This page's cookie: [`crate::fallback::set_cookie`] on its path.
 fn set_cookie(state: &AppState, name: &str, value: &str, max_age_s: u64) -> HeaderValue {
-    let secure = state
-        .config
-        .public_baseurl
-        .as_deref()
-        .is_some_and(|b| b.starts_with("https://"));
-    let attrs = format!(
-        "{name}={value}; Path={PATH}; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{}",
-        if secure { "; Secure" } else { "" }
-    );
-    HeaderValue::from_str(&attrs).unwrap_or(HeaderValue::from_static(""))
+    crate::fallback::set_cookie(state, name, value, PATH, max_age_s)
 }
 
 /// The signed-in browser, if any.
@@ -249,11 +231,6 @@ pub struct ActForm {
     erase: Option<String>,
 }
 
-fn same(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 /// `POST /_gatehouse/account`.
 pub async fn act(
     State(state): State<AppState>,
@@ -273,7 +250,7 @@ pub async fn act(
     let presented = form.csrf.clone().unwrap_or_default();
     if form.action == "sign_in" {
         let expected = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
-        if expected.is_empty() || !same(expected, &presented) {
+        if expected.is_empty() || !same_secret(expected, &presented) {
             return forged(&state);
         }
         return sign_in(&state, ip, form).await;
@@ -286,7 +263,7 @@ pub async fn act(
         };
         return sign_in_page(&state, view, StatusCode::UNAUTHORIZED).await;
     };
-    if !same(&session.csrf_token, &presented) {
+    if !same_secret(&session.csrf_token, &presented) {
         return forged(&state);
     }
     let done = perform(&state, &hash, &session, form).await;

@@ -167,6 +167,26 @@ async fn check_username_for(
     Ok(id)
 }
 
+impl RegisterResponse {
+    /// The answer for `user_id`, with the session `minted` for `device_id`
+    /// unless there is none (`inhibit_login`).
+    fn new(
+        state: &AppState,
+        user_id: &UserId,
+        device_id: String,
+        minted: Option<&issue::Minted>,
+    ) -> Self {
+        Self {
+            user_id: user_id.to_string(),
+            home_server: state.config.server_name.clone(),
+            access_token: minted.map(|m| m.access_token.to_string()),
+            device_id: minted.is_some().then_some(device_id),
+            refresh_token: minted.and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
+            expires_in_ms: minted.and_then(|m| m.expires_in_ms),
+        }
+    }
+}
+
 /// One username check from `ip` (`rate_limits.username_checks_per_address`):
 /// each answer tells whether an account exists.
 fn count_username_check(state: &AppState, ip: IpAddr) -> ApiResult<()> {
@@ -337,16 +357,12 @@ pub async fn register(
     registration_slot.keep();
     uia::record_accepted_terms(&state, &authorised.session, &user_id).await?;
     tracing::info!(user_id = %user_id, "registered");
-    Ok(Json(RegisterResponse {
-        user_id: user_id.to_string(),
-        home_server: state.config.server_name.clone(),
-        access_token: minted.as_ref().map(|m| m.access_token.to_string()),
-        device_id: minted.is_some().then_some(device_id),
-        refresh_token: minted
-            .as_ref()
-            .and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
-        expires_in_ms: minted.as_ref().and_then(|m| m.expires_in_ms),
-    }))
+    Ok(Json(RegisterResponse::new(
+        &state,
+        &user_id,
+        device_id,
+        minted.as_ref(),
+    )))
 }
 
 /// `type: m.login.application_service`: an appservice, authenticated by its
@@ -412,16 +428,12 @@ async fn register_appservice(
         });
     }
     tracing::info!(user_id = %user_id, appservice = %service.id, "registered by appservice");
-    Ok(Json(RegisterResponse {
-        user_id: user_id.to_string(),
-        home_server: state.config.server_name.clone(),
-        access_token: minted.as_ref().map(|m| m.access_token.to_string()),
-        device_id: minted.is_some().then_some(device_id),
-        refresh_token: minted
-            .as_ref()
-            .and_then(|m| m.refresh_token.as_ref().map(|t| t.to_string())),
-        expires_in_ms: minted.as_ref().and_then(|m| m.expires_in_ms),
-    }))
+    Ok(Json(RegisterResponse::new(
+        state,
+        &user_id,
+        device_id,
+        minted.as_ref(),
+    )))
 }
 
 /// `kind=guest`: an account with a generated name, no password and no UIA.
@@ -475,14 +487,12 @@ async fn register_guest(
     }
     state.store.register(registration).await?;
     registration_slot.keep();
-    Ok(Json(RegisterResponse {
-        user_id: user_id.to_string(),
-        home_server: state.config.server_name.clone(),
-        access_token: Some(minted.access_token.to_string()),
-        device_id: Some(device_id),
-        refresh_token: minted.refresh_token.map(|t| t.to_string()),
-        expires_in_ms: minted.expires_in_ms,
-    }))
+    Ok(Json(RegisterResponse::new(
+        state,
+        &user_id,
+        device_id,
+        Some(&minted),
+    )))
 }
 
 #[derive(Deserialize)]

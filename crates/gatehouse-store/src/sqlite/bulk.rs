@@ -2,10 +2,15 @@
 //! batch and the homeserver-sync row mapper (kept apart from the `Store`
 //! implementation, which only calls them).
 
-use rusqlite::{Statement, Transaction};
+use gatehouse_core::Timestamp;
+use gatehouse_core::token::TokenHash;
+use gatehouse_core::user_id::UserId;
+use rusqlite::{Connection, OptionalExtension, Statement, Transaction, params};
 
-use super::{from_ts, ts};
-use crate::{HomeserverSync, ImportCounts, ImportedUser};
+use super::{backend, from_ts, ts};
+use crate::{
+    HomeserverChange, HomeserverSync, ImportCounts, ImportedUser, StoreResult, WebSession,
+};
 
 /// Rows of one multi-row `INSERT` (at most 6 parameters each, well under
 /// SQLite's limit of 32 766). One execution a row costs as much as the
@@ -200,4 +205,91 @@ pub(super) fn sync_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Homeserve
         next_attempt_at: from_ts(r.get(5)?).unwrap_or(0),
         deleted_devices: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
     })
+}
+
+pub(super) fn request_homeserver_sync(
+    tx: &Transaction<'_>,
+    localpart: String,
+    change: HomeserverChange,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT deleted_devices FROM homeserver_syncs WHERE localpart = ?1",
+            [&localpart],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let mut devices: Vec<String> = existing
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
+    for d in change.deleted_devices {
+        if !devices.contains(&d) {
+            devices.push(d);
+        }
+    }
+    let devices = serde_json::to_string(&devices).map_err(backend)?;
+    tx.query_row(
+        "INSERT INTO homeserver_syncs (localpart, version, erase, reactivate, deleted_devices, next_attempt_ts)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (localpart) DO UPDATE SET
+            version = version + 1,
+            erase = erase OR excluded.erase,
+            reactivate = (reactivate OR excluded.reactivate) AND NOT excluded.erase,
+            deleted_devices = excluded.deleted_devices,
+            next_attempt_ts = excluded.next_attempt_ts
+         RETURNING version",
+        params![localpart, change.erase, change.reactivate, devices, ts(Some(now))],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| u64::try_from(v).unwrap_or(0))
+    .map_err(backend)
+}
+
+pub(super) fn web_session(
+    c: &Connection,
+    hash: TokenHash,
+    now: Timestamp,
+) -> rusqlite::Result<Option<WebSession>> {
+    c.prepare_cached(
+        "SELECT w.user_id, w.csrf_token, w.expires_ts FROM web_sessions w
+         JOIN users u ON u.user_id = w.user_id
+         WHERE w.id_hash = ?1 AND w.expires_ts > ?2 AND u.deactivated = 0",
+    )?
+    .query_row(params![&hash.0[..], ts(Some(now))], |r| {
+        Ok(WebSession {
+            user_id: UserId::from_trusted(r.get(0)?),
+            csrf_token: r.get(1)?,
+            expires_at: from_ts(r.get(2)?).unwrap_or(0),
+        })
+    })
+    .optional()
+}
+
+pub(super) fn postpone_homeserver_sync(
+    tx: &Transaction<'_>,
+    localpart: String,
+    next_attempt_at: Timestamp,
+) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE homeserver_syncs SET attempts = attempts + 1, next_attempt_ts = ?2
+         WHERE localpart = ?1",
+        params![localpart, ts(Some(next_attempt_at))],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn create_web_session(
+    tx: &Transaction<'_>,
+    hash: TokenHash,
+    session: WebSession,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO web_sessions (id_hash, user_id, csrf_token, expires_ts) VALUES (?1, ?2, ?3, ?4)",
+        params![&hash.0[..], session.user_id.as_str(), session.csrf_token, ts(Some(session.expires_at))],
+    )
+    .map_err(backend)?;
+    Ok(())
 }

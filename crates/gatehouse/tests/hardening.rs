@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, Smtp, assert_error, link_in, s};
+use common::{Server, Smtp, assert_error, link_in, open_link, s};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -156,8 +156,7 @@ async fn client_secrets_are_stored_as_hashes_only() {
         )
         .await;
     assert_eq!((status, v), (200, json!({"success": false})));
-    let opened = server.http.get(&link).send().await.unwrap();
-    assert_eq!(opened.status(), 200);
+    assert_eq!(open_link(&server, &link).await.0, 200);
     let body = json!({"username": "carol", "password": "pw"});
     let (status, c) = server
         .post("/_matrix/client/v3/register", body.clone())

@@ -1,112 +1,52 @@
-//! The login fallback page (`GET /_matrix/static/client/login/`) and the
-//! email and phone UIA fallback pages a person completes, over plain HTTP
-//! (`interop/js/test/login-fallback-browser.test.js` drives the login page
-//! in a real Chromium).
+//! The login fallback page (`GET /_matrix/static/client/login/`), over
+//! plain HTTP (`interop/js/test/login-fallback-browser.test.js` drives it
+//! in a real Chromium). The email and phone UIA fallback pages are in
+//! `threepid_fallback.rs`.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use common::{Server, Smtp, link_in, s};
+use common::{Html, Server, s};
 use serde_json::{Value, json};
 
 const PAGE: &str = "/_matrix/static/client/login/";
+/// The cookie the form's CSRF token is kept in.
+const CSRF: &str = "gatehouse_login_csrf";
 
-/// A response as a page: status, headers and body.
-struct Html {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Html {
-    async fn of(resp: reqwest::Response) -> Self {
-        Self {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-
-    /// `name=value` of the cookies this response sets (value "" = deleted).
-    fn cookies(&self) -> Vec<(String, String)> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| {
-                let first = v.to_str().ok()?.split(';').next()?;
-                let (k, v) = first.split_once('=')?;
-                Some((k.to_owned(), v.to_owned()))
-            })
-            .collect()
-    }
-
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.cookies()
-            .into_iter()
-            .find_map(|(k, v)| (k == name).then_some(v))
-    }
-
-    /// The value of hidden field `name` in the page.
-    fn hidden(&self, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker).unwrap_or_else(|| {
-            panic!("no field {name} in {}", self.body);
-        }) + marker.len();
-        self.body[start..].split('"').next().unwrap().to_owned()
-    }
-
-    /// The CSP nonce.
-    fn nonce(&self) -> String {
-        let csp = self.header("content-security-policy");
-        csp.split("'nonce-")
-            .nth(1)
-            .and_then(|r| r.split('\'').next())
-            .expect("a nonce in the CSP")
-            .to_owned()
-    }
-
-    /// The login response the signed-in page hands to `onLogin`.
-    fn login_response(&self) -> Option<Value> {
-        let marker = "<script type=\"application/json\" id=\"login-response\">";
-        let start = self.body.find(marker)? + marker.len();
-        let end = self.body[start..].find("</script>")? + start;
-        Some(serde_json::from_str(&self.body[start..end]).expect("JSON in the page"))
-    }
-}
-
-async fn get(server: &Server, path: &str) -> Html {
-    Html::of(server.http.get(server.url(path)).send().await.unwrap()).await
+/// The login response the signed-in page hands to `onLogin`.
+fn login_response(page: &Html) -> Option<Value> {
+    let marker = "<script type=\"application/json\" id=\"login-response\">";
+    let start = page.body.find(marker)? + marker.len();
+    let end = page.body[start..].find("</script>")? + start;
+    Some(serde_json::from_str(&page.body[start..end]).expect("JSON in the page"))
 }
 
 /// The form, as a browser shows it: its page, and the cookie it set.
 async fn form(server: &Server, query: &str) -> (Html, String) {
-    let page = get(server, &format!("{PAGE}{query}")).await;
+    let page = server.page(&format!("{PAGE}{query}"), None).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let cookie = page
-        .cookie("gatehouse_login_csrf")
-        .expect("a CSRF cookie with the form");
-    (page, format!("gatehouse_login_csrf={cookie}"))
+    assert!(page.cookie(CSRF).is_some(), "a CSRF cookie with the form");
+    let cookie = page.cookie_header(CSRF);
+    (page, cookie)
 }
 
-async fn post_form(
-    server: &Server,
-    path: &str,
-    cookie: Option<&str>,
-    form: &[(&str, &str)],
-) -> Html {
-    let mut req = server.http.post(server.url(path)).form(form);
-    if let Some(c) = cookie {
-        req = req.header("cookie", c);
-    }
-    Html::of(req.send().await.unwrap()).await
+/// Submit the form `page` showed, with its cookie, its CSRF token and `fields`.
+async fn submit(server: &Server, page: &Html, cookie: &str, fields: &[(&str, &str)]) -> Html {
+    let csrf = page.hidden("csrf");
+    let mut all = vec![("csrf", csrf.as_str())];
+    all.extend_from_slice(fields);
+    server.post_form(PAGE, Some(cookie), &all).await
+}
+
+/// Open a fresh form and sign in on it as `user` with `password`.
+async fn sign_in(server: &Server, user: &str, password: &str) -> Html {
+    let (page, cookie) = form(server, "").await;
+    submit(
+        server,
+        &page,
+        &cookie,
+        &[("user", user), ("password", password)],
+    )
+    .await
 }
 
 /// How many devices (sessions) `user` has, seen through a fresh login.
@@ -164,14 +104,14 @@ async fn the_page_is_a_strict_labelled_form() {
     assert!(!html.contains("role=\"alert\""), "no error yet");
     // The CSRF token is in the form and in a strict cookie.
     let token = page.hidden("csrf");
-    assert_eq!(page.cookie("gatehouse_login_csrf"), Some(token));
+    assert_eq!(page.cookie(CSRF), Some(token));
     let set = page.header("set-cookie");
     assert!(
         set.contains("HttpOnly") && set.contains("SameSite=Lax"),
         "{set}"
     );
     // Without the trailing slash too.
-    let bare = get(&server, PAGE.trim_end_matches('/')).await;
+    let bare = server.page(PAGE.trim_end_matches('/'), None).await;
     assert_eq!(bare.status, 200);
     assert!(bare.body.contains("name=\"csrf\""));
 }
@@ -180,18 +120,7 @@ async fn the_page_is_a_strict_labelled_form() {
 async fn a_wrong_password_shows_the_form_again_with_the_error() {
     let server = Server::start(&[]);
     server.create_user("alice", "pw", &[]);
-    let (page, cookie) = form(&server, "").await;
-    let answer = post_form(
-        &server,
-        PAGE,
-        Some(&cookie),
-        &[
-            ("csrf", &page.hidden("csrf")),
-            ("user", "alice"),
-            ("password", "wrong"),
-        ],
-    )
-    .await;
+    let answer = sign_in(&server, "alice", "wrong").await;
     assert_eq!(answer.status, 403, "{}", answer.body);
     let html = &answer.body;
     assert!(
@@ -204,21 +133,14 @@ async fn a_wrong_password_shows_the_form_again_with_the_error() {
         "{html}"
     );
     assert!(html.contains("value=\"alice\""), "{html}");
-    assert!(answer.login_response().is_none(), "{html}");
+    assert!(login_response(&answer).is_none(), "{html}");
     assert!(!html.contains("access_token"), "{html}");
     // A fresh token for the next try, which works.
-    let again = post_form(
+    let again = submit(
         &server,
-        PAGE,
-        Some(&format!(
-            "gatehouse_login_csrf={}",
-            answer.cookie("gatehouse_login_csrf").unwrap()
-        )),
-        &[
-            ("csrf", &answer.hidden("csrf")),
-            ("user", "alice"),
-            ("password", "pw"),
-        ],
+        &answer,
+        &answer.cookie_header(CSRF),
+        &[("user", "alice"), ("password", "pw")],
     )
     .await;
     assert_eq!(again.status, 200, "{}", again.body);
@@ -229,32 +151,10 @@ async fn a_wrong_password_shows_the_form_again_with_the_error() {
     );
 
     // An unknown user answers the same; an empty name is pointed at.
-    let (page, cookie) = form(&server, "").await;
-    let unknown = post_form(
-        &server,
-        PAGE,
-        Some(&cookie),
-        &[
-            ("csrf", &page.hidden("csrf")),
-            ("user", "nobody"),
-            ("password", "pw"),
-        ],
-    )
-    .await;
+    let unknown = sign_in(&server, "nobody", "pw").await;
     assert_eq!(unknown.status, 403);
     assert!(unknown.body.contains("Wrong username or password."));
-    let (page, cookie) = form(&server, "").await;
-    let empty = post_form(
-        &server,
-        PAGE,
-        Some(&cookie),
-        &[
-            ("csrf", &page.hidden("csrf")),
-            ("user", " "),
-            ("password", "pw"),
-        ],
-    )
-    .await;
+    let empty = sign_in(&server, " ", "pw").await;
     assert_eq!(empty.status, 400);
     assert!(
         empty.body.contains("Enter your username.")
@@ -280,12 +180,11 @@ async fn the_right_password_hands_the_login_response_to_on_login() {
         "Fallback &lt;phone&gt;",
         "escaped in the page"
     );
-    let answer = post_form(
+    let answer = submit(
         &server,
-        PAGE,
-        Some(&cookie),
+        &page,
+        &cookie,
         &[
-            ("csrf", &page.hidden("csrf")),
             ("user", "@alice:localhost"),
             ("password", "pw"),
             ("device_id", "GHTYAJCE"),
@@ -301,9 +200,7 @@ async fn the_right_password_hands_the_login_response_to_on_login() {
             .contains("frame-ancestors 'none'"),
         "the signed-in page is as strict"
     );
-    let response = answer
-        .login_response()
-        .expect("the login response in the page");
+    let response = login_response(&answer).expect("the login response in the page");
     assert_eq!(response["user_id"], "@alice:localhost");
     assert_eq!(response["device_id"], "GHTYAJCE");
     assert_eq!(response["home_server"], "localhost");
@@ -332,7 +229,7 @@ async fn the_right_password_hands_the_login_response_to_on_login() {
         answer.body
     );
     // The form's token is spent.
-    assert_eq!(answer.cookie("gatehouse_login_csrf"), Some(String::new()));
+    assert_eq!(answer.cookie(CSRF), Some(String::new()));
 
     // The access token works, for that device, with its display name.
     let token = s(&response, "access_token");
@@ -347,12 +244,11 @@ async fn the_right_password_hands_the_login_response_to_on_login() {
 
     // Asking for a refresh token, by bare localpart.
     let (page, cookie) = form(&server, "?refresh_token=true").await;
-    let answer = post_form(
+    let answer = submit(
         &server,
-        PAGE,
-        Some(&cookie),
+        &page,
+        &cookie,
         &[
-            ("csrf", &page.hidden("csrf")),
             ("user", "alice"),
             ("password", "pw"),
             ("refresh_token", &page.hidden("refresh_token")),
@@ -360,7 +256,7 @@ async fn the_right_password_hands_the_login_response_to_on_login() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let response = answer.login_response().unwrap();
+    let response = login_response(&answer).unwrap();
     assert!(response["refresh_token"].is_string(), "{response}");
     assert!(response["expires_in_ms"].is_u64(), "{response}");
 }
@@ -369,21 +265,10 @@ async fn the_right_password_hands_the_login_response_to_on_login() {
 async fn email_addresses_sign_in_too() {
     let server = Server::start(&[]);
     server.create_user("bob", "pw", &["--email", "Bob@Example.org"]);
-    let (page, cookie) = form(&server, "").await;
-    let answer = post_form(
-        &server,
-        PAGE,
-        Some(&cookie),
-        &[
-            ("csrf", &page.hidden("csrf")),
-            ("user", "bob@example.org"),
-            ("password", "pw"),
-        ],
-    )
-    .await;
+    let answer = sign_in(&server, "bob@example.org", "pw").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(
-        answer.login_response().unwrap()["user_id"],
+        login_response(&answer).unwrap()["user_id"],
         "@bob:localhost"
     );
 }
@@ -402,27 +287,23 @@ async fn a_missing_or_forged_csrf_token_is_refused() {
     };
     let refused = [
         // A cross-site form: no cookie, no token.
-        post_form(&server, PAGE, None, &right).await,
+        server.post_form(PAGE, None, &right).await,
         // The token without its cookie.
-        post_form(&server, PAGE, None, &as_pairs(&with(&token))).await,
+        server.post_form(PAGE, None, &as_pairs(&with(&token))).await,
         // The cookie without the token.
-        post_form(&server, PAGE, Some(&cookie), &right).await,
+        server.post_form(PAGE, Some(&cookie), &right).await,
         // A token of the forger's own.
-        post_form(
-            &server,
-            PAGE,
-            Some(&cookie),
-            &as_pairs(&with(&format!("{}x", &token[1..]))),
-        )
-        .await,
+        server
+            .post_form(
+                PAGE,
+                Some(&cookie),
+                &as_pairs(&with(&format!("{}x", &token[1..]))),
+            )
+            .await,
         // Both forged alike: a cookie of this page's is not one the forger can set.
-        post_form(
-            &server,
-            PAGE,
-            Some("gatehouse_login_csrf="),
-            &as_pairs(&with("")),
-        )
-        .await,
+        server
+            .post_form(PAGE, Some("gatehouse_login_csrf="), &as_pairs(&with("")))
+            .await,
     ];
     for answer in &refused {
         assert_eq!(answer.status, 403, "{}", answer.body);
@@ -433,7 +314,7 @@ async fn a_missing_or_forged_csrf_token_is_refused() {
             "{}",
             answer.body
         );
-        assert!(answer.login_response().is_none());
+        assert!(login_response(answer).is_none());
     }
     assert_eq!(
         devices(&server, "alice", "pw").await,
@@ -458,18 +339,7 @@ async fn the_page_is_rate_limited_like_login() {
     server.create_user("alice", "pw", &[]);
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let (page, cookie) = form(&server, "").await;
-        let answer = post_form(
-            &server,
-            PAGE,
-            Some(&cookie),
-            &[
-                ("csrf", &page.hidden("csrf")),
-                ("user", "alice"),
-                ("password", "wrong"),
-            ],
-        )
-        .await;
+        let answer = sign_in(&server, "alice", "wrong").await;
         statuses.push(answer.status);
         if answer.status == 429 {
             assert!(
@@ -493,387 +363,4 @@ async fn the_page_is_rate_limited_like_login() {
         (status, v["errcode"].as_str()),
         (429, Some("M_LIMIT_EXCEEDED"))
     );
-}
-
-// The email and phone UIA stages' pages, which a person can complete.
-
-const REG: &str = "/_matrix/client/v3/register";
-
-fn stage_page(stage: &str) -> String {
-    format!("/_matrix/client/v3/auth/{stage}/fallback/web")
-}
-
-#[tokio::test]
-async fn the_email_page_sends_the_link_and_completes_the_stage() {
-    let smtp = Smtp::start();
-    let mut settings = smtp.settings();
-    settings.push(("GATEHOUSE_REGISTRATION__ENABLED", "true".into()));
-    settings.push((
-        "GATEHOUSE_REGISTRATION__FLOWS",
-        r#"[["m.login.email.identity"]]"#.into(),
-    ));
-    let server = Server::start_public(settings);
-    let body = json!({"username": "mailer", "password": "pw"});
-    let (status, c) = server.post(REG, body.clone()).await;
-    assert_eq!(status, 401);
-    let session = s(&c, "session");
-    let stage = "m.login.email.identity";
-    let url = format!("{}?session={session}", stage_page(stage));
-
-    // The person enters an address; there is nothing about sid or secrets.
-    let page = get(&server, &url).await;
-    assert_eq!(page.status, 200);
-    assert!(
-        page.body
-            .contains("<label for=\"email\">Email address</label>")
-            && page
-                .body
-                .contains("inputmode=\"email\" spellcheck=\"false\" autocapitalize=\"none\" id=\"email\" name=\"email\"")
-            && !page.body.contains("client_secret"),
-        "{}",
-        page.body
-    );
-    let bad = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[
-            ("session", &session),
-            ("step", "send"),
-            ("email", "not-an-address"),
-        ],
-    )
-    .await;
-    assert_eq!(bad.status, 400);
-    assert!(
-        bad.body
-            .contains("role=\"alert\">That is not an email address.")
-            && bad
-                .body
-                .contains("aria-describedby=\"message\" aria-invalid=\"true\""),
-        "{}",
-        bad.body
-    );
-    let sent = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[
-            ("session", &session),
-            ("step", "send"),
-            ("email", "Web.User@Example.org"),
-        ],
-    )
-    .await;
-    assert_eq!(sent.status, 200, "{}", sent.body);
-    assert!(
-        sent.body
-            .contains("We sent a link to <strong>web.user@example.org</strong>"),
-        "{}",
-        sent.body
-    );
-    let kept = sent
-        .cookie("gatehouse_fallback_3pid")
-        .expect("the validation, kept");
-    assert!(kept.starts_with(&format!("{session}:")), "{kept}");
-    let set = sent.header("set-cookie");
-    assert!(
-        set.contains("HttpOnly")
-            && set.contains("Path=/_matrix/client/v3/auth/m.login.email.identity/fallback/web"),
-        "{set}"
-    );
-    let cookie = format!("gatehouse_fallback_3pid={kept}");
-    let mail = smtp.wait_for(1);
-    assert!(mail.contains("To: web.user@example.org"), "{mail}");
-
-    // Back on the page (say, after a reload), it waits for the link.
-    let resp = server
-        .http
-        .get(server.url(&url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    let waiting = Html::of(resp).await;
-    assert!(
-        waiting.body.contains("I have opened the link"),
-        "{}",
-        waiting.body
-    );
-
-    // Too early: the link is not opened yet.
-    let early = post_form(
-        &server,
-        &stage_page(stage),
-        Some(&cookie),
-        &[("session", &session), ("step", "check")],
-    )
-    .await;
-    assert_eq!(early.status, 401);
-    assert!(
-        early
-            .body
-            .contains("role=\"alert\">The link has not been opened yet."),
-        "{}",
-        early.body
-    );
-    // Another browser (no cookie) cannot finish it.
-    let elsewhere = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[("session", &session), ("step", "check")],
-    )
-    .await;
-    assert_eq!(elsewhere.status, 400);
-    assert!(!elsewhere.body.contains("authDone"));
-
-    server.http.get(link_in(&mail)).send().await.unwrap();
-    let done = post_form(
-        &server,
-        &stage_page(stage),
-        Some(&cookie),
-        &[("session", &session), ("step", "check")],
-    )
-    .await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    assert!(
-        done.body.contains("window.onAuthDone()") && done.body.contains("postMessage(\"authDone\""),
-        "{}",
-        done.body
-    );
-    assert_eq!(
-        done.cookie("gatehouse_fallback_3pid"),
-        Some(String::new()),
-        "forgotten"
-    );
-
-    // The client finishes with just the session; the address is the account's.
-    let mut finish = body;
-    finish["auth"] = json!({"session": session});
-    let (status, v) = server.post(REG, finish).await;
-    assert_eq!(status, 200, "{v}");
-    let (status, _) = server
-        .post(
-            "/_matrix/client/v3/login",
-            json!({"type": "m.login.password", "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "web.user@example.org"}, "password": "pw"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-}
-
-#[tokio::test]
-async fn the_email_page_of_a_signed_in_user_takes_only_their_address() {
-    let smtp = Smtp::start();
-    let mut settings = smtp.settings();
-    settings.push((
-        "GATEHOUSE_UIA__FLOWS",
-        r#"[["m.login.email.identity"]]"#.into(),
-    ));
-    let server = Server::start_public(settings);
-    server.create_user("carol", "pw", &["--email", "carol@example.org"]);
-    let token = server.access_token("carol", "pw").await;
-    let path = "/_matrix/client/v3/account/password";
-    let (status, c) = server
-        .post_auth(path, &token, json!({"new_password": "new"}))
-        .await;
-    assert_eq!(status, 401, "{c}");
-    let session = s(&c, "session");
-    let stage = "m.login.email.identity";
-    let other = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[
-            ("session", &session),
-            ("step", "send"),
-            ("email", "someone@example.org"),
-        ],
-    )
-    .await;
-    assert_eq!(other.status, 400);
-    assert!(
-        other
-            .body
-            .contains("That address is not linked to your account."),
-        "{}",
-        other.body
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(
-        smtp.messages().is_empty(),
-        "nothing was sent to someone else"
-    );
-    let sent = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[
-            ("session", &session),
-            ("step", "send"),
-            ("email", "carol@example.org"),
-        ],
-    )
-    .await;
-    assert_eq!(sent.status, 200, "{}", sent.body);
-    let cookie = format!(
-        "gatehouse_fallback_3pid={}",
-        sent.cookie("gatehouse_fallback_3pid").unwrap()
-    );
-    server
-        .http
-        .get(link_in(&smtp.wait_for(1)))
-        .send()
-        .await
-        .unwrap();
-    let done = post_form(
-        &server,
-        &stage_page(stage),
-        Some(&cookie),
-        &[("session", &session), ("step", "check")],
-    )
-    .await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    let (status, v) = server
-        .post_auth(
-            path,
-            &token,
-            json!({"new_password": "new", "auth": {"session": session}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-}
-
-/// An SMS webhook recording what it is asked to send.
-async fn sms_recorder() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let record = record.clone();
-            async move {
-                record.lock().unwrap().push(body);
-                axum::Json(json!({"ok": true}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
-
-#[tokio::test]
-async fn the_phone_page_sends_a_code_and_completes_the_stage() {
-    let (hook, seen) = sms_recorder().await;
-    let server = Server::start_public(vec![
-        ("GATEHOUSE_SMS__ENABLED", "true".into()),
-        ("GATEHOUSE_SMS__WEBHOOK_URL", hook),
-        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
-        (
-            "GATEHOUSE_REGISTRATION__FLOWS",
-            r#"[["m.login.msisdn"]]"#.into(),
-        ),
-    ]);
-    let body = json!({"username": "texter", "password": "pw"});
-    let (_, c) = server.post(REG, body.clone()).await;
-    let session = s(&c, "session");
-    let stage = "m.login.msisdn";
-    let page = get(&server, &format!("{}?session={session}", stage_page(stage))).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    assert!(
-        page.body
-            .contains("<label for=\"country\">Country code</label>")
-            && page
-                .body
-                .contains("<label for=\"phone\">Phone number</label>")
-            && page.body.contains("inputmode=\"tel\" id=\"phone\""),
-        "{}",
-        page.body
-    );
-    let no_country = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[
-            ("session", &session),
-            ("step", "send"),
-            ("country", "ZZ"),
-            ("phone", "07400 123456"),
-        ],
-    )
-    .await;
-    assert_eq!(no_country.status, 400);
-    assert!(
-        no_country
-            .body
-            .contains("aria-describedby=\"message country-hint\" aria-invalid=\"true\""),
-        "{}",
-        no_country.body
-    );
-    let sent = post_form(
-        &server,
-        &stage_page(stage),
-        None,
-        &[
-            ("session", &session),
-            ("step", "send"),
-            ("country", "GB"),
-            ("phone", "07400 123456"),
-        ],
-    )
-    .await;
-    assert_eq!(sent.status, 200, "{}", sent.body);
-    assert!(
-        sent.body
-            .contains("We sent a code by text message to <strong>+447400123456</strong>"),
-        "{}",
-        sent.body
-    );
-    let cookie = format!(
-        "gatehouse_fallback_3pid={}",
-        sent.cookie("gatehouse_fallback_3pid").unwrap()
-    );
-    let sms = seen.lock().unwrap()[0].clone();
-    assert_eq!(sms["to"], "+447400123456");
-    let code: String = sms["body"]
-        .as_str()
-        .unwrap()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    assert_eq!(code.len(), 6, "{sms}");
-    let wrong_code = if code == "000000" { "111111" } else { "000000" };
-    let wrong = post_form(
-        &server,
-        &stage_page(stage),
-        Some(&cookie),
-        &[
-            ("session", &session),
-            ("step", "code"),
-            ("code", wrong_code),
-        ],
-    )
-    .await;
-    assert_eq!(wrong.status, 401);
-    assert!(
-        wrong.body.contains("role=\"alert\">That code is not right")
-            && wrong.body.contains("id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus aria-describedby=\"message\" aria-invalid=\"true\""),
-        "{}",
-        wrong.body
-    );
-    let done = post_form(
-        &server,
-        &stage_page(stage),
-        Some(&cookie),
-        &[("session", &session), ("step", "code"), ("code", &code)],
-    )
-    .await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    assert!(done.body.contains("window.onAuthDone()"), "{}", done.body);
-    let mut finish = body;
-    finish["auth"] = json!({"session": session});
-    let (status, v) = server.post(REG, finish).await;
-    assert_eq!(status, 200, "{v}");
 }

@@ -5,24 +5,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Server, Smtp, assert_error, link_in, s};
+use common::{Server, Smtp, assert_error, link_in, open_link, s};
 use serde_json::{Value, json};
 
 const REG: &str = "/_matrix/client/v3/register";
-
-async fn open_link(server: &Server, link: &str) -> (u16, String) {
-    let resp = server.http.get(link).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let csp = resp
-        .headers()
-        .get("content-security-policy")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert!(
-        csp.is_some_and(|c| c.contains("default-src 'none'")),
-        "pages carry a strict CSP"
-    );
-    (status, resp.text().await.unwrap())
-}
 
 #[tokio::test]
 async fn registration_with_a_validated_email() {

@@ -474,3 +474,109 @@ pub fn when_this_process_exits(script: &str) {
         .spawn()
         .expect("spawn the exit watchdog");
 }
+
+/// GET a validation link a message carried, as a person's browser would;
+/// every such page carries a strict CSP. The status and the page.
+pub async fn open_link(server: &Server, link: &str) -> (u16, String) {
+    let resp = server.http.get(link).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let csp = resp
+        .headers()
+        .get("content-security-policy")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        csp.is_some_and(|c| c.contains("default-src 'none'")),
+        "pages carry a strict CSP"
+    );
+    (status, resp.text().await.unwrap())
+}
+
+/// A response as a page: status, headers and body.
+pub struct Html {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Html {
+    pub async fn of(resp: reqwest::Response) -> Self {
+        Self {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// `name=value` of the cookies this response sets (value "" = deleted).
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| {
+                let first = v.to_str().ok()?.split(';').next()?;
+                let (k, v) = first.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect()
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies()
+            .into_iter()
+            .find_map(|(k, v)| (k == name).then_some(v))
+    }
+
+    /// The set cookie `name` as a `Cookie` request header would carry it.
+    pub fn cookie_header(&self, name: &str) -> String {
+        let value = self
+            .cookie(name)
+            .unwrap_or_else(|| panic!("no cookie {name} set: {}", self.header("set-cookie")));
+        format!("{name}={value}")
+    }
+
+    /// The value of hidden field `name` in the page.
+    pub fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker).unwrap_or_else(|| {
+            panic!("no field {name} in {}", self.body);
+        }) + marker.len();
+        self.body[start..].split('"').next().unwrap().to_owned()
+    }
+
+    /// The CSP nonce.
+    pub fn nonce(&self) -> String {
+        let csp = self.header("content-security-policy");
+        csp.split("'nonce-")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .expect("a nonce in the CSP")
+            .to_owned()
+    }
+}
+
+impl Server {
+    /// GET `path` as a page, with a `Cookie` header if given.
+    pub async fn page(&self, path: &str, cookie: Option<&str>) -> Html {
+        let mut req = self.http.get(self.url(path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        Html::of(req.send().await.unwrap()).await
+    }
+
+    /// POST a form to `path`, as a browser would, with a `Cookie` header if given.
+    pub async fn post_form(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Html {
+        let mut req = self.http.post(self.url(path)).form(form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        Html::of(req.send().await.unwrap()).await
+    }
+}

@@ -580,3 +580,25 @@ impl Server {
         Html::of(req.send().await.unwrap()).await
     }
 }
+
+/// Settings that open registration with `flows` (a JSON list of lists).
+pub fn open_registration(flows: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("GATEHOUSE_REGISTRATION__ENABLED", "true".into()),
+        ("GATEHOUSE_REGISTRATION__FLOWS", flows.to_owned()),
+    ]
+}
+
+pub fn start_with(settings: &[(&'static str, String)]) -> Server {
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(&pairs)
+}
+
+pub fn stages(v: &Value) -> Vec<Vec<String>> {
+    v["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::from_value(f["stages"].clone()).unwrap())
+        .collect()
+}

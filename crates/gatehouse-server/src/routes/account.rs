@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{Method, Uri};
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Medium, canonical_threepid};
+use gatehouse_core::user_id::UserId;
 use gatehouse_store::EndSessions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -123,44 +124,21 @@ pub async fn change_password(
         &raw,
     )
     .await?;
-    // A busy hashing pool is no reason to authenticate again.
-    let hash = authorised
-        .spend_on(&state, async {
-            state
-                .hasher
-                .hash(new_password)
-                .await
-                .map_err(|_| ApiError::limited(1000))
-        })
+    // Whatever fails after the stages passed (a busy hashing pool, the
+    // store) is no reason to authenticate again.
+    let keep = body.logout_devices.then_some(requester.device_id.as_str());
+    authorised
+        .spend_on(
+            &state,
+            set_password(
+                &state,
+                &requester.user_id,
+                new_password,
+                body.logout_devices,
+                keep,
+            ),
+        )
         .await?;
-    let (sessions, ended) = if body.logout_devices {
-        let others = state
-            .store
-            .devices(&requester.user_id)
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .filter(|d| *d != requester.device_id)
-            .collect::<Vec<_>>();
-        (EndSessions::AllBut(requester.device_id.clone()), others)
-    } else {
-        (EndSessions::Keep, Vec::new())
-    };
-    homeserver::changing(
-        &state,
-        &requester.user_id,
-        homeserver::devices_deleted(ended),
-        async {
-            Ok(state
-                .store
-                .set_password_hash(&requester.user_id, &hash, sessions)
-                .await?)
-        },
-    )
-    .await?;
-    if body.logout_devices {
-        state.sessions.invalidate_user(&requester.user_id);
-    }
     tracing::info!(user_id = %requester.user_id, "password changed");
     Ok(Json(json!({})))
 }
@@ -186,33 +164,60 @@ async fn reset_password(
     let user = authorised
         .reset_user()
         .ok_or_else(|| ApiError::forbidden("No account was identified"))?;
-    let user_id = gatehouse_core::user_id::UserId::from_trusted(user);
+    let user_id = UserId::from_trusted(user);
+    authorised
+        .spend_on(
+            state,
+            set_password(state, &user_id, new_password, logout_devices, None),
+        )
+        .await?;
+    tracing::info!(user_id = %user_id, "password reset");
+    Ok(Json(json!({})))
+}
+
+/// Replaces the password; with `logout_devices`, ends every session but
+/// `keep`'s (the requester's own, when signed in) — here and on the
+/// homeserver.
+async fn set_password(
+    state: &AppState,
+    user_id: &UserId,
+    new_password: zeroize::Zeroizing<String>,
+    logout_devices: bool,
+    keep: Option<&str>,
+) -> ApiResult<()> {
     let hash = state
         .hasher
         .hash(new_password)
         .await
         .map_err(|_| ApiError::limited(1000))?;
     let (sessions, ended) = if logout_devices {
-        let all = state.store.devices(&user_id).await?;
-        (
-            EndSessions::All,
-            all.into_iter().map(|d| d.device_id).collect(),
-        )
+        let ended = state
+            .store
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| Some(d.as_str()) != keep)
+            .collect::<Vec<_>>();
+        let sessions = match keep {
+            Some(device) => EndSessions::AllBut(device.to_owned()),
+            None => EndSessions::All,
+        };
+        (sessions, ended)
     } else {
         (EndSessions::Keep, Vec::new())
     };
-    homeserver::changing(state, &user_id, homeserver::devices_deleted(ended), async {
+    homeserver::changing(state, user_id, homeserver::devices_deleted(ended), async {
         Ok(state
             .store
-            .set_password_hash(&user_id, &hash, sessions)
+            .set_password_hash(user_id, &hash, sessions)
             .await?)
     })
     .await?;
     if logout_devices {
-        state.sessions.invalidate_user(&user_id);
+        state.sessions.invalidate_user(user_id);
     }
-    tracing::info!(user_id = %user_id, "password reset");
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 /// `POST /account/deactivate`: re-authenticate, then deactivate for good.
@@ -223,7 +228,7 @@ pub async fn deactivate(
     uri: Uri,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
-    uia::reauthenticate(
+    let authorised = uia::reauthenticate(
         &state,
         &requester,
         Sensitive::Deactivation,
@@ -233,16 +238,20 @@ pub async fn deactivate(
     )
     .await?;
     let erase = raw["erase"].as_bool().unwrap_or(false);
-    homeserver::changing(
-        &state,
-        &requester.user_id,
-        gatehouse_store::HomeserverChange {
-            erase,
-            ..Default::default()
-        },
-        async { Ok(state.store.deactivate_user(&requester.user_id).await?) },
-    )
-    .await?;
+    authorised
+        .spend_on(
+            &state,
+            homeserver::changing(
+                &state,
+                &requester.user_id,
+                gatehouse_store::HomeserverChange {
+                    erase,
+                    ..Default::default()
+                },
+                async { Ok(state.store.deactivate_user(&requester.user_id).await?) },
+            ),
+        )
+        .await?;
     state.sessions.invalidate_user(&requester.user_id);
     tracing::info!(user_id = %requester.user_id, erase = raw["erase"].as_bool().unwrap_or(false), "deactivated");
     // Gatehouse never binds 3PIDs at an identity server, so there is

@@ -166,29 +166,22 @@ pub async fn delete(
     uri: Uri,
     RawJson(raw): RawJson,
 ) -> ApiResult<Json<Value>> {
-    // No UIA for an appservice (spec v1.17).
-    if requester.appservice.is_none() {
-        uia::reauthenticate(
-            &state,
-            &requester,
-            Sensitive::DeviceDeletion,
-            &method,
-            &uri,
-            &raw,
-        )
-        .await?;
-    }
+    let authorised = deletion_authorised(&state, &requester, &method, &uri, &raw).await?;
     let user = &requester.user_id;
-    homeserver::changing(
+    spend(
         &state,
-        user,
-        homeserver::devices_deleted([device_id.clone()]),
-        async {
-            Ok(state
-                .store
-                .delete_devices(user, std::slice::from_ref(&device_id))
-                .await?)
-        },
+        authorised,
+        homeserver::changing(
+            &state,
+            user,
+            homeserver::devices_deleted([device_id.clone()]),
+            async {
+                Ok(state
+                    .store
+                    .delete_devices(user, std::slice::from_ref(&device_id))
+                    .await?)
+            },
+        ),
     )
     .await?;
     state
@@ -211,28 +204,57 @@ pub async fn delete_many(
 ) -> ApiResult<Json<Value>> {
     let body: DeleteDevicesBody = typed(&raw)?;
     let devices = body.devices.ok_or_else(|| ApiError::missing("devices"))?;
-    // No UIA for an appservice (spec v1.17).
-    if requester.appservice.is_none() {
-        uia::reauthenticate(
-            &state,
-            &requester,
-            Sensitive::DeviceDeletion,
-            &method,
-            &uri,
-            &raw,
-        )
-        .await?;
-    }
+    let authorised = deletion_authorised(&state, &requester, &method, &uri, &raw).await?;
     let user = &requester.user_id;
-    homeserver::changing(
+    spend(
         &state,
-        user,
-        homeserver::devices_deleted(devices.iter().cloned()),
-        async { Ok(state.store.delete_devices(user, &devices).await?) },
+        authorised,
+        homeserver::changing(
+            &state,
+            user,
+            homeserver::devices_deleted(devices.iter().cloned()),
+            async { Ok(state.store.delete_devices(user, &devices).await?) },
+        ),
     )
     .await?;
     for d in &devices {
         state.sessions.invalidate_device(&requester.user_id, d);
     }
     Ok(Json(json!({})))
+}
+
+/// Re-authentication for deleting devices; an appservice needs none (spec
+/// v1.17), so there may be no session to spend.
+async fn deletion_authorised(
+    state: &AppState,
+    requester: &Requester,
+    method: &Method,
+    uri: &Uri,
+    raw: &Value,
+) -> ApiResult<Option<uia::Authorised>> {
+    if requester.appservice.is_some() {
+        return Ok(None);
+    }
+    uia::reauthenticate(
+        state,
+        requester,
+        Sensitive::DeviceDeletion,
+        method,
+        uri,
+        raw,
+    )
+    .await
+    .map(Some)
+}
+
+/// Runs the deletion, spending the UIA session only if it succeeds.
+async fn spend<T>(
+    state: &AppState,
+    authorised: Option<uia::Authorised>,
+    deletion: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    match authorised {
+        Some(authorised) => authorised.spend_on(state, deletion).await,
+        None => deletion.await,
+    }
 }

@@ -132,7 +132,7 @@ async fn relay_upload(
         // Not approved on the account page yet (or refused outright).
         return Ok(relayed(first));
     }
-    if let Err(mut challenge) = uia::reauthenticate(
+    let authorised = match uia::reauthenticate(
         state,
         requester,
         Sensitive::CrossSigningReset,
@@ -142,14 +142,21 @@ async fn relay_upload(
     )
     .await
     {
-        offer_approval_too(&mut challenge, &wants_approval);
-        return Err(challenge);
-    }
-    homeserver
-        .client
-        .allow_cross_signing_reset(requester.user_id.localpart())
-        .await
-        .map_err(unavailable)?;
+        Ok(authorised) => authorised,
+        Err(mut challenge) => {
+            offer_approval_too(&mut challenge, &wants_approval);
+            return Err(challenge);
+        }
+    };
+    authorised
+        .spend_on(state, async {
+            homeserver
+                .client
+                .allow_cross_signing_reset(requester.user_id.localpart())
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
     let second = homeserver
         .client
         .relay(
@@ -254,7 +261,21 @@ async fn store_upload(
             })?;
         }
     }
-    if existing.is_some() && changed {
+    if !changed {
+        return Ok(Json(json!({})));
+    }
+    let store = async {
+        Ok(state
+            .store
+            .set_cross_signing_keys(
+                &requester.user_id,
+                &Value::Object(merged),
+                state.clock.now_ms(),
+            )
+            .await?)
+    };
+    // The first upload needs no UIA; replacing keys does.
+    if existing.is_some() {
         uia::reauthenticate(
             state,
             requester,
@@ -263,17 +284,11 @@ async fn store_upload(
             uri,
             &raw,
         )
+        .await?
+        .spend_on(state, store)
         .await?;
-    }
-    if changed {
-        state
-            .store
-            .set_cross_signing_keys(
-                &requester.user_id,
-                &Value::Object(merged),
-                state.clock.now_ms(),
-            )
-            .await?;
+    } else {
+        store.await?;
     }
     Ok(Json(json!({})))
 }

@@ -375,7 +375,7 @@ pub async fn get_token(
             "This account cannot authenticate to generate login tokens",
         ));
     }
-    crate::uia::reauthenticate(
+    let authorised = crate::uia::reauthenticate(
         &state,
         &requester,
         crate::uia::Sensitive::LoginToken,
@@ -387,14 +387,18 @@ pub async fn get_token(
     let minted = token::generate(token::TokenKind::Login);
     let now = state.clock.now_ms();
     let lifetime = state.config.tokens.login_token_lifetime_ms;
-    state
-        .store
-        .create_login_token(
-            &token::hash(&minted),
-            &requester.user_id,
-            now.saturating_add(lifetime),
-            now,
-        )
+    authorised
+        .spend_on(&state, async {
+            Ok(state
+                .store
+                .create_login_token(
+                    &token::hash(&minted),
+                    &requester.user_id,
+                    now.saturating_add(lifetime),
+                    now,
+                )
+                .await?)
+        })
         .await?;
     issued.keep();
     Ok(Json(

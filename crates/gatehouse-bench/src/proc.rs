@@ -41,6 +41,7 @@ pub fn bench_env(data: &Path) -> Vec<(String, String)> {
         "REGISTRATION_PER_ADDRESS",
         "UIA_SESSIONS_PER_ADDRESS",
         "USERNAME_CHECKS_PER_ADDRESS",
+        "REFRESHES_PER_ADDRESS",
         "THREEPID_VALIDATION",
         "REGISTRATION_TOKEN_CHECKS",
         "LOGIN_TOKENS_PER_ACCOUNT",

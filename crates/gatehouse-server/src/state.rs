@@ -36,6 +36,8 @@ pub struct RateLimits {
     /// UIA sessions opened without an access token per client address.
     pub uia_sessions_per_address: AddressLimiter,
     pub username_checks_per_address: AddressLimiter,
+    /// Refresh attempts per client address.
+    pub refreshes_per_address: AddressLimiter,
 }
 
 /// Shared state: one `Arc`, because axum clones the state several times
@@ -88,6 +90,7 @@ impl AppState {
             login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account),
             uia_sessions_per_address: AddressLimiter::new(rl.uia_sessions_per_address),
             username_checks_per_address: AddressLimiter::new(rl.username_checks_per_address),
+            refreshes_per_address: AddressLimiter::new(rl.refreshes_per_address),
         };
         let sessions = Sessions::new(
             store.clone(),

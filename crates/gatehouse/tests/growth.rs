@@ -1,6 +1,8 @@
-//! Nothing an unauthenticated client can grow is unbounded: UIA sessions
-//! opened without an access token (`POST /register`, password reset) are
-//! limited per client address (`rate_limits.uia_sessions_per_address`).
+//! Nothing a client can grow is unbounded: UIA sessions opened without an
+//! access token (`POST /register`, password reset) are limited per client
+//! address (`rate_limits.uia_sessions_per_address`), and so are refreshes
+//! (`rate_limits.refreshes_per_address`), on top of the store's cap on the
+//! unused children of one refresh token.
 
 mod common;
 
@@ -197,4 +199,74 @@ async fn username_checks_are_limited_per_address() {
     assert_eq!(status, 429, "{v}");
     // Another address is not held back.
     assert_eq!(check("10.0.0.2", "free".into()).await.0, 200);
+}
+
+/// One account replaying its refresh token as fast as it can: each success
+/// stores a child pair. The address gets its burst and then 429s; the store
+/// keeps at most `MAX_PENDING_CHILDREN` children of the token anyway.
+#[tokio::test]
+async fn refreshes_are_limited_per_address() {
+    const REFRESH_BURST: usize = 50;
+    let server = Server::start(&[
+        ("GATEHOUSE_TRUST_X_FORWARDED_FOR", "true"),
+        (
+            "GATEHOUSE_RATE_LIMITS__REFRESHES_PER_ADDRESS__PER_SECOND",
+            "5",
+        ),
+        (
+            "GATEHOUSE_RATE_LIMITS__REFRESHES_PER_ADDRESS__BURST_COUNT",
+            "50",
+        ),
+    ]);
+    server.create_user("alice", "pw", &[]);
+    let login = server
+        .login("alice", "pw", json!({"refresh_token": true}))
+        .await;
+    let body = json!({"refresh_token": login["refresh_token"]});
+    let started = std::time::Instant::now();
+    let (mut refreshed, mut limited) = (0, 0);
+    for _ in 0..FLOOD / BATCH {
+        let batch = (0..BATCH)
+            .map(|_| from_address(&server, "10.1.1.1", "/_matrix/client/v3/refresh", &body));
+        for got in futures_util::future::join_all(batch).await {
+            match got.0 {
+                200 => refreshed += 1,
+                _ => {
+                    assert_error(&got, 429, "M_LIMIT_EXCEEDED");
+                    limited += 1;
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let db = rusqlite::Connection::open_with_flags(
+        server.data_dir.join("gatehouse.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM refresh_tokens", [], |r| r.get(0))
+        .unwrap();
+    println!(
+        "{FLOOD} refreshes of one token from one address in {elapsed:.2} s: \
+         {refreshed} answered, {limited} limited; {rows} refresh tokens stored"
+    );
+    // The burst, plus what leaked out of the bucket meanwhile.
+    let allowed = REFRESH_BURST + (5.0 * elapsed).ceil() as usize;
+    assert!(refreshed <= allowed, "{refreshed} > {allowed}");
+    assert_eq!(refreshed + limited, FLOOD);
+    let cap = gatehouse_core::refresh::MAX_PENDING_CHILDREN as i64;
+    assert!(rows <= 1 + cap, "{rows} refresh tokens stored");
+    // The legacy endpoint counts in the same bucket.
+    let legacy = from_address(
+        &server,
+        "10.1.1.1",
+        "/_matrix/client/api/v1/tokenrefresh",
+        &body,
+    )
+    .await;
+    assert_error(&legacy, 429, "M_LIMIT_EXCEEDED");
+    // Another address is not held back (the token itself is still good).
+    let (status, v) = from_address(&server, "10.1.1.2", "/_matrix/client/v3/refresh", &body).await;
+    assert_eq!(status, 200, "{v}");
 }

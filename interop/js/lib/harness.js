@@ -68,6 +68,7 @@ export function baseTestEnv() {
     "LOGIN_TOKENS_PER_ACCOUNT",
     "UIA_SESSIONS_PER_ADDRESS",
     "USERNAME_CHECKS_PER_ADDRESS",
+    "REFRESHES_PER_ADDRESS",
   ]) {
     for (const [key, value] of Object.entries(LAX_LIMIT)) {
       env[`GATEHOUSE_RATE_LIMITS__${limit}__${key}`] = value;

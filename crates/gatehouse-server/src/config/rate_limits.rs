@@ -42,6 +42,9 @@ pub struct RateLimitConfig {
     /// registrations naming a username. Without it, one address could test
     /// tens of thousands of names a second for existing accounts.
     pub username_checks_per_address: Rate,
+    /// Refresh attempts per client IP address (`POST /refresh` and the
+    /// legacy `/tokenrefresh`), counted whether the token is good or not.
+    pub refreshes_per_address: Rate,
 }
 
 /// Synapse's `rc_login` and `rc_registration` defaults.
@@ -84,6 +87,16 @@ const USERNAME_CHECKS_PER_ADDRESS: Rate = Rate {
     burst_count: 10,
 };
 
+/// Refreshes per client address: 50 at once, then 5 a second. A client
+/// refreshes once per access-token lifetime (minutes), so this leaves room
+/// for hundreds of people behind one address, while one account can no
+/// longer mint thousands of children a second from a refresh token
+/// (the store keeps at most a few per token anyway) or try tokens fast.
+const REFRESHES_PER_ADDRESS: Rate = Rate {
+    per_second: 5.0,
+    burst_count: 50,
+};
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
@@ -100,6 +113,7 @@ impl Default for RateLimitConfig {
             },
             uia_sessions_per_address: UIA_SESSIONS_PER_ADDRESS,
             username_checks_per_address: USERNAME_CHECKS_PER_ADDRESS,
+            refreshes_per_address: REFRESHES_PER_ADDRESS,
         }
     }
 }

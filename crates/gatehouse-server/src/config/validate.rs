@@ -109,6 +109,10 @@ impl Config {
                 "rate_limits.username_checks_per_address",
                 limits.username_checks_per_address,
             ),
+            (
+                "rate_limits.refreshes_per_address",
+                limits.refreshes_per_address,
+            ),
         ] {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst_count == 0 {
                 return invalid(key, "per_second must be > 0 and burst_count >= 1");

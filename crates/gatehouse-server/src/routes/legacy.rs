@@ -76,12 +76,13 @@ pub struct TokenRefreshResponse {
 
 pub async fn token_refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     MatrixJson(body): MatrixJson<TokenRefreshBody>,
 ) -> ApiResult<Json<TokenRefreshResponse>> {
     let presented = body
         .refresh_token
         .ok_or_else(|| ApiError::missing("refresh_token"))?;
-    let rotated = rotate(&state, &presented, Endpoint::LegacyV1)
+    let rotated = rotate(&state, ip, &presented, Endpoint::LegacyV1)
         .await?
         .map_err(|_| ApiError::forbidden("Refresh token is unknown or has already been used"))?;
     Ok(Json(TokenRefreshResponse {

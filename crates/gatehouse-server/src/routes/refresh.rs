@@ -11,7 +11,7 @@ use gatehouse_core::token::{self, TokenKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::MatrixJson;
+use crate::extract::{ClientIp, MatrixJson};
 use crate::issue;
 use crate::state::AppState;
 
@@ -32,9 +32,16 @@ pub struct RefreshResponse {
 /// choose (a malformed token is as dead as an unknown one).
 pub async fn rotate(
     state: &AppState,
+    ip: std::net::IpAddr,
     presented: &str,
     endpoint: Endpoint,
 ) -> ApiResult<Result<RefreshResponse, Rejection>> {
+    // Counted before anything is looked at: bad tokens count as good ones.
+    state
+        .limits
+        .refreshes_per_address
+        .check(ip)
+        .map_err(ApiError::limited)?;
     if token::check(presented, TokenKind::Refresh).is_err() {
         return Ok(Err(Rejection::Dead));
     }
@@ -76,12 +83,13 @@ pub async fn rotate(
 
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     MatrixJson(body): MatrixJson<RefreshBody>,
 ) -> ApiResult<Json<RefreshResponse>> {
     let presented = body
         .refresh_token
         .ok_or_else(|| ApiError::missing("refresh_token"))?;
-    match rotate(&state, &presented, Endpoint::Spec).await? {
+    match rotate(&state, ip, &presented, Endpoint::Spec).await? {
         Ok(rotated) => Ok(Json(rotated)),
         // The new pair is never handed out: the old refresh token stays
         // good (its child unused) for when the lock is lifted.

@@ -35,6 +35,7 @@ pub fn base_env() -> Vec<(String, String)> {
         "LOGIN_TOKENS_PER_ACCOUNT",
         "UIA_SESSIONS_PER_ADDRESS",
         "USERNAME_CHECKS_PER_ADDRESS",
+        "REFRESHES_PER_ADDRESS",
     ] {
         env.push((
             format!("GATEHOUSE_RATE_LIMITS__{limit}__PER_SECOND"),

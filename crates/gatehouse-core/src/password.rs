@@ -175,6 +175,13 @@ impl PasswordPolicy {
         Verdict::Match { rehash: !current }
     }
 
+    /// One bcrypt check's worth of work at `cost`: what a login of an
+    /// account with such a hash costs, measured by the caller so that
+    /// failures elsewhere can be made to take as long.
+    pub fn bcrypt_probe(&self, cost: u32) {
+        let _ = bcrypt::hash("probe", cost.clamp(4, 31));
+    }
+
     /// Synapse checks `bcrypt(NFKC(password) + pepper)`.
     fn verify_bcrypt(&self, password: &str, stored: &str) -> Verdict {
         let peppered = Zeroizing::new(format!("{password}{}", self.bcrypt_pepper.as_str()));
@@ -225,8 +232,17 @@ fn argon2_matches(password: &str, parsed: &PasswordHash<'_>, memory: &mut Memory
     argon2::password_hash::Output::new(&out).is_ok_and(|computed| computed == expected)
 }
 
-fn is_bcrypt(hash: &str) -> bool {
+/// Whether `hash` is a bcrypt hash (Synapse's format).
+pub fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
+/// The cost of a bcrypt hash (`$2b$12$…` → 12).
+pub fn bcrypt_cost(hash: &str) -> Option<u32> {
+    if !is_bcrypt(hash) {
+        return None;
+    }
+    hash.get(4..6)?.parse().ok()
 }
 
 /// Passwords are compared in Unicode NFKC, as Synapse does, so the same

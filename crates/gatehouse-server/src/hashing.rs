@@ -9,7 +9,9 @@
 //! Each thread keeps its Argon2 working memory between verifications.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use gatehouse_core::password::{MemoryBlocks, PasswordPolicy, Verdict};
 use tokio::sync::{Semaphore, oneshot};
@@ -27,7 +29,13 @@ pub struct HashPool {
     queue: mpsc::SyncSender<Job>,
     admission: Arc<Semaphore>,
     threads: usize,
+    /// The longest a bcrypt check has taken here, in microseconds: see
+    /// [`Self::failure_floor`].
+    legacy_micros: Arc<AtomicU64>,
 }
+
+/// A stalled machine must not make every later failure slow.
+const MAX_FAILURE_FLOOR: Duration = Duration::from_secs(2);
 
 impl HashPool {
     /// Starts `threads` hashing threads sharing one policy.
@@ -59,6 +67,7 @@ impl HashPool {
             queue: tx,
             admission: Arc::new(Semaphore::new(threads + max_queued)),
             threads,
+            legacy_micros: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -89,14 +98,55 @@ impl HashPool {
         password: Zeroizing<String>,
         stored: Option<String>,
     ) -> Result<Verdict, Busy> {
-        self.run(move |p, m| p.verify_with(&password, stored.as_deref(), m))
-            .await
+        let legacy = stored
+            .as_deref()
+            .is_some_and(gatehouse_core::password::is_bcrypt)
+            .then(|| self.legacy_micros.clone());
+        self.run(move |p, m| {
+            let started = Instant::now();
+            let verdict = p.verify_with(&password, stored.as_deref(), m);
+            if let Some(slowest) = legacy {
+                record(&slowest, started.elapsed());
+            }
+            verdict
+        })
+        .await
+    }
+
+    /// Learns what a check of a bcrypt hash of `cost` takes, before any
+    /// login has shown it (the server does this at start for the costliest
+    /// hash it holds).
+    pub async fn learn_bcrypt_cost(&self, cost: u32) -> Result<(), Busy> {
+        let slowest = self.legacy_micros.clone();
+        self.run(move |p, _| {
+            let started = Instant::now();
+            p.bcrypt_probe(cost);
+            record(&slowest, started.elapsed());
+        })
+        .await
+    }
+
+    /// How long a failed password check should take at least. Accounts
+    /// imported with bcrypt hashes (until their first login upgrades them)
+    /// take far longer to check than Argon2 ones, so without this, a wrong
+    /// password's answer time would tell which accounts exist and are
+    /// legacy. Failures — wrong password or unknown account alike — are
+    /// answered no sooner than the slowest bcrypt check seen. Only a wait,
+    /// no work: it costs no CPU, and a right password is never delayed.
+    pub fn failure_floor(&self) -> Duration {
+        Duration::from_micros(self.legacy_micros.load(Ordering::Relaxed))
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Busy> {
         self.run(move |p, m| p.hash_with(&password, m)).await
     }
+}
+
+/// Raises `slowest` to `took`, within [`MAX_FAILURE_FLOOR`].
+fn record(slowest: &AtomicU64, took: Duration) {
+    let micros = took.min(MAX_FAILURE_FLOOR).as_micros();
+    slowest.fetch_max(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 /// Lowers the calling thread's scheduling priority to nice 10.

@@ -82,6 +82,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let metrics_listen = config.metrics_listen;
     let limits = listener::ConnectionLimits::from_config(&config);
     let state = AppState::new(config, Arc::new(store), Arc::new(SystemClock));
+    // Before the first request: the answer time of a failed login must not
+    // tell legacy accounts apart from the start.
+    if let Some(cost) = state.store.highest_bcrypt_cost().await? {
+        if state.hasher.learn_bcrypt_cost(cost).await.is_err() {
+            tracing::warn!("hashing pool busy; bcrypt cost not measured");
+        }
+        tracing::info!(cost, floor = ?state.hasher.failure_floor(), "legacy bcrypt hashes present");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {

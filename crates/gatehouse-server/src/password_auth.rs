@@ -2,7 +2,8 @@
 //! place a password is accepted (login today; UIA's `m.login.password`).
 //!
 //! Unknown accounts cost exactly one Argon2 verification, like wrong
-//! passwords, and get the same answer.
+//! passwords, and get the same answer, no sooner than a legacy (bcrypt)
+//! account's would come.
 
 use std::time::Instant;
 
@@ -81,6 +82,7 @@ pub async fn check_password(
         }
     };
     let stored = account.as_ref().and_then(|a| a.password_hash.clone());
+    let started = tokio::time::Instant::now();
     let verdict = state
         .hasher
         .verify(password.clone(), stored)
@@ -93,6 +95,9 @@ pub async fn check_password(
         (Some(account), Verdict::Match { rehash }) => (account, rehash),
         _ => {
             failure.keep();
+            // As long as a legacy account's failure takes (see
+            // `HashPool::failure_floor`).
+            tokio::time::sleep_until(started + state.hasher.failure_floor()).await;
             state.metrics.login(LoginOutcome::Failed);
             return Err(ApiError::forbidden("Invalid username or password"));
         }

@@ -27,6 +27,7 @@ where
 {
     accounts::users_are_unique_and_found(factory().await).await;
     accounts::threepids_resolve_to_their_owner(factory().await).await;
+    accounts::the_highest_bcrypt_cost_is_known(factory().await).await;
     tokens::sessions_create_devices_and_relogin_revokes(factory().await).await;
     tokens::rotation_keeps_old_token_until_child_used(factory().await).await;
     tokens::rotation_by_access_token_use(factory().await).await;

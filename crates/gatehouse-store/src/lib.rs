@@ -82,6 +82,10 @@ pub trait Store: Send + Sync + 'static {
         new: &str,
     ) -> StoreResult<bool>;
 
+    /// The highest cost among stored bcrypt password hashes (imported from
+    /// Synapse, not yet upgraded), if any remain.
+    async fn highest_bcrypt_cost(&self) -> StoreResult<Option<u32>>;
+
     /// Marks the account deactivated and removes its devices, tokens and
     /// third-party IDs. The password hash is kept, so login can tell a right
     /// password (`M_USER_DEACTIVATED`) from a wrong one (`M_FORBIDDEN`). `NoSuchUser` if it does not exist.

@@ -255,7 +255,7 @@ async fn refreshes_are_limited_per_address() {
     let allowed = REFRESH_BURST + (5.0 * elapsed).ceil() as usize;
     assert!(refreshed <= allowed, "{refreshed} > {allowed}");
     assert_eq!(refreshed + limited, FLOOD);
-    let cap = gatehouse_core::refresh::MAX_PENDING_CHILDREN as i64;
+    let cap = gatehouse_core::refresh::MAX_PENDING_CHILDREN;
     assert!(rows <= 1 + cap, "{rows} refresh tokens stored");
     // The legacy endpoint counts in the same bucket.
     let legacy = from_address(

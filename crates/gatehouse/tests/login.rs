@@ -335,3 +335,67 @@ async fn imported_synapse_bcrypt_hashes_log_in_and_are_upgraded() {
     );
     server.login("imported", "hunter2", json!({})).await;
 }
+
+/// A wrong password for an account imported with a bcrypt hash takes as
+/// long as bcrypt does; an unknown account's or an Argon2 account's failure
+/// must take as long, or answer times would list the legacy accounts. The
+/// server learns the cost from the hashes it holds when it starts.
+#[tokio::test]
+async fn failures_take_as_long_as_a_legacy_accounts() {
+    use gatehouse_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let first = Server::start_in(dir.path(), &[]);
+        first.create_user("legacy", "placeholder", &[]);
+        first.create_user("modern", "pw", &[]);
+    }
+    let store = gatehouse_store::SqliteStore::open(
+        &dir.path().join("gatehouse.sqlite"),
+        gatehouse_store::sqlite::Durability::Full,
+    )
+    .unwrap();
+    let id = gatehouse_core::user_id::UserId::new("legacy", "localhost").unwrap();
+    store
+        .set_password_hash(
+            &id,
+            &bcrypt::hash("right", 10).unwrap(),
+            gatehouse_store::EndSessions::Keep,
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let server = Server::start_in(dir.path(), &[]);
+    let median_failure = async |user: &str| {
+        let mut took = Vec::new();
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let (status, _) = server
+                .post(
+                    "/_matrix/client/v3/login",
+                    json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "wrong"}),
+                )
+                .await;
+            took.push(started.elapsed());
+            assert_eq!(status, 403);
+        }
+        took.sort();
+        took[1]
+    };
+    // Unknown first: before any bcrypt check has happened in this process.
+    let unknown = median_failure("nobody").await;
+    let modern = median_failure("modern").await;
+    let legacy = median_failure("legacy").await;
+    println!("failed login: legacy {legacy:?}, modern {modern:?}, unknown {unknown:?}");
+    // Loose (other tests share the CPU and slow bcrypt, not a wait): the
+    // difference this catches is a hundredfold.
+    for (who, took) in [("unknown", unknown), ("modern", modern)] {
+        assert!(
+            took.as_secs_f64() >= 0.5 * legacy.as_secs_f64(),
+            "{who}'s failure ({took:?}) is quicker than a legacy account's ({legacy:?})"
+        );
+    }
+    // A right password is not held back.
+    let started = std::time::Instant::now();
+    server.login("modern", "pw", json!({})).await;
+    assert!(started.elapsed() < legacy / 2, "{:?}", started.elapsed());
+}

@@ -24,6 +24,7 @@ pub(super) async fn users_are_unique_and_found(store: impl Store) {
         matches!(again, Err(StoreError::UserExists)),
         "duplicate user must be refused"
     );
+    assert_eq!(store.highest_bcrypt_cost().await.unwrap(), None);
     let rec = store.user(&alice).await.unwrap().expect("user is found");
     assert_eq!(rec.password_hash.as_deref(), Some("$hash"));
     assert!(!rec.deactivated && !rec.is_admin);
@@ -331,4 +332,29 @@ pub(super) async fn expired_records_are_pruned(store: impl Store) {
     );
     store.prune_expired(101 + DAY).await.unwrap();
     assert!(store.threepid_validation("old").await.unwrap().is_none());
+}
+
+pub(super) async fn the_highest_bcrypt_cost_is_known(store: impl Store) {
+    assert_eq!(store.highest_bcrypt_cost().await.unwrap(), None, "empty");
+    for (name, hash) in [
+        ("a", "$2b$10$abcdefghijklmnopqrstuv"),
+        ("b", "$2a$12$abcdefghijklmnopqrstuv"),
+        ("c", "$argon2id$v=19$m=19456,t=2,p=1$x$y"),
+    ] {
+        let id = user(&store, name).await;
+        store
+            .set_password_hash(&id, hash, EndSessions::Keep)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.highest_bcrypt_cost().await.unwrap(), Some(12));
+    store
+        .upgrade_password_hash(&uid("b"), "$2a$12$abcdefghijklmnopqrstuv", "$argon2id$new")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.highest_bcrypt_cost().await.unwrap(),
+        Some(10),
+        "upgraded hashes no longer count"
+    );
 }

@@ -111,6 +111,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn highest_bcrypt_cost(&self) -> StoreResult<Option<u32>> {
+        self.read(|c| {
+            // `$2b$12$…`: the cost is characters 5 and 6.
+            c.query_row(
+                "SELECT max(CAST(substr(password_hash, 5, 2) AS INTEGER)) FROM users
+                 WHERE password_hash LIKE '$2_$%'",
+                [],
+                |r| r.get::<_, Option<u32>>(0),
+            )
+        })
+        .await
+    }
+
     async fn user_by_threepid(&self, threepid: &Threepid) -> StoreResult<Option<UserRecord>> {
         let (medium, address) = (threepid.medium.as_str(), threepid.address.clone());
         self.read(move |c| {

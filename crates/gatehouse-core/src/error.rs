@@ -1,6 +1,9 @@
 //! The Matrix error codes Gatehouse produces, with the HTTP status each one
 //! is sent with. The HTTP layer turns an [`ErrorKind`] plus a message into the
-//! spec's JSON body; nothing else decides a status code.
+//! spec's JSON body; nothing else decides a status code. The code strings
+//! come from the table the client parses with (`gatehouse-errcode`).
+
+use gatehouse_errcode::ErrorCode;
 
 /// A Matrix `errcode` and the extra fields it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,40 +71,49 @@ pub enum ErrorKind {
     CaptchaInvalid,
     /// 401: a user-interactive authentication challenge (no errcode).
     UiaChallenge,
+    /// 400: an application service asserted a device that does not exist.
+    UnknownDevice,
 }
 
 impl ErrorKind {
+    /// The spec's `errcode` for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadJson => ErrorCode::BadJson,
+            Self::NotJson => ErrorCode::NotJson,
+            Self::MissingParam => ErrorCode::MissingParam,
+            Self::InvalidParam => ErrorCode::InvalidParam,
+            Self::Unknown | Self::Internal => ErrorCode::Unknown,
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::UserDeactivated => ErrorCode::UserDeactivated,
+            Self::UserLocked => ErrorCode::UserLocked,
+            Self::UserSuspended => ErrorCode::UserSuspended,
+            Self::MissingToken => ErrorCode::MissingToken,
+            Self::UnknownToken { .. } => ErrorCode::UnknownToken,
+            Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            Self::UnrecognizedEndpoint | Self::UnrecognizedMethod => ErrorCode::Unrecognized,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::TooLarge => ErrorCode::TooLarge,
+            Self::UserInUse => ErrorCode::UserInUse,
+            Self::InvalidUsername => ErrorCode::InvalidUsername,
+            Self::Exclusive => ErrorCode::Exclusive,
+            Self::ThreepidInUse => ErrorCode::ThreepidInUse,
+            Self::ThreepidNotFound => ErrorCode::ThreepidNotFound,
+            Self::ThreepidAuthFailed => ErrorCode::ThreepidAuthFailed,
+            Self::ThreepidDenied => ErrorCode::ThreepidDenied,
+            Self::ThreepidMediumNotSupported => ErrorCode::ThreepidMediumNotSupported,
+            Self::InvalidSignature => ErrorCode::InvalidSignature,
+            Self::Unauthorized | Self::UiaChallenge => ErrorCode::Unauthorized,
+            Self::GuestAccessForbidden => ErrorCode::GuestAccessForbidden,
+            Self::CaptchaInvalid => ErrorCode::CaptchaInvalid,
+            Self::UnknownDevice => ErrorCode::UnknownDevice,
+        }
+    }
+
     /// The `errcode` string of the spec.
     pub fn errcode(&self) -> &'static str {
-        match self {
-            Self::BadJson => "M_BAD_JSON",
-            Self::NotJson => "M_NOT_JSON",
-            Self::MissingParam => "M_MISSING_PARAM",
-            Self::InvalidParam => "M_INVALID_PARAM",
-            Self::Unknown | Self::Internal => "M_UNKNOWN",
-            Self::Forbidden => "M_FORBIDDEN",
-            Self::UserDeactivated => "M_USER_DEACTIVATED",
-            Self::UserLocked => "M_USER_LOCKED",
-            Self::UserSuspended => "M_USER_SUSPENDED",
-            Self::MissingToken => "M_MISSING_TOKEN",
-            Self::UnknownToken { .. } => "M_UNKNOWN_TOKEN",
-            Self::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
-            Self::UnrecognizedEndpoint | Self::UnrecognizedMethod => "M_UNRECOGNIZED",
-            Self::NotFound => "M_NOT_FOUND",
-            Self::TooLarge => "M_TOO_LARGE",
-            Self::UserInUse => "M_USER_IN_USE",
-            Self::InvalidUsername => "M_INVALID_USERNAME",
-            Self::Exclusive => "M_EXCLUSIVE",
-            Self::ThreepidInUse => "M_THREEPID_IN_USE",
-            Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
-            Self::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
-            Self::ThreepidDenied => "M_THREEPID_DENIED",
-            Self::ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
-            Self::InvalidSignature => "M_INVALID_SIGNATURE",
-            Self::Unauthorized | Self::UiaChallenge => "M_UNAUTHORIZED",
-            Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
-            Self::CaptchaInvalid => "M_CAPTCHA_INVALID",
-        }
+        // Every kind maps to a code of the spec's table.
+        self.code().known_str().unwrap_or("M_UNKNOWN")
     }
 
     /// The HTTP status code the spec pairs with this error.
@@ -120,7 +132,8 @@ impl ErrorKind {
             | Self::ThreepidAuthFailed
             | Self::ThreepidDenied
             | Self::ThreepidMediumNotSupported
-            | Self::InvalidSignature => 400,
+            | Self::InvalidSignature
+            | Self::UnknownDevice => 400,
             Self::MissingToken
             | Self::UnknownToken { .. }
             | Self::Unauthorized
@@ -151,5 +164,20 @@ mod tests {
         assert_eq!(ErrorKind::UnrecognizedMethod.errcode(), "M_UNRECOGNIZED");
         assert_eq!(ErrorKind::LimitExceeded { retry_after_ms: 1 }.status(), 429);
         assert_eq!(ErrorKind::TooLarge.errcode(), "M_TOO_LARGE");
+    }
+
+    #[test]
+    fn every_kind_has_a_code_of_the_shared_table() {
+        let kinds = [
+            ErrorKind::BadJson,
+            ErrorKind::Internal,
+            ErrorKind::UiaChallenge,
+            ErrorKind::UnknownDevice,
+            ErrorKind::UserLocked,
+        ];
+        for kind in kinds {
+            assert!(ErrorCode::KNOWN.contains(&kind.code()), "{kind:?}");
+            assert_eq!(ErrorCode::parse(kind.errcode()), kind.code());
+        }
     }
 }

@@ -17,3 +17,4 @@ pub mod user_id;
 
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::ErrorKind;
+pub use gatehouse_errcode::ErrorCode;

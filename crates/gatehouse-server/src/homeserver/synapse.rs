@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use gatehouse_core::ErrorCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -35,12 +36,12 @@ impl HomeserverError {
     /// Synapse refused to create a user that exists (a race with another
     /// creation of the same user).
     pub fn is_user_in_use(&self) -> bool {
-        self.errcode() == Some("M_USER_IN_USE")
+        self.errcode() == Some(ErrorCode::UserInUse)
     }
 
-    fn errcode(&self) -> Option<&str> {
+    fn errcode(&self) -> Option<ErrorCode> {
         match self {
-            Self::Refused { errcode, .. } => Some(errcode),
+            Self::Refused { errcode, .. } => Some(ErrorCode::parse(errcode)),
             Self::Unreachable(_) => None,
         }
     }
@@ -138,7 +139,14 @@ impl SynapseClient {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.errcode(), Some("M_USER_IN_USE" | "M_EXCLUSIVE")) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.errcode(),
+                    Some(ErrorCode::UserInUse | ErrorCode::Exclusive)
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }

@@ -192,7 +192,8 @@ pub struct Requester {
     /// The client's address (rate limits for what the requester does).
     pub ip: std::net::IpAddr,
     /// The application service whose `as_token` made the request (its
-    /// `id`); such a request has no device (`device_id` is empty).
+    /// `id`); such a request has no device (`device_id` is empty) unless
+    /// it asserts one.
     pub appservice: Option<std::sync::Arc<str>>,
 }
 
@@ -290,17 +291,19 @@ async fn authenticate(
 }
 
 /// An appservice's request: its sender, or the `user_id` it asserts, which
-/// must be in its namespaces and (but for the sender) registered.
+/// must be in its namespaces and (but for the sender) registered; and, if
+/// it asserts a `device_id` (spec v1.17's device masquerading), that
+/// device, which must be the user's.
 async fn appservice_requester(
     parts: &Parts,
     state: &AppState,
     service: &crate::appservice::Appservice,
     ip: IpAddr,
 ) -> Result<Requester, ApiError> {
-    let wanted = parts
-        .uri
-        .query()
-        .and_then(|q| form_urlencoded_get(q, "user_id"));
+    let query = parts.uri.query().unwrap_or_default();
+    let wanted = form_urlencoded_get(query, "user_id");
+    let device = form_urlencoded_get(query, "device_id")
+        .or_else(|| form_urlencoded_get(query, "org.matrix.msc3202.device_id"));
     let user_id =
         crate::appservice::asserted_user(service, wanted.as_deref(), &state.config.server_name)?;
     let record = state.store.user(&user_id).await?;
@@ -320,9 +323,21 @@ async fn appservice_requester(
             )));
         }
     };
+    let device_id = match device {
+        None => String::new(),
+        Some(device) => {
+            if state.store.device(&user_id, &device).await?.is_none() {
+                return Err(ApiError::new(
+                    ErrorKind::UnknownDevice,
+                    format!("Device {device} is not one of {user_id}'s"),
+                ));
+            }
+            device
+        }
+    };
     Ok(Requester {
         user_id,
-        device_id: String::new(),
+        device_id,
         is_guest: false,
         is_admin,
         is_locked,

@@ -287,6 +287,70 @@ async fn appservice_manages_devices_without_uia() {
     assert_eq!(status, 401);
 }
 
+/// Spec v1.17's device masquerading: `device_id` beside `user_id` acts as
+/// that device of the user, which must exist (`M_UNKNOWN_DEVICE`);
+/// `/logout` then ends that device, and without one changes nothing.
+#[tokio::test]
+async fn appservice_masquerades_as_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let (status, body) = as_register(&server, "bridge_bob", json!({"device_id": "BOBDEV"})).await;
+    assert_eq!(status, 200, "{body}");
+    let as_user = |path: &str, query: &str| {
+        server.url(&format!(
+            "/_matrix/client/v3/{path}?user_id=%40bridge_bob%3Alocalhost{query}"
+        ))
+    };
+    let (status, me) = server
+        .send(
+            server
+                .http
+                .get(as_user("account/whoami", "&device_id=BOBDEV"))
+                .bearer_auth(AS_TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (me["user_id"].as_str(), me["device_id"].as_str()),
+        (Some("@bridge_bob:localhost"), Some("BOBDEV"))
+    );
+    // A device the user does not have, or another user's.
+    for query in ["&device_id=NOSUCH", "&org.matrix.msc3202.device_id=NOSUCH"] {
+        assert_error(
+            &server
+                .send(
+                    server
+                        .http
+                        .get(as_user("account/whoami", query))
+                        .bearer_auth(AS_TOKEN),
+                )
+                .await,
+            400,
+            "M_UNKNOWN_DEVICE",
+        );
+    }
+    // The token alone logs nothing out: the user's device stays.
+    let logout = |query: &'static str| {
+        server.send(
+            server
+                .http
+                .post(as_user("logout", query))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({})),
+        )
+    };
+    assert_eq!(logout("").await, (200, json!({})));
+    assert_eq!(server.whoami(&s(&body, "access_token")).await.0, 200);
+    // With the device asserted, that device is logged out.
+    assert_eq!(logout("&device_id=BOBDEV").await, (200, json!({})));
+    assert_error(
+        &server.whoami(&s(&body, "access_token")).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_error(&logout("&device_id=BOBDEV").await, 400, "M_UNKNOWN_DEVICE");
+}
+
 #[test]
 fn a_bad_registration_file_stops_the_configuration() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! `POST /logout` and `POST /logout/all`: the token's device (or every
 //! device) is deleted with all its tokens. An expired token may log out
 //! (its session is soft-logged-out, not revoked); a revoked one may not.
+//! An appservice logs out the device it asserts (`device_id`), if any.
 
 use axum::Json;
 use axum::extract::State;
@@ -16,6 +17,12 @@ pub async fn logout(
     LoggingOut(requester): LoggingOut,
 ) -> ApiResult<Json<Value>> {
     let (user, device) = (&requester.user_id, &requester.device_id);
+    // An appservice's `as_token` without an asserted device: there is no
+    // session to end, and the token itself lives in the registration file.
+    // Answered as Synapse does (success, nothing changed).
+    if device.is_empty() {
+        return Ok(Json(json!({})));
+    }
     homeserver::changing(
         &state,
         user,

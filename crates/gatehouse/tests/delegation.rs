@@ -22,6 +22,9 @@ use serde_json::json;
 #[path = "delegation/stack.rs"]
 mod stack;
 
+#[path = "delegation/appservice.rs"]
+mod appservice;
+
 use stack::*;
 
 #[tokio::test]

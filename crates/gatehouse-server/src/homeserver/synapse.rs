@@ -47,6 +47,17 @@ impl HomeserverError {
     }
 }
 
+/// What Synapse says of a localpart for a new user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// A user of that name exists there.
+    Taken,
+    /// In an application service's exclusive namespace (Synapse's own
+    /// registration files): only that service may register it.
+    Reserved,
+}
+
 /// A client of one Synapse's `/_synapse/mas/` endpoints.
 pub struct SynapseClient {
     http: reqwest::Client,
@@ -128,7 +139,10 @@ impl SynapseClient {
     }
 
     /// Whether Synapse would let a new user take `localpart`.
-    pub async fn is_localpart_available(&self, localpart: &str) -> Result<bool, HomeserverError> {
+    pub async fn localpart_availability(
+        &self,
+        localpart: &str,
+    ) -> Result<Availability, HomeserverError> {
         match self
             .call(
                 Method::GET,
@@ -138,15 +152,9 @@ impl SynapseClient {
             )
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.errcode(),
-                    Some(ErrorCode::UserInUse | ErrorCode::Exclusive)
-                ) =>
-            {
-                Ok(false)
-            }
+            Ok(_) => Ok(Availability::Available),
+            Err(e) if e.errcode() == Some(ErrorCode::UserInUse) => Ok(Availability::Taken),
+            Err(e) if e.errcode() == Some(ErrorCode::Exclusive) => Ok(Availability::Reserved),
             Err(e) => Err(e),
         }
     }
@@ -215,6 +223,45 @@ impl SynapseClient {
         self.call(Method::POST, "allow_cross_signing_reset", &[], Some(body))
             .await
             .map(drop)
+    }
+
+    /// Creates a user of an appservice's exclusive namespace, as that
+    /// appservice (its `as_token` in `authorization`). Synapse's own
+    /// `provision_user` refuses such names (only the owning service may take
+    /// them), and in delegated mode its `/register` still serves exactly
+    /// this: appservice registration. No device, no token: those stay
+    /// Gatehouse's. A user it already has is not an error.
+    pub async fn register_appservice_user(
+        &self,
+        localpart: &str,
+        authorization: &http::HeaderValue,
+    ) -> Result<(), HomeserverError> {
+        let body = json!({
+            "type": "m.login.application_service",
+            "username": localpart,
+            "inhibit_login": true,
+        });
+        let answer = self
+            .relay(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                Some(authorization),
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        if answer.status == 200 {
+            return Ok(());
+        }
+        let error: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let errcode = error["errcode"].as_str().unwrap_or("M_UNKNOWN");
+        if errcode == ErrorCode::UserInUse.as_str() {
+            return Ok(());
+        }
+        Err(HomeserverError::Refused {
+            status: answer.status,
+            errcode: errcode.to_owned(),
+            message: error["error"].as_str().unwrap_or_default().to_owned(),
+        })
     }
 
     /// Sends a client-API request on the client's behalf (its own access

@@ -155,14 +155,29 @@ async fn check_username_for(
     }
     // The homeserver may hold names Gatehouse never issued (bridged users,
     // accounts not imported): taking one would hand over its rooms.
-    if let Some(homeserver) = &state.homeserver
-        && !homeserver
+    // A name Synapse reserves for an appservice is the requesting
+    // service's to take: it passed `check_may_claim` against the same
+    // registration files above.
+    if let Some(homeserver) = &state.homeserver {
+        use crate::homeserver::synapse::Availability;
+        match homeserver
             .client
-            .is_localpart_available(id.localpart())
+            .localpart_availability(id.localpart())
             .await
             .map_err(|e| crate::homeserver::unavailable(&e))?
-    {
-        return Err(ApiError::new(ErrorKind::UserInUse, "User ID already taken"));
+        {
+            Availability::Available => {}
+            Availability::Reserved if appservice.is_some() => {}
+            Availability::Reserved => {
+                return Err(ApiError::new(
+                    ErrorKind::Exclusive,
+                    "This user ID is reserved by an application service",
+                ));
+            }
+            Availability::Taken => {
+                return Err(ApiError::new(ErrorKind::UserInUse, "User ID already taken"));
+            }
+        }
     }
     Ok(id)
 }
@@ -413,6 +428,15 @@ async fn register_appservice(
             .session
             .as_ref()
             .map(|s| (s.device_id.as_str(), s.initial_display_name.as_deref()));
+        // Only the service itself may create the user there (its namespace
+        // is exclusive in Synapse's copy of the registration too).
+        if let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) {
+            homeserver
+                .client
+                .register_appservice_user(user_id.localpart(), authorization)
+                .await
+                .map_err(|e| crate::homeserver::unavailable(&e))?;
+        }
         homeserver
             .prepare_registration(&user_id, &[], device)
             .await

@@ -45,6 +45,7 @@ impl Synapse {
         port: u16,
         auth_url: &str,
         secret_file: &Path,
+        extra_config: &str,
     ) -> Result<Self, String> {
         let synapse = Self {
             dir: dir.to_owned(),
@@ -55,7 +56,7 @@ impl Synapse {
         };
         std::fs::write(
             dir.with_extension("extra.yaml"),
-            "background_updates:\n  sleep_enabled: false\n",
+            format!("background_updates:\n  sleep_enabled: false\n{extra_config}"),
         )
         .map_err(|e| format!("cannot write the extra config: {e}"))?;
         synapse.launch()?;
@@ -159,6 +160,24 @@ impl Drop for Synapse {
     }
 }
 
+/// The bridge's `as_token`.
+pub const BRIDGE_TOKEN: &str = "as_token_of_the_delegated_bridge_0123";
+
+/// An application service owning `@bridge_*`, known to both servers.
+const BRIDGE_REGISTRATION: &str = r#"id: delegated-bridge
+url: null
+as_token: "as_token_of_the_delegated_bridge_0123"
+hs_token: "hs_token_of_the_delegated_bridge_0123"
+sender_localpart: bridgebot
+rate_limited: false
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@bridge_.*:localhost'
+  aliases: []
+  rooms: []
+"#;
+
 /// Gatehouse and the Synapse that delegates to it, sharing a secret file.
 /// Fields drop in order: Gatehouse, Synapse, then the directory.
 pub struct Stack {
@@ -184,6 +203,11 @@ impl Stack {
         std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
         let data = dir.path().join("gatehouse");
         std::fs::create_dir_all(&data).expect("data dir");
+        // The bridge: registered with both, as a real deployment has it
+        // (Synapse answers its `as_token` on the rooms API itself).
+        let bridge = dir.path().join("bridge.yaml");
+        std::fs::write(&bridge, BRIDGE_REGISTRATION).expect("registration file");
+        let bridge_files = format!("[{:?}]", bridge.display().to_string());
         let mut failures = Vec::new();
         while failures.len() < 3 {
             let gport = free_port();
@@ -203,6 +227,7 @@ impl Stack {
                 ("GATEHOUSE_HOMESERVER__URL", &synapse_url),
                 ("GATEHOUSE_HOMESERVER__SECRET_PATH", &secret_path),
                 ("GATEHOUSE_HOMESERVER__RETRY_INTERVAL_MS", "300"),
+                ("GATEHOUSE_APPSERVICES__REGISTRATION_FILES", &bridge_files),
             ];
             env.extend_from_slice(extra);
             let gatehouse = Server::start_in(&data, &env).shared();
@@ -212,6 +237,10 @@ impl Stack {
                 sport,
                 &format!("{public}/"),
                 &secret_file,
+                &format!(
+                    "app_service_config_files: [{:?}]\n",
+                    bridge.display().to_string()
+                ),
             ) {
                 Ok(synapse) => {
                     let stack = Self {

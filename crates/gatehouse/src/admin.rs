@@ -274,16 +274,28 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
         }
         UserCommand::Lock { name, unlock } => {
             let id = user_id(config, &name)?;
-            store
-                .set_moderation(&id, Moderation::Lock, !unlock)
-                .await
-                .map_err(|e| format!("{id}: {e}"))?;
+            told(id.clone(), HomeserverChange::default())(Box::pin(store.set_moderation(
+                &id,
+                Moderation::Lock,
+                !unlock,
+            )))
+            .await?;
             // A running server sees it within `tokens.cache_ttl_ms`; the
             // admin API (`PUT /_matrix/client/v1/admin/lock/{userId}`) at once.
             println!("{id} is {}", if unlock { "unlocked" } else { "locked" });
         }
         UserCommand::Suspend { name, unsuspend } => {
             let id = user_id(config, &name)?;
+            // The homeserver enforces most of a suspension, and only its
+            // admin API (with an administrator's token) can set it: a
+            // suspension made here alone would leave the two disagreeing.
+            if homeserver.is_some() {
+                return Err(format!(
+                    "{id}: with a homeserver, suspend through the admin API \
+                     (PUT /_matrix/client/v1/admin/suspend/{id} with a server admin's token), \
+                     which tells the homeserver too"
+                ));
+            }
             store
                 .set_moderation(&id, Moderation::Suspension, !unsuspend)
                 .await

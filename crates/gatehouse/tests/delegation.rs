@@ -25,6 +25,9 @@ mod stack;
 #[path = "delegation/appservice.rs"]
 mod appservice;
 
+#[path = "delegation/moderation.rs"]
+mod moderation;
+
 use stack::*;
 
 #[tokio::test]

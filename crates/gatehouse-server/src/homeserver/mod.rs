@@ -116,18 +116,28 @@ impl Homeserver {
         }
     }
 
-    /// Creates or updates the user there, with its current email addresses.
+    /// Creates or updates the user there, with its current email addresses
+    /// and lock.
     pub async fn provision(&self, user: &UserId) -> Result<(), HomeserverError> {
+        let local = |e: StoreError| HomeserverError::Unreachable(format!("local store: {e}"));
         let emails = self
             .store
             .threepids(user)
             .await
-            .map_err(|e| HomeserverError::Unreachable(format!("local store: {e}")))?
+            .map_err(local)?
             .into_iter()
             .filter(|t| t.threepid.medium == gatehouse_core::identifier::Medium::Email)
             .map(|t| t.threepid.address)
             .collect::<Vec<_>>();
-        self.client.provision_user(user.localpart(), &emails).await
+        let locked = self
+            .store
+            .user(user)
+            .await
+            .map_err(local)?
+            .is_some_and(|u| u.locked);
+        self.client
+            .provision_user(user.localpart(), &emails, locked)
+            .await
     }
 
     /// A registration about to be stored: the homeserver must know the
@@ -139,7 +149,9 @@ impl Homeserver {
         emails: &[String],
         device: Option<(&str, Option<&str>)>,
     ) -> Result<(), HomeserverError> {
-        self.client.provision_user(user.localpart(), emails).await?;
+        self.client
+            .provision_user(user.localpart(), emails, false)
+            .await?;
         if let Some((device_id, name)) = device {
             self.client
                 .upsert_device(user.localpart(), device_id, name)

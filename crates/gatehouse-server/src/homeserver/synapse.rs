@@ -126,13 +126,16 @@ impl SynapseClient {
     }
 
     /// Creates the user, or updates it: its email addresses are replaced
-    /// by `emails` (Synapse keeps them as validated 3PIDs).
+    /// by `emails` (Synapse keeps them as validated 3PIDs), and its lock
+    /// set to `locked` (Synapse uses it to hide the user from its
+    /// directory; refusing the user's requests is introspection's work).
     pub async fn provision_user(
         &self,
         localpart: &str,
         emails: &[String],
+        locked: bool,
     ) -> Result<(), HomeserverError> {
-        let body = json!({ "localpart": localpart, "set_emails": emails });
+        let body = json!({ "localpart": localpart, "set_emails": emails, "locked": locked });
         self.call(Method::POST, "provision_user", &[], Some(body))
             .await
             .map(drop)
@@ -260,6 +263,39 @@ impl SynapseClient {
         Err(HomeserverError::Refused {
             status: answer.status,
             errcode: errcode.to_owned(),
+            message: error["error"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Suspends the user there, or lifts it, with an administrator's own
+    /// token (`authorization`): Synapse's delegation API has no call for
+    /// it, and Synapse is what refuses a suspended user's messages, joins
+    /// and profile changes.
+    pub async fn set_suspended(
+        &self,
+        user_id: &str,
+        suspended: bool,
+        authorization: &http::HeaderValue,
+    ) -> Result<(), HomeserverError> {
+        let path = format!(
+            "/_synapse/admin/v1/suspend/{}",
+            percent_encoding::utf8_percent_encode(user_id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let answer = self
+            .relay(
+                Method::PUT,
+                &path,
+                Some(authorization),
+                Some(json!({ "suspend": suspended }).to_string().into_bytes()),
+            )
+            .await?;
+        if answer.status == 200 {
+            return Ok(());
+        }
+        let error: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        Err(HomeserverError::Refused {
+            status: answer.status,
+            errcode: error["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
             message: error["error"].as_str().unwrap_or_default().to_owned(),
         })
     }

@@ -2,17 +2,25 @@
 //! /_matrix/client/v1/admin/lock/{userId}` and `…/admin/suspend/{userId}`,
 //! for server administrators (`gatehouse user admin`). The same changes as
 //! `gatehouse user lock|suspend`, but seen at once by this instance.
+//!
+//! Behind a homeserver, a lock is pushed with the user (Synapse keeps it
+//! to hide the user from its directory; Gatehouse's introspection is what
+//! refuses the user's tokens, once Synapse's two-minute cache of a token
+//! runs out), and a suspension is set there first with the
+//! administrator's own token: the homeserver enforces most of it.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use gatehouse_core::ErrorKind;
 use gatehouse_core::user_id::UserId;
-use gatehouse_store::Moderation;
+use gatehouse_store::{HomeserverChange, Moderation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{MatrixJson, Requester};
+use crate::homeserver;
 use crate::state::AppState;
 
 /// The local account `user_id` names. Authorisation comes first: a
@@ -62,13 +70,34 @@ async fn show(
 async fn set(
     state: &AppState,
     requester: &Requester,
+    headers: &HeaderMap,
     user_id: &str,
     m: Moderation,
     on: Option<bool>,
 ) -> ApiResult<Json<Value>> {
     let id = target(state, requester, user_id).await?;
     let on = on.ok_or_else(|| ApiError::missing(field(m)))?;
-    state.store.set_moderation(&id, m, on).await?;
+    let local = async { Ok(state.store.set_moderation(&id, m, on).await?) };
+    match (m, &state.homeserver) {
+        // The lock reaches the homeserver with the user (`provision`).
+        (Moderation::Lock, _) => {
+            homeserver::changing(state, &id, HomeserverChange::default(), local).await?;
+        }
+        // Suspension is the homeserver's to enforce (messages, joins):
+        // told first, with this administrator's token, or nothing changes.
+        (Moderation::Suspension, Some(homeserver)) => {
+            let authorization = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
+            homeserver
+                .client
+                .set_suspended(id.as_str(), on, authorization)
+                .await
+                .map_err(|e| homeserver::unavailable(&e))?;
+            local.await?;
+        }
+        (Moderation::Suspension, None) => local.await?,
+    }
     // Cached tokens carry the old state: forget them.
     state.sessions.invalidate_user(&id);
     tracing::info!(user_id = %id, by = %requester.user_id, change = field(m), on, "account moderation");
@@ -96,10 +125,19 @@ pub async fn get_lock(
 pub async fn put_lock(
     State(state): State<AppState>,
     requester: Requester,
+    headers: HeaderMap,
     Path(user_id): Path<String>,
     MatrixJson(body): MatrixJson<LockBody>,
 ) -> ApiResult<Json<Value>> {
-    set(&state, &requester, &user_id, Moderation::Lock, body.locked).await
+    set(
+        &state,
+        &requester,
+        &headers,
+        &user_id,
+        Moderation::Lock,
+        body.locked,
+    )
+    .await
 }
 
 pub async fn get_suspend(
@@ -113,12 +151,14 @@ pub async fn get_suspend(
 pub async fn put_suspend(
     State(state): State<AppState>,
     requester: Requester,
+    headers: HeaderMap,
     Path(user_id): Path<String>,
     MatrixJson(body): MatrixJson<SuspendBody>,
 ) -> ApiResult<Json<Value>> {
     set(
         &state,
         &requester,
+        &headers,
         &user_id,
         Moderation::Suspension,
         body.suspended,

@@ -544,7 +544,8 @@ impl ThreepidStep<'_> {
         // reset, and the signed-in user's own otherwise.
         let purpose = match self.session.data["op"].as_str() {
             Some("register") => Purpose::Register,
-            _ => Purpose::PasswordReset,
+            Some("password_reset") => Purpose::PasswordReset,
+            _ => Purpose::Confirm,
         };
         let threepid = match medium {
             Medium::Email => canonical_threepid(Medium::Email, &self.field("email")).ok(),

@@ -129,7 +129,7 @@ impl Messenger {
     }
 
     /// Sends the validation link for `purpose` (`register`,
-    /// `password_reset`, `add_threepid`).
+    /// `password_reset`, `add_threepid`, `confirm`).
     pub async fn send_validation_email(
         &self,
         to: &str,

@@ -213,7 +213,11 @@ async fn the_email_page_of_a_signed_in_user_takes_only_their_address() {
     .await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     let cookie = sent.cookie_header(KEPT);
-    assert_eq!(open_link(&server, &link_in(&smtp.wait_for(1))).await.0, 200);
+    let mail = smtp.wait_for(1);
+    // Worded for what it is: a signed-in user confirming, not a reset.
+    assert!(mail.contains("asked to confirm it is you"), "{mail}");
+    assert!(!mail.contains("reset the password"), "{mail}");
+    assert_eq!(open_link(&server, &link_in(&mail)).await.0, 200);
     let done = step(&server, EMAIL, Some(&cookie), &session, "check", &[]).await;
     assert_eq!(done.status, 200, "{}", done.body);
     let (status, v) = server

@@ -34,6 +34,9 @@ pub enum Purpose {
     Register,
     PasswordReset,
     AddThreepid,
+    /// A signed-in user proves it is them with an address of theirs (the
+    /// fallback page of a UIA email/msisdn stage for a sensitive action).
+    Confirm,
 }
 
 impl Purpose {
@@ -42,6 +45,7 @@ impl Purpose {
             Self::Register => "register",
             Self::PasswordReset => "password_reset",
             Self::AddThreepid => "add_threepid",
+            Self::Confirm => "confirm",
         }
     }
 }
@@ -124,7 +128,7 @@ fn check_client_secret(secret: Option<String>) -> ApiResult<String> {
 async fn check_binding(state: &AppState, purpose: Purpose, threepid: &Threepid) -> ApiResult<()> {
     let owner = state.store.user_by_threepid(threepid).await?;
     match (purpose, owner) {
-        (Purpose::PasswordReset, None) => Err(ApiError::new(
+        (Purpose::PasswordReset | Purpose::Confirm, None) => Err(ApiError::new(
             ErrorKind::ThreepidNotFound,
             "No account is bound to this address",
         )),

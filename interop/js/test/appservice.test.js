@@ -1,6 +1,7 @@
 // An application service (a bridge) through matrix-js-sdk 43 against a real
 // Gatehouse: its users registered with m.login.application_service, a login
-// as one of them, device creation, and masquerading with ?user_id=.
+// as one of them, device creation, and masquerading with ?user_id= (and
+// ?device_id=).
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -103,6 +104,20 @@ describe("an appservice bridge through matrix-js-sdk", () => {
     assert.ok(
       devices.some((d) => d.device_id === "BRIDGEDEV" && d.display_name === "bridge device"),
       JSON.stringify(devices),
+    );
+    // Device masquerading (spec v1.17): ?device_id= beside ?user_id= acts
+    // as that device, which must be the user's.
+    const onDevice = await bridge.http.authedRequest(Method.Get, "/account/whoami", {
+      user_id: "@ib_alice:localhost",
+      device_id: "BRIDGEDEV",
+    });
+    assert.equal(onDevice.device_id, "BRIDGEDEV");
+    await expectMatrixError(
+      bridge.http.authedRequest(Method.Get, "/account/whoami", {
+        user_id: "@ib_alice:localhost",
+        device_id: "NOSUCHDEV",
+      }),
+      { errcode: "M_UNKNOWN_DEVICE", httpStatus: 400 },
     );
     await bridge.http.authedRequest(Method.Delete, "/devices/BRIDGEDEV", {
       user_id: "@ib_alice:localhost",

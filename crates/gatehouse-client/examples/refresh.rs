@@ -23,8 +23,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("access token lives {:?} ms", response.expires_in_ms);
     let client = Client::builder(base)
         .session(response.session())
-        .on_session_changed(|s| {
-            println!("new tokens; persist them (expire at {:?})", s.expires_at_ms)
+        .on_session_changed(|s| match s {
+            Some(s) => println!("new tokens; persist them (expire at {:?})", s.expires_at_ms),
+            None => println!("the session ended; forget it"),
         })
         .on_logged_out(|e| eprintln!("logged out: {e}"))
         .build()?;

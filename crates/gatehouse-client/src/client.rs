@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, MatrixError};
 
-/// What a logged-in client holds; persist it to resume later.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a logged-in client holds; persist it to resume later. Its `Debug`
+/// output hides the tokens (sessions end up in logs).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub access_token: String,
     pub user_id: String,
@@ -25,6 +26,21 @@ pub struct Session {
     /// When the access token expires, in ms since the Unix epoch.
     #[serde(default)]
     pub expires_at_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("access_token", &"<redacted>")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 /// New tokens from a refresh.
@@ -62,8 +78,26 @@ fn in_refresh() -> bool {
 /// The longest wait a server's `Retry-After` can impose on a refresh.
 const MAX_REFRESH_WAIT: Duration = Duration::from_secs(60);
 
-type SessionListener = Arc<dyn Fn(&Session) + Send + Sync>;
+/// Told of every change of session: new tokens (`Some`), or the end of the
+/// session (`None`: logout, or the server ended it).
+type SessionListener = Arc<dyn Fn(Option<&Session>) + Send + Sync>;
 type LogoutListener = Arc<dyn Fn(&MatrixError) + Send + Sync>;
+
+/// Reads the session as persisted now (matrix-rust-sdk's reload callback):
+/// another process sharing it may have refreshed it, or ended it (`None`).
+pub type ReloadSession = Arc<dyn Fn() -> Result<Option<Session>, String> + Send + Sync>;
+
+/// Persists a new session, or forgets it (`None`).
+pub type SaveSession = Arc<dyn Fn(Option<&Session>) -> Result<(), String> + Send + Sync>;
+
+/// Something held while locked; dropping it unlocks.
+pub type LockGuard = Box<dyn Send>;
+
+/// Takes a lock shared by every process using the same persisted session,
+/// held around each refresh: one process refreshes, the others reload
+/// what it saved instead of spending the refresh token again.
+pub type CrossProcessLock =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<LockGuard, Error>> + Send + Sync>;
 
 /// A Matrix client; cheap to clone (clones share the session).
 #[derive(Clone)]
@@ -79,6 +113,7 @@ struct Inner {
     refresh_hook: Option<RefreshHook>,
     on_session_changed: Option<SessionListener>,
     on_logged_out: Option<LogoutListener>,
+    persistence: Option<Persistence>,
     refresh_margin: Duration,
     /// The lifetime of the current access token, as known when it was set
     /// (ms; 0: unknown).
@@ -86,6 +121,14 @@ struct Inner {
     /// "about to expire" from birth and every request would refresh first.
     token_lifetime_ms: std::sync::atomic::AtomicU64,
     rate_limit_retries: u32,
+}
+
+/// Where the session is persisted, and how processes sharing it agree.
+#[derive(Clone)]
+struct Persistence {
+    reload: ReloadSession,
+    save: SaveSession,
+    lock: Option<CrossProcessLock>,
 }
 
 /// Builds a [`Client`].
@@ -96,6 +139,7 @@ pub struct ClientBuilder {
     refresh_hook: Option<RefreshHook>,
     on_session_changed: Option<SessionListener>,
     on_logged_out: Option<LogoutListener>,
+    persistence: Option<Persistence>,
     refresh_margin: Duration,
     rate_limit_retries: u32,
 }
@@ -118,9 +162,46 @@ impl ClientBuilder {
         self
     }
 
-    /// Called with the new session whenever tokens change (persist it).
-    pub fn on_session_changed(mut self, f: impl Fn(&Session) + Send + Sync + 'static) -> Self {
+    /// Called whenever the session changes: new tokens (`Some`), or its
+    /// end (`None`: a logout, or the server ending it).
+    pub fn on_session_changed(
+        mut self,
+        f: impl Fn(Option<&Session>) + Send + Sync + 'static,
+    ) -> Self {
         self.on_session_changed = Some(Arc::new(f));
+        self
+    }
+
+    /// Persistence both ways (matrix-rust-sdk's `set_session_callbacks`):
+    /// `save` is given every new session and `None` when it ends; `reload`
+    /// is read before refreshing and when a token is refused, so that
+    /// several clients (processes) sharing one persisted session use the
+    /// tokens one of them refreshed instead of spending the refresh token
+    /// again, or mistaking the token it replaced for a revoked session.
+    pub fn session_callbacks(
+        mut self,
+        reload: impl Fn() -> Result<Option<Session>, String> + Send + Sync + 'static,
+        save: impl Fn(Option<&Session>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        let lock = self.persistence.take().and_then(|p| p.lock);
+        self.persistence = Some(Persistence {
+            reload: Arc::new(reload),
+            save: Arc::new(save),
+            lock,
+        });
+        self
+    }
+
+    /// A lock shared by every process using the persisted session, held
+    /// from reload to save around each refresh (with
+    /// [`Self::session_callbacks`], which it needs to be of use).
+    pub fn cross_process_refresh_lock(mut self, lock: CrossProcessLock) -> Self {
+        let persistence = self.persistence.get_or_insert_with(|| Persistence {
+            reload: Arc::new(|| Ok(None)),
+            save: Arc::new(|_| Ok(())),
+            lock: None,
+        });
+        persistence.lock = Some(lock);
         self
     }
 
@@ -168,6 +249,7 @@ impl ClientBuilder {
                 refresh_hook: self.refresh_hook,
                 on_session_changed: self.on_session_changed,
                 on_logged_out: self.on_logged_out,
+                persistence: self.persistence,
                 refresh_margin: self.refresh_margin,
                 token_lifetime_ms: std::sync::atomic::AtomicU64::new(lifetime),
                 rate_limit_retries: self.rate_limit_retries,
@@ -206,6 +288,7 @@ impl Client {
             refresh_hook: None,
             on_session_changed: None,
             on_logged_out: None,
+            persistence: None,
             refresh_margin: Duration::from_secs(30),
             rate_limit_retries: 0,
         }
@@ -224,8 +307,23 @@ impl Client {
             .clone()
     }
 
-    /// Replaces the session (and tells the listener).
+    /// Replaces the session, persists it (see
+    /// [`ClientBuilder::session_callbacks`]) and tells the listener.
     pub fn set_session(&self, session: Option<Session>) {
+        self.adopt(session.clone());
+        if let Some(p) = &self.inner.persistence
+            && let Err(e) = (p.save)(session.as_ref())
+        {
+            tracing::warn!(error = %e, "could not persist the session");
+        }
+        if let Some(f) = &self.inner.on_session_changed {
+            f(session.as_ref());
+        }
+    }
+
+    /// Takes `session` as the current one, without persisting it (it came
+    /// from the persisted copy).
+    fn adopt(&self, session: Option<Session>) {
         if let Some(s) = &session {
             self.inner
                 .token_lifetime_ms
@@ -235,9 +333,32 @@ impl Client {
             .inner
             .session
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = session.clone();
-        if let (Some(s), Some(f)) = (session, &self.inner.on_session_changed) {
-            f(&s);
+            .unwrap_or_else(|e| e.into_inner()) = session;
+    }
+
+    /// What the persisted copy holds now, if it differs from `used` (the
+    /// access token this client last used): tokens another process
+    /// refreshed, or `Some(None)` when it ended the session. `None` when it
+    /// is the same, or there is no persistence.
+    fn persisted_change(&self, used: &str) -> Result<Option<Option<Session>>, Error> {
+        let Some(p) = &self.inner.persistence else {
+            return Ok(None);
+        };
+        let stored = (p.reload)().map_err(Error::Persistence)?;
+        let current_user = self.session().map(|s| s.user_id);
+        Ok(match stored {
+            // Another account's session now: ours is not there any more.
+            Some(s) if Some(&s.user_id) != current_user.as_ref() => Some(None),
+            Some(s) if s.access_token == used => None,
+            other => Some(other),
+        })
+    }
+
+    /// Takes the cross-process refresh lock, if there is one.
+    async fn lock_persisted(&self) -> Result<Option<LockGuard>, Error> {
+        match self.inner.persistence.as_ref().and_then(|p| p.lock.clone()) {
+            Some(lock) => lock().await.map(Some),
+            None => Ok(None),
         }
     }
 
@@ -274,12 +395,23 @@ impl Client {
                         refreshed = true;
                         continue;
                     }
+                    // Another process sharing the session may have
+                    // refreshed it (the server then revokes the token it
+                    // replaced): take its tokens and try again.
+                    if !refreshed
+                        && let Some(change) =
+                            self.persisted_change(token.as_deref().unwrap_or_default())?
+                    {
+                        refreshed = true;
+                        let ended = change.is_none();
+                        self.adopt(change);
+                        if ended {
+                            return Err(Error::NotLoggedIn);
+                        }
+                        continue;
+                    }
                     if !e.soft_logout {
-                        self.inner
-                            .session
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .take();
+                        self.set_session(None);
                     }
                     if let Some(f) = &self.inner.on_logged_out {
                         f(&e);
@@ -360,15 +492,35 @@ impl Client {
         Ok(session.access_token)
     }
 
-    /// Refreshes unless another task already replaced `stale` meanwhile:
-    /// concurrent requests share one refresh.
+    /// Refreshes unless another task (or process) already replaced
+    /// `stale` meanwhile: concurrent requests share one refresh.
     async fn refresh_after(&self, stale: &str) -> Result<(), Error> {
         let _guard = self.inner.refreshing.lock().await;
+        let _shared = self.lock_persisted().await?;
+        if self.take_persisted(stale)? {
+            return Ok(());
+        }
         let current = self.session().ok_or(Error::NotLoggedIn)?;
         if current.access_token != stale {
             return Ok(());
         }
         self.refresh_locked(current).await
+    }
+
+    /// Adopts what another process persisted since `used`, if anything;
+    /// `true` if it did. A session that process ended is ended here too.
+    fn take_persisted(&self, used: &str) -> Result<bool, Error> {
+        match self.persisted_change(used)? {
+            None => Ok(false),
+            Some(None) => {
+                self.adopt(None);
+                Err(Error::NotLoggedIn)
+            }
+            Some(session) => {
+                self.adopt(session);
+                Ok(true)
+            }
+        }
     }
 
     /// Refreshes now (matrix-js-sdk's `refreshToken`), whatever the expiry.
@@ -379,13 +531,16 @@ impl Client {
             ));
         }
         let _guard = self.inner.refreshing.lock().await;
+        let _shared = self.lock_persisted().await?;
+        let used = self.session().ok_or(Error::NotLoggedIn)?.access_token;
+        self.take_persisted(&used)?;
         let current = self.session().ok_or(Error::NotLoggedIn)?;
         self.refresh_locked(current).await?;
         self.session().ok_or(Error::NotLoggedIn)
     }
 
     async fn refresh_locked(&self, current: Session) -> Result<(), Error> {
-        let refresh_token = current.refresh_token.clone().ok_or(Error::NotLoggedIn)?;
+        let refresh_token = current.refresh_token.clone().ok_or(Error::NoRefreshToken)?;
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         let tokens = loop {
@@ -416,7 +571,12 @@ impl Client {
                 }
                 _ if transient => {}
                 Error::Matrix(e) => {
-                    // The refresh token is dead: the session cannot continue.
+                    // The refresh token is dead: the session cannot
+                    // continue (after a soft logout the client may log in
+                    // again to the same device, so its state is kept).
+                    if !e.soft_logout {
+                        self.set_session(None);
+                    }
                     if let Some(f) = &self.inner.on_logged_out {
                         f(&e);
                     }

@@ -84,13 +84,14 @@ impl std::fmt::Display for MatrixError {
 
 /// Everything a client call can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{0}")]
     Matrix(MatrixError),
     /// An error status with a body that is not a Matrix error.
     #[error("HTTP {status}: {body}")]
     Http { status: u16, body: String },
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", cause_chain(.0))]
     Transport(#[from] reqwest::Error),
     #[error("unexpected response: {0}")]
     InvalidResponse(String),
@@ -105,9 +106,31 @@ pub enum Error {
     /// The client has no session for a call that needs one.
     #[error("not logged in")]
     NotLoggedIn,
+    /// A refresh was asked of a session without a refresh token.
+    #[error("this session has no refresh token (log in asking for one)")]
+    NoRefreshToken,
+    /// The persisted session could not be read or written.
+    #[error("session storage: {0}")]
+    Persistence(String),
     /// The session ended (hard logout, or refresh impossible).
     #[error("logged out: {0}")]
     LoggedOut(MatrixError),
+}
+
+/// An error and its causes, `: `-separated: reqwest's own message ("error
+/// sending request") says nothing of why (refused, DNS, TLS…).
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl Error {

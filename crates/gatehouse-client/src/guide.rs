@@ -97,7 +97,7 @@
 //!             Ok(r.json::<TokenRefresh>().await?)
 //!         })
 //!     }))
-//!     .on_session_changed(|s| println!("persist {:?}", s.expires_at_ms))
+//!     .on_session_changed(|s| println!("persist {:?}", s.map(|s| s.expires_at_ms)))
 //!     .on_logged_out(|e| eprintln!("logged out: {e}"))
 //!     .build()?;
 //! # let _ = client; Ok(()) }

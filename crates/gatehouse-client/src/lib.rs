@@ -34,7 +34,10 @@ mod login;
 pub mod sso;
 
 pub use account::*;
-pub use client::{Client, ClientBuilder, RefreshHook, Session, TokenRefresh};
+pub use client::{
+    Client, ClientBuilder, CrossProcessLock, LockGuard, RefreshHook, ReloadSession, SaveSession,
+    Session, TokenRefresh,
+};
 pub use error::{Error, ErrorCode, MatrixError};
 pub use interactive_auth::{
     AuthInputs, InteractiveAuth, InteractiveAuthBuilder, StageAnswer, StageStatus, authenticate,

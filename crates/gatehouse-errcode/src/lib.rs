@@ -9,6 +9,7 @@ macro_rules! errcodes {
         /// A Matrix `errcode`. Codes this table does not know (another
         /// server's extensions) are kept as they came, in `Other`.
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
         pub enum ErrorCode {
             $($(#[$doc])* $variant,)*
             /// A code outside the spec's list, verbatim.

@@ -67,8 +67,27 @@ enum ConfigCommand {
     Show,
 }
 
+/// The command line, as parsed for `args`. The server's flags are global
+/// to every server command, and no business of `gatehouse client`: for a
+/// client command they are kept at the top, out of its help.
+fn command(args: &[std::ffi::OsString]) -> clap::Command {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    if args.get(1).is_none_or(|a| a != "client") {
+        return cmd;
+    }
+    ["config", "data_dir", "listen", "server_name"]
+        .into_iter()
+        .fold(cmd, |c, id| c.mut_arg(id, |a| a.global(false)))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = command(&args);
+    let matches = cmd.clone().get_matches_from(args);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut cmd).exit(),
+    };
     if let Command::Config {
         command: ConfigCommand::Example,
     } = cli.command
@@ -78,24 +97,7 @@ fn main() -> ExitCode {
     }
     // Client commands talk to a homeserver; they need no server configuration.
     if let Command::Client(args) = cli.command {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("gatehouse: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let mut command = <Cli as clap::CommandFactory>::command();
-        return match runtime.block_on(client_cli::run(args, &mut command)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("gatehouse: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return client_cli::main(args, &mut <Cli as clap::CommandFactory>::command());
     }
     let overrides = Overrides {
         data_dir: cli.data_dir,

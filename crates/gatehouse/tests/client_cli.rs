@@ -80,11 +80,12 @@ async fn the_cli_covers_the_account_lifecycle() {
         (Some("Success"), Some(base.as_str()))
     );
 
-    // Register: password, then the registration token stage, both from stdin.
+    // Register: password twice, then the registration token stage, all
+    // from stdin.
     let out = ok(&client(
         d,
         &["register", "--homeserver", &base, "--username", "carol"],
-        "pw1\ncli-token\n",
+        "pw1\npw1\ncli-token\n",
     ));
     assert!(out.contains("Registered @carol:localhost"), "{out}");
     let file = d.join("default.json");
@@ -238,7 +239,7 @@ async fn cli_registration_prompts_terms_and_waits_for_the_email_link() {
             "--email",
             "dan@example.org",
         ],
-        "pw\nn\n",
+        "pw\npw\nn\n",
     );
     assert!(!declined.status.success());
     assert!(
@@ -263,7 +264,12 @@ async fn cli_registration_prompts_terms_and_waits_for_the_email_link() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"pw\ny\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pw\npw\ny\n")
+        .unwrap();
     let before = smtp.messages().len();
     let link = common::link_in(&smtp.wait_for(before + 1));
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;

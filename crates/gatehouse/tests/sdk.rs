@@ -156,7 +156,7 @@ async fn tokens_refresh_by_themselves_once_for_concurrent_requests() {
                 resp.json().await.map_err(Error::from)
             })
         }))
-        .on_session_changed(move |s| store.lock().unwrap().push(s.clone()))
+        .on_session_changed(move |s| store.lock().unwrap().extend(s.cloned()))
         .build()
         .unwrap();
     client.whoami().await.unwrap();

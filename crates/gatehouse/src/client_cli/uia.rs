@@ -1,0 +1,134 @@
+//! A UIA-protected request, with the person at the terminal answering each
+//! stage the server asks for.
+
+use std::time::Duration;
+
+use gatehouse_client::{AuthInputs, Client, InteractiveAuth, StageStatus, TokenPurpose};
+use serde_json::{Value, json};
+
+use super::prompt::{Spinner, ask_async, confirm};
+
+/// How long the email stage waits for the link to be opened.
+const EMAIL_WAIT: Duration = Duration::from_secs(600);
+
+type Request = Box<
+    dyn Fn(
+            Option<Value>,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<Value, gatehouse_client::Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Who answers `m.login.password`, and how the prompt names the password.
+pub struct PasswordStage {
+    pub user_id: String,
+    pub prompt: String,
+}
+
+/// Runs `request` through UIA, prompting in the terminal for each stage.
+pub async fn with_uia(
+    client: &Client,
+    password: Option<PasswordStage>,
+    inputs: AuthInputs,
+    request: Request,
+) -> Result<Value, super::CliError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, StageStatus)>();
+    let email_client = client.clone();
+    let ia = InteractiveAuth::builder(
+        move |auth, _| request(auth),
+        move |stage, status| {
+            let _ = tx.send((stage.to_owned(), status.clone()));
+        },
+    )
+    .inputs(inputs)
+    .request_email_token(move |email, secret, attempt, _| {
+        let c = email_client.clone();
+        Box::pin(async move {
+            Ok(
+                c.request_email_token(TokenPurpose::Register, &email, &secret, attempt, None)
+                    .await?
+                    .sid,
+            )
+        })
+    })
+    .build();
+    let driver = ia.clone();
+    let fallback = client.clone();
+    let prompter = tokio::spawn(async move {
+        'stages: while let Some((stage, status)) = rx.recv().await {
+            if let Some(err) = &status.error {
+                eprintln!("{err}");
+            }
+            let auth = match stage.as_str() {
+                "m.login.password" => {
+                    let Some(p) = &password else {
+                        return Err("the server asks for a password".to_owned());
+                    };
+                    let pw = ask_async(p.prompt.clone(), true).await?;
+                    json!({"type": stage, "identifier": {"type": "m.id.user", "user": p.user_id}, "password": pw})
+                }
+                "m.login.registration_token" => {
+                    let token = ask_async("Registration token: ", false).await?;
+                    json!({"type": stage, "token": token.trim()})
+                }
+                "m.login.terms" => {
+                    for (name, p) in driver
+                        .stage_params(&stage)
+                        .and_then(|p| p.get("policies").cloned())
+                        .and_then(|p| p.as_object().cloned())
+                        .unwrap_or_default()
+                    {
+                        let en = p.get("en").cloned().unwrap_or_default();
+                        eprintln!(
+                            "{name}: {} {}",
+                            en["name"].as_str().unwrap_or(""),
+                            en["url"].as_str().unwrap_or("")
+                        );
+                    }
+                    if !confirm("Accept these policies?").await? {
+                        return Err("policies not accepted".into());
+                    }
+                    json!({"type": stage})
+                }
+                "m.login.email.identity" => {
+                    let _spinner = Spinner::start("Waiting for you to open the link we emailed");
+                    let deadline = tokio::time::Instant::now() + EMAIL_WAIT;
+                    while tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        driver.poll().await;
+                        // The link was opened and the server asks for the
+                        // next stage (or the stage again, with an error).
+                        if !rx.is_empty() {
+                            continue 'stages;
+                        }
+                    }
+                    return Err("the email link was not opened in time".into());
+                }
+                other => {
+                    let session = driver.session_id().unwrap_or_default();
+                    eprintln!(
+                        "Complete '{other}' in a browser: {}",
+                        fallback.fallback_auth_url(other, &session)
+                    );
+                    ask_async("Press Enter when done. ", false).await?;
+                    json!({})
+                }
+            };
+            driver.submit_auth_dict(auth, false).await;
+        }
+        Ok(())
+    });
+    // Whichever ends first: authentication, or the user (no more answers).
+    let mut prompter = prompter;
+    tokio::select! {
+        result = ia.attempt_auth() => {
+            prompter.abort();
+            Ok(result?)
+        }
+        asked = &mut prompter => match asked {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Err("authentication was abandoned".into()),
+        },
+    }
+}

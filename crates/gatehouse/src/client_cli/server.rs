@@ -21,6 +21,11 @@ pub async fn resolve(input: &str, insecure_http: bool) -> Result<String, CliErro
         return check_base_url(&discovery, input).await;
     }
     let found = discovery.find_client_config(input).await.homeserver;
+    let hint = if insecure_http {
+        String::new()
+    } else {
+        format!(" (a plain-HTTP server: give http://{input}, or --insecure-http)")
+    };
     match found.state {
         DiscoveryState::Success => found
             .base_url
@@ -30,17 +35,10 @@ pub async fn resolve(input: &str, insecure_http: bool) -> Result<String, CliErro
         DiscoveryState::Prompt => check_base_url(&discovery, &format!("{scheme}://{input}"))
             .await
             .map_err(|e| {
-                let hint = if insecure_http {
-                    String::new()
-                } else {
-                    format!(" (a plain-HTTP server: give http://{input}, or --insecure-http)")
-                };
-                CliError::from(format!(
-                    "{input} publishes no client configuration, and {e}{hint}"
-                ))
+                format!("{input} publishes no client configuration, and {e}{hint}").into()
             }),
         DiscoveryState::FailPrompt | DiscoveryState::FailError => Err(format!(
-            "discovery of {input} failed: {}",
+            "discovery of {input} failed: {}{hint}",
             found.error.unwrap_or_default()
         )
         .into()),

@@ -124,6 +124,8 @@ pub async fn with_uia(
     tokio::select! {
         result = ia.attempt_auth() => {
             prompter.abort();
+            // Until it is gone: its spinner clears its line when dropped.
+            let _ = prompter.await;
             Ok(result?)
         }
         asked = &mut prompter => match asked {

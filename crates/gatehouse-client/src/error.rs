@@ -103,6 +103,10 @@ pub enum Error {
         required_stages: Vec<String>,
         flows: Vec<Vec<String>>,
     },
+    /// An auth dict was submitted while no authentication runs (before
+    /// `attempt_auth`, or after it finished).
+    #[error("no user-interactive authentication is running")]
+    UiaNotRunning,
     /// The client has no session for a call that needs one.
     #[error("not logged in")]
     NotLoggedIn,

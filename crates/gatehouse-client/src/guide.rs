@@ -130,20 +130,20 @@
 //! # InteractiveAuth: a password change (basic UIA flow)
 //! ```no_run
 //! # async fn f(client: gatehouse_client::Client) -> Result<(), gatehouse_client::Error> {
-//! use gatehouse_client::InteractiveAuth;
-//! use serde_json::json;
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+//! use gatehouse_client::{AuthDict, AuthType, InteractiveAuth, UserIdentifier};
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AuthType>();
 //! let c = client.clone();
-//! let ia = InteractiveAuth::builder(
-//!     move |auth, _background| { let c = c.clone(); Box::pin(async move { c.set_password("new password", true, auth).await.map(|()| json!({})) }) },
-//!     move |stage, status| { if let Some(e) = &status.error { eprintln!("{e}"); } let _ = tx.send(stage.to_owned()); },
+//! // The result type is the request's own: `()` here.
+//! let ia: InteractiveAuth<()> = InteractiveAuth::builder(
+//!     move |auth, _background| { let c = c.clone(); Box::pin(async move { c.set_password("new password", true, auth).await }) },
+//!     move |stage, status| { if let Some(e) = &status.error { eprintln!("{e}"); } let _ = tx.send(stage.clone()); },
 //! ).build();
 //! let driver = ia.clone();
 //! tokio::spawn(async move {
 //!     while let Some(stage) = rx.recv().await {
-//!         if stage == "m.login.password" {
-//!             let auth = json!({"type": stage, "identifier": {"type": "m.id.user", "user": "@alice:matrix.org"}, "password": "old password"});
-//!             driver.submit_auth_dict(auth, false).await;
+//!         if stage == AuthType::Password {
+//!             let me = UserIdentifier::user("@alice:matrix.org");
+//!             let _ = driver.submit_auth_dict(AuthDict::password(&me, "old password"), false).await;
 //!         }
 //!     }
 //! });

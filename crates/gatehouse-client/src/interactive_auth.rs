@@ -12,24 +12,23 @@
 //!
 //! ```no_run
 //! # async fn demo(client: gatehouse_client::Client) -> Result<(), gatehouse_client::Error> {
-//! use gatehouse_client::{AuthInputs, InteractiveAuth};
-//! use serde_json::json;
+//! use gatehouse_client::{AuthDict, AuthType, InteractiveAuth, UserIdentifier};
 //! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 //! let c = client.clone();
 //! let ia = InteractiveAuth::builder(
 //!     move |auth, _background| {
 //!         let c = c.clone();
-//!         Box::pin(async move { c.delete_device("OLDPHONE", auth).await.map(|()| json!({})) })
+//!         Box::pin(async move { c.delete_device("OLDPHONE", auth).await })
 //!     },
-//!     move |stage, _status| { let _ = tx.send(stage.to_owned()); },
+//!     move |stage, _status| { let _ = tx.send(stage.clone()); },
 //! )
 //! .build();
 //! let driver = ia.clone();
 //! tokio::spawn(async move {
 //!     while let Some(stage) = rx.recv().await {
-//!         if stage == "m.login.password" {
-//!             let auth = json!({"type": stage, "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret"});
-//!             driver.submit_auth_dict(auth, false).await;
+//!         if stage == AuthType::Password {
+//!             let auth = AuthDict::password(&UserIdentifier::user("alice"), "secret");
+//!             let _ = driver.submit_auth_dict(auth, false).await;
 //!         }
 //!     }
 //! });
@@ -50,9 +49,13 @@ pub const DUMMY: &str = "m.login.dummy";
 pub const EMAIL: &str = "m.login.email.identity";
 pub const MSISDN: &str = "m.login.msisdn";
 
+mod stage;
+
+pub use stage::{AuthDict, AuthType};
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type DoRequest = Arc<dyn Fn(Option<Value>, bool) -> BoxFuture<Result<Value, Error>> + Send + Sync>;
-type StateUpdated = Arc<dyn Fn(&str, &StageStatus) + Send + Sync>;
+type DoRequest<T> = Arc<dyn Fn(Option<Value>, bool) -> BoxFuture<Result<T, Error>> + Send + Sync>;
+type StateUpdated = Arc<dyn Fn(&AuthType, &StageStatus) + Send + Sync>;
 type RequestEmailToken = Arc<
     dyn Fn(String, String, u64, Option<String>) -> BoxFuture<Result<String, Error>> + Send + Sync,
 >;
@@ -119,33 +122,44 @@ struct State {
     email_attempt: u64,
     /// The stage last handed to `state_updated`.
     current_stage: Option<String>,
+    /// The `registration_token` input was submitted (once: if refused, the
+    /// application is asked).
+    token_submitted: bool,
     done: bool,
 }
 
-struct Shared {
-    do_request: DoRequest,
+struct Shared<T> {
+    do_request: DoRequest<T>,
     state_updated: StateUpdated,
     request_email_token: Option<RequestEmailToken>,
     busy_changed: Option<BusyChanged>,
     inputs: AuthInputs,
     supported_stages: Option<Vec<String>>,
     state: Mutex<State>,
-    finished: Mutex<Option<oneshot::Sender<Result<Value, Error>>>>,
+    finished: Mutex<Option<oneshot::Sender<Result<T, Error>>>>,
     /// Held while a submission is in flight: submissions go one at a time
     /// (two concurrent 200s could register twice), and `poll` skips its
     /// turn rather than queue behind one.
     submitting: tokio::sync::Mutex<()>,
 }
 
-/// Drives one UIA-protected request; cheap to clone (clones share state).
-#[derive(Clone)]
-pub struct InteractiveAuth {
-    shared: Arc<Shared>,
+/// Drives one UIA-protected request whose success is a `T` (the
+/// request's own response type); cheap to clone (clones share state).
+pub struct InteractiveAuth<T = Value> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for InteractiveAuth<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 /// Builds an [`InteractiveAuth`].
-pub struct InteractiveAuthBuilder {
-    do_request: DoRequest,
+pub struct InteractiveAuthBuilder<T = Value> {
+    do_request: DoRequest<T>,
     state_updated: StateUpdated,
     request_email_token: Option<RequestEmailToken>,
     busy_changed: Option<BusyChanged>,
@@ -156,7 +170,7 @@ pub struct InteractiveAuthBuilder {
     email_sid: Option<String>,
 }
 
-impl InteractiveAuthBuilder {
+impl<T: Send + 'static> InteractiveAuthBuilder<T> {
     pub fn inputs(mut self, inputs: AuthInputs) -> Self {
         self.inputs = inputs;
         self
@@ -194,7 +208,7 @@ impl InteractiveAuthBuilder {
         self.email_sid = Some(sid.into());
         self
     }
-    pub fn build(self) -> InteractiveAuth {
+    pub fn build(self) -> InteractiveAuth<T> {
         let state = State {
             session_id: self.session_id,
             client_secret: self.client_secret.unwrap_or_else(random_secret),
@@ -218,19 +232,25 @@ impl InteractiveAuthBuilder {
     }
 }
 
+/// A new `client_secret`: 32 characters from the OS's CSPRNG. It is the
+/// secret that proves, with the `sid`, that this client owns a validated
+/// address, so it must not be guessable.
 fn random_secret() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    // Two independently seeded SipHash outputs plus the time: unique per
-    // session; the secret only ties requestToken to its later use.
-    let mut out = String::new();
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    // 62 symbols: the rejection of values ≥ 248 keeps the choice uniform.
+    let mut out = String::with_capacity(32);
+    let mut pool = bytes.to_vec();
+    while out.len() < 32 {
+        if pool.is_empty() {
+            pool = vec![0u8; 32];
+            getrandom::fill(&mut pool).expect("the operating system's random source");
+        }
+        let b = pool.pop().unwrap_or(0);
+        if b < 248 {
+            out.push(char::from(ALPHABET[usize::from(b % 62)]));
+        }
     }
     out
 }
@@ -242,16 +262,13 @@ enum Next {
     WaitForUser,
 }
 
-impl InteractiveAuth {
+impl<T: Send + 'static> InteractiveAuth<T> {
     /// `do_request(auth, background)` makes the protected request;
     /// `state_updated(stage, status)` asks the application for a stage.
     pub fn builder(
-        do_request: impl Fn(Option<Value>, bool) -> BoxFuture<Result<Value, Error>>
-        + Send
-        + Sync
-        + 'static,
-        state_updated: impl Fn(&str, &StageStatus) + Send + Sync + 'static,
-    ) -> InteractiveAuthBuilder {
+        do_request: impl Fn(Option<Value>, bool) -> BoxFuture<Result<T, Error>> + Send + Sync + 'static,
+        state_updated: impl Fn(&AuthType, &StageStatus) + Send + Sync + 'static,
+    ) -> InteractiveAuthBuilder<T> {
         InteractiveAuthBuilder {
             do_request: Arc::new(do_request),
             state_updated: Arc::new(state_updated),
@@ -296,7 +313,7 @@ impl InteractiveAuth {
 
     /// Starts (or resumes) authentication and resolves with the protected
     /// request's response, or its error.
-    pub async fn attempt_auth(&self) -> Result<Value, Error> {
+    pub async fn attempt_auth(&self) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
         *self
             .shared
@@ -321,17 +338,29 @@ impl InteractiveAuth {
                 .is_some()
     }
 
-    /// Submits a stage's auth dict (the session is added), after any
-    /// submission in flight. With `background`, errors other than a new
-    /// challenge are not reported. Does nothing unless
-    /// [`attempt_auth`](Self::attempt_auth) is running.
-    pub async fn submit_auth_dict(&self, auth: Value, background: bool) {
+    /// Submits a stage's auth dict ([`AuthDict`], or any JSON object; the
+    /// session is added), after any submission in flight. With
+    /// `background`, errors other than a new challenge are not reported.
+    /// An error unless [`attempt_auth`](Self::attempt_auth) is running:
+    /// its result would have nobody to go to.
+    pub async fn submit_auth_dict(
+        &self,
+        auth: impl Into<Value>,
+        background: bool,
+    ) -> Result<(), Error> {
         if !self.running() {
-            tracing::debug!("submit_auth_dict outside attempt_auth: ignored");
-            return;
+            return Err(Error::UiaNotRunning);
         }
         let _turn = self.shared.submitting.lock().await;
-        self.run_locked(Some(auth), background).await;
+        self.run_locked(Some(auth.into()), background).await;
+        Ok(())
+    }
+
+    /// Requests a new email token (a new `send_attempt`: the server sends
+    /// the message again), for a person who did not get the first one.
+    pub async fn resend_email_token(&self) -> Result<(), Error> {
+        let mut status = StageStatus::default();
+        self.request_email(&mut status).await
     }
 
     /// Asks the server, in the background, whether the current stage was
@@ -353,8 +382,7 @@ impl InteractiveAuth {
             }
             match (&s.email_sid, s.current_stage.as_deref()) {
                 (Some(sid), Some(EMAIL)) => {
-                    let creds = json!({ "sid": sid, "client_secret": s.client_secret });
-                    json!({ "type": EMAIL, "threepid_creds": creds, "threepidCreds": creds })
+                    AuthDict::email_identity(sid.clone(), s.client_secret.clone()).into()
                 }
                 _ => json!({}),
             }
@@ -362,7 +390,7 @@ impl InteractiveAuth {
         self.run_locked(Some(auth), true).await;
     }
 
-    fn finish(&self, result: Result<Value, Error>) {
+    fn finish(&self, result: Result<T, Error>) {
         self.state().done = true;
         if let Some(tx) = self
             .shared
@@ -403,13 +431,28 @@ impl InteractiveAuth {
         }
     }
 
-    async fn after(&self, result: Result<Value, Error>, background: bool) -> Next {
+    async fn after(&self, result: Result<T, Error>, background: bool) -> Next {
+        let known_flows = self.state().data.get("flows").is_some();
         let challenge = match result {
             Ok(v) => {
                 self.finish(Ok(v));
                 return Next::Finished;
             }
             Err(Error::Matrix(e)) if e.is_uia_challenge() => e,
+            // A 401 without flows during authentication (some servers
+            // answer a failed stage so): the flows, stages done and session
+            // stay as they were, and the error goes to the stage.
+            Err(Error::Matrix(mut e)) if e.status == 401 && known_flows && e.body.is_object() => {
+                let previous = self.state().data.clone();
+                if let Some(body) = e.body.as_object_mut() {
+                    for key in ["flows", "params", "completed", "session"] {
+                        if let (false, Some(v)) = (body.contains_key(key), previous.get(key)) {
+                            body.insert(key.to_owned(), v.clone());
+                        }
+                    }
+                }
+                e
+            }
             Err(e) => {
                 if background {
                     tracing::debug!(error = %e, "background UIA submission failed");
@@ -491,10 +534,20 @@ impl InteractiveAuth {
             return Next::Finished;
         }
         if stage == DUMMY {
-            return Next::Submit(json!({ "type": DUMMY }));
+            return Next::Submit(AuthDict::dummy().into());
+        }
+        // A registration token the user already gave: tried once.
+        if stage == AuthType::RegistrationToken.as_str()
+            && let Some(token) = self.shared.inputs.registration_token.clone()
+        {
+            let mut s = self.state();
+            if !s.token_submitted {
+                s.token_submitted = true;
+                return Next::Submit(AuthDict::registration_token(token).into());
+            }
         }
         self.state().current_stage = Some(stage.clone());
-        (self.shared.state_updated)(&stage, &status);
+        (self.shared.state_updated)(&AuthType::parse(&stage), &status);
         Next::WaitForUser
     }
 
@@ -544,24 +597,24 @@ pub type StageAnswer = Pin<Box<dyn Future<Output = Option<Value>> + Send>>;
 /// ).await?;
 /// # Ok(()) }
 /// ```
-pub async fn authenticate(
-    do_request: impl Fn(Option<Value>) -> BoxFuture<Result<Value, Error>> + Send + Sync + 'static,
+pub async fn authenticate<T: Send + 'static>(
+    do_request: impl Fn(Option<Value>) -> BoxFuture<Result<T, Error>> + Send + Sync + 'static,
     answer: impl Fn(String, StageStatus, Option<String>) -> StageAnswer + Send + Sync + 'static,
-) -> Result<Value, Error> {
+) -> Result<T, Error> {
     authenticate_with(|b| b, do_request, answer).await
 }
 
 /// [`authenticate`] with inputs and hooks set on a builder first.
-pub async fn authenticate_with(
-    configure: impl FnOnce(InteractiveAuthBuilder) -> InteractiveAuthBuilder,
-    do_request: impl Fn(Option<Value>) -> BoxFuture<Result<Value, Error>> + Send + Sync + 'static,
+pub async fn authenticate_with<T: Send + 'static>(
+    configure: impl FnOnce(InteractiveAuthBuilder<T>) -> InteractiveAuthBuilder<T>,
+    do_request: impl Fn(Option<Value>) -> BoxFuture<Result<T, Error>> + Send + Sync + 'static,
     answer: impl Fn(String, StageStatus, Option<String>) -> StageAnswer + Send + Sync + 'static,
-) -> Result<Value, Error> {
+) -> Result<T, Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, StageStatus)>();
     let builder = InteractiveAuth::builder(
         move |auth, _| do_request(auth),
         move |stage, status| {
-            let _ = tx.send((stage.to_owned(), status.clone()));
+            let _ = tx.send((stage.as_str().to_owned(), status.clone()));
         },
     );
     let ia = configure(builder).build();
@@ -569,7 +622,11 @@ pub async fn authenticate_with(
     let mut answering = tokio::spawn(async move {
         while let Some((stage, status)) = rx.recv().await {
             match answer(stage, status, driver.session_id()).await {
-                Some(auth) => driver.submit_auth_dict(auth, false).await,
+                Some(auth) => {
+                    if driver.submit_auth_dict(auth, false).await.is_err() {
+                        return;
+                    }
+                }
                 None => return,
             }
         }

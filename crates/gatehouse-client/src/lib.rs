@@ -40,7 +40,7 @@ pub use client::{
 };
 pub use error::{Error, ErrorCode, MatrixError};
 pub use interactive_auth::{
-    AuthInputs, InteractiveAuth, InteractiveAuthBuilder, StageAnswer, StageStatus, authenticate,
-    authenticate_with, choose_flow,
+    AuthDict, AuthInputs, AuthType, InteractiveAuth, InteractiveAuthBuilder, StageAnswer,
+    StageStatus, authenticate, authenticate_with, choose_flow,
 };
 pub use login::*;

@@ -41,8 +41,8 @@ impl UserIdentifier {
     }
 }
 
-/// A `/login` request body.
-#[derive(Debug, Clone, Serialize)]
+/// A `/login` request body. Its `Debug` hides the password and token.
+#[derive(Clone, Serialize)]
 pub struct LoginRequest {
     #[serde(rename = "type")]
     pub kind: String,
@@ -58,6 +58,28 @@ pub struct LoginRequest {
     pub initial_device_display_name: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub refresh_token: bool,
+}
+
+/// `Some("<redacted>")` for a present secret.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("kind", &self.kind)
+            .field("identifier", &self.identifier)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .field("device_id", &self.device_id)
+            .field(
+                "initial_device_display_name",
+                &self.initial_device_display_name,
+            )
+            .field("refresh_token", &self.refresh_token)
+            .finish()
+    }
 }
 
 impl LoginRequest {
@@ -104,8 +126,8 @@ impl LoginRequest {
     }
 }
 
-/// The `/login` (and `/register`) answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The `/login` (and `/register`) answer. Its `Debug` hides the tokens.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct LoginResponse {
     pub user_id: String,
     pub access_token: String,
@@ -122,6 +144,20 @@ pub struct LoginResponse {
     /// When the response arrived, to turn `expires_in_ms` into a time.
     #[serde(skip, default = "now_ms")]
     pub received_at_ms: u64,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("user_id", &self.user_id)
+            .field("access_token", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .field("refresh_token", &redacted(&self.refresh_token))
+            .field("expires_in_ms", &self.expires_in_ms)
+            .field("well_known", &self.well_known)
+            .field("home_server", &self.home_server)
+            .finish()
+    }
 }
 
 impl LoginResponse {
@@ -274,11 +310,14 @@ impl Client {
             (SsoKind::Sso, None) => self.url("/_matrix/client/v3/login/sso/redirect"),
         };
         let mut url = format!("{base}?redirectUrl={}", encode(redirect_url));
+        // The stable name (spec v1.11) and MSC3824's, which servers older
+        // than the spec read.
         if let Some(action) = action {
-            url.push_str(match action {
-                SsoAction::Login => "&action=login",
-                SsoAction::Register => "&action=register",
-            });
+            let name = match action {
+                SsoAction::Login => "login",
+                SsoAction::Register => "register",
+            };
+            url.push_str(&format!("&action={name}&org.matrix.msc3824.action={name}"));
         }
         url
     }
@@ -377,11 +416,49 @@ mod tests {
                 Some("oidc-x"),
                 Some(SsoAction::Register)
             ),
-            "https://hs.example.org/_matrix/client/v3/login/sso/redirect/oidc-x?redirectUrl=http%3A%2F%2F127.0.0.1%3A1234%2Fcb%3Fx%3D1&action=register"
+            "https://hs.example.org/_matrix/client/v3/login/sso/redirect/oidc-x?redirectUrl=http%3A%2F%2F127.0.0.1%3A1234%2Fcb%3Fx%3D1&action=register&org.matrix.msc3824.action=register"
         );
         assert_eq!(
             c.fallback_auth_url("m.login.password", "abc"),
             "https://hs.example.org/_matrix/client/v3/auth/m.login.password/fallback/web?session=abc"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let req = LoginRequest::password(UserIdentifier::user("alice"), "hunter2-secret");
+        let shown = format!("{req:?}");
+        assert!(
+            !shown.contains("hunter2-secret") && shown.contains("alice"),
+            "{shown}"
+        );
+        let shown = format!("{:?}", LoginRequest::token("login-token-secret"));
+        assert!(!shown.contains("login-token-secret"), "{shown}");
+        let resp: LoginResponse = serde_json::from_value(serde_json::json!({
+            "user_id": "@a:hs", "access_token": "at-secret", "refresh_token": "rt-secret"
+        }))
+        .unwrap();
+        let shown = format!("{resp:?} {:?}", resp.session());
+        assert!(
+            !shown.contains("at-secret") && !shown.contains("rt-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn sso_urls_carry_both_action_names() {
+        let client = Client::builder("https://hs.example").build().unwrap();
+        let url = client.sso_login_url(
+            "http://127.0.0.1:9/cb",
+            SsoKind::Sso,
+            Some("oidc-x"),
+            Some(SsoAction::Register),
+        );
+        assert!(url.contains("&action=register"), "{url}");
+        assert!(url.contains("&org.matrix.msc3824.action=register"), "{url}");
+        assert!(
+            url.contains("/login/sso/redirect/oidc-x?redirectUrl="),
+            "{url}"
         );
     }
 }

@@ -262,7 +262,7 @@ async fn run_uia(
     tokio::spawn(async move {
         while let Some((stage, status)) = rx.recv().await {
             match answer(&stage, &status) {
-                Some(auth) => driver.submit_auth_dict(auth, false).await,
+                Some(auth) => driver.submit_auth_dict(auth, false).await.unwrap(),
                 None => return,
             }
         }
@@ -302,7 +302,7 @@ async fn interactive_auth_for_registration_password_devices_and_deactivation() {
                     let (c, body) = (c.clone(), body.clone());
                     Box::pin(async move { c.register(body, auth).await })
                 },
-                move |s, st| state_updated(s, st),
+                move |s, st| state_updated(s.as_str(), st),
             )
             .build()
         },
@@ -328,7 +328,7 @@ async fn interactive_auth_for_registration_password_devices_and_deactivation() {
                         async move { c.set_password("pw2", true, auth).await.map(|()| json!({})) },
                     )
                 },
-                move |s, st| su(s, st),
+                move |s, st| su(s.as_str(), st),
             )
             .build()
         },
@@ -354,7 +354,7 @@ async fn interactive_auth_for_registration_password_devices_and_deactivation() {
                     let (c, d) = (c.clone(), third_device.clone());
                     Box::pin(async move { c.delete_device(&d, auth).await.map(|()| json!({})) })
                 },
-                move |s, st| su(s, st),
+                move |s, st| su(s.as_str(), st),
             )
             .build()
         },
@@ -382,7 +382,7 @@ async fn interactive_auth_for_registration_password_devices_and_deactivation() {
                     let c = c.clone();
                     Box::pin(async move { c.deactivate_account(auth, true).await })
                 },
-                move |s, st| su(s, st),
+                move |s, st| su(s.as_str(), st),
             )
             .build()
         },
@@ -536,7 +536,7 @@ async fn fallback_urls_and_session_resume() {
             Box::pin(async move { c.register(b, auth).await })
         },
         move |stage, _| {
-            let _ = tx.send(stage.to_owned());
+            let _ = tx.send(stage.as_str().to_owned());
         },
     )
     .build();
@@ -556,7 +556,7 @@ async fn fallback_urls_and_session_resume() {
                     let (c, b) = (c2.clone(), b2.clone());
                     Box::pin(async move { c.register(b, auth).await })
                 },
-                move |s, st| su(s, st),
+                move |s, st| su(s.as_str(), st),
             )
             .session_id(session)
             .build()
@@ -765,7 +765,7 @@ async fn login_tokens_sign_in_another_device() {
                             .map(|t| json!({"t": t.login_token, "ms": t.expires_in_ms}))
                     })
                 },
-                move |s, st| su(s, st),
+                move |s, st| su(s.as_str(), st),
             )
             .build()
         },

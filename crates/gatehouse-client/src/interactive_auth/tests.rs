@@ -68,7 +68,11 @@ fn scripted(answers: Vec<Result<Value, Error>>) -> (InteractiveAuthBuilder, Seen
                 .unwrap_or_else(|| Err(Error::NotLoggedIn));
             Box::pin(async move { next })
         },
-        move |stage, status| st2.lock().unwrap().push((stage.to_owned(), status.clone())),
+        move |stage, status| {
+            st2.lock()
+                .unwrap()
+                .push((stage.as_str().to_owned(), status.clone()))
+        },
     );
     (builder, seen, stages)
 }
@@ -114,7 +118,8 @@ async fn errors_inside_a_stage_reach_state_updated_and_the_session_is_kept() {
         json!({"type": "m.login.password", "password": "bad"}),
         false,
     )
-    .await;
+    .await
+    .unwrap();
     {
         let st = stages.lock().unwrap();
         assert_eq!(st[1].0, "m.login.password");
@@ -124,7 +129,8 @@ async fn errors_inside_a_stage_reach_state_updated_and_the_session_is_kept() {
         json!({"type": "m.login.password", "password": "good"}),
         false,
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(handle.await.unwrap().unwrap(), json!({}));
     assert_eq!(
         seen.lock().unwrap()[2].as_ref().unwrap()["session"],
@@ -240,14 +246,14 @@ async fn a_challenge_with_every_stage_completed_ends_instead_of_hanging() {
 }
 
 #[tokio::test]
-async fn submissions_outside_attempt_auth_are_ignored_and_poll_sends_the_session() {
+async fn submissions_outside_attempt_auth_are_errors_and_poll_sends_the_session() {
     let (b, seen, stages) = scripted(vec![
         challenge(json!({"flows": [{"stages": ["m.login.recaptcha"]}], "session": "S"})),
         Ok(json!({"done": true})),
     ]);
     let ia = b.session_id("S").build();
-    ia.submit_auth_dict(json!({"type": "m.login.recaptcha"}), false)
-        .await;
+    let early = ia.submit_auth_dict(AuthDict::recaptcha("r"), false).await;
+    assert!(matches!(early, Err(Error::UiaNotRunning)), "{early:?}");
     assert!(
         seen.lock().unwrap().is_empty(),
         "nothing sent before attempt_auth"
@@ -294,4 +300,130 @@ async fn a_refused_email_token_request_fails_the_attempt() {
         stages.lock().unwrap().is_empty(),
         "asked for as soon as the flow was chosen, before the terms stage"
     );
+}
+
+/// A typed response: `attempt_auth` gives the request's own type.
+#[tokio::test]
+async fn the_result_has_the_requests_own_type() {
+    #[derive(Debug, PartialEq)]
+    struct Registered(String);
+    let script = Arc::new(Mutex::new(VecDeque::from(vec![
+        challenge(json!({"flows": [{"stages": [DUMMY]}], "session": "S"})).map(|_| unreachable!()),
+        Ok(Registered("@a:hs".into())),
+    ])));
+    let ia: InteractiveAuth<Registered> = InteractiveAuth::builder(
+        move |_auth, _bg| {
+            let next = script.lock().unwrap().pop_front().unwrap();
+            Box::pin(async move { next })
+        },
+        |_, _| {},
+    )
+    .build();
+    assert_eq!(ia.attempt_auth().await.unwrap(), Registered("@a:hs".into()));
+}
+
+/// Some servers answer a failed stage with a 401 that has no flows: the
+/// known flows, session and completed stages are kept, and the stage is
+/// asked again with the error.
+#[tokio::test]
+async fn a_401_without_flows_keeps_the_known_flows() {
+    let (b, seen, stages) = scripted(vec![
+        challenge(json!({"flows": [{"stages": ["m.login.password"]}], "session": "S"})),
+        Err(Error::Matrix(
+            MatrixError::from_response(
+                401,
+                None,
+                json!({"errcode": "M_FORBIDDEN", "error": "Wrong password"}),
+            )
+            .unwrap(),
+        )),
+        Ok(json!({"ok": true})),
+    ]);
+    let ia = b.build();
+    let runner = ia.clone();
+    let handle = tokio::spawn(async move { runner.attempt_auth().await });
+    while stages.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let pw = AuthDict::password(&crate::login::UserIdentifier::user("a"), "bad");
+    ia.submit_auth_dict(pw, false).await.unwrap();
+    {
+        let st = stages.lock().unwrap();
+        assert_eq!(st.len(), 2, "asked again, not failed: {st:?}");
+        assert_eq!(st[1].0, "m.login.password");
+        assert_eq!(st[1].1.errcode.as_deref(), Some("M_FORBIDDEN"));
+    }
+    assert_eq!(ia.session_id().as_deref(), Some("S"));
+    assert_eq!(ia.flows(), flows(&[&["m.login.password"]]));
+    let pw = AuthDict::password(&crate::login::UserIdentifier::user("a"), "good");
+    ia.submit_auth_dict(pw, false).await.unwrap();
+    assert_eq!(handle.await.unwrap().unwrap(), json!({"ok": true}));
+    assert_eq!(seen.lock().unwrap()[2].as_ref().unwrap()["session"], "S");
+}
+
+/// The `registration_token` input answers that stage by itself, once.
+#[tokio::test]
+async fn a_registration_token_given_as_input_is_submitted() {
+    let (b, seen, stages) = scripted(vec![
+        challenge(json!({"flows": [{"stages": ["m.login.registration_token"]}], "session": "S"})),
+        Ok(json!({"user_id": "@a:hs"})),
+    ]);
+    let ia = b
+        .inputs(AuthInputs {
+            registration_token: Some("tok-1".into()),
+            ..AuthInputs::default()
+        })
+        .build();
+    assert_eq!(
+        ia.attempt_auth().await.unwrap(),
+        json!({"user_id": "@a:hs"})
+    );
+    assert!(
+        stages.lock().unwrap().is_empty(),
+        "nothing asked of the app"
+    );
+    assert_eq!(
+        seen.lock().unwrap()[1],
+        Some(json!({"type": "m.login.registration_token", "token": "tok-1", "session": "S"}))
+    );
+}
+
+/// The email can be sent again (a new send_attempt), and client secrets
+/// come from the OS's random source: 32 characters, never the same.
+#[tokio::test]
+async fn the_email_token_can_be_requested_again() {
+    let (b, _, stages) = scripted(vec![challenge(
+        json!({"flows": [{"stages": [EMAIL]}], "session": "S"}),
+    )]);
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let recorded = attempts.clone();
+    let ia = b
+        .inputs(AuthInputs {
+            email_address: Some("a@example.org".into()),
+            ..AuthInputs::default()
+        })
+        .request_email_token(move |_, secret, attempt, _| {
+            recorded.lock().unwrap().push((secret, attempt));
+            Box::pin(async move { Ok(format!("sid{attempt}")) })
+        })
+        .build();
+    let runner = ia.clone();
+    tokio::spawn(async move { runner.attempt_auth().await });
+    while stages.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    ia.resend_email_token().await.unwrap();
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!((attempts[0].1, attempts[1].1), (1, 2), "a new send_attempt");
+    assert_eq!(attempts[0].0, attempts[1].0, "the same client_secret");
+    assert_eq!(ia.email_sid().as_deref(), Some("sid2"));
+    let secret = ia.client_secret();
+    assert_eq!(secret.len(), 32);
+    assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let other =
+        InteractiveAuth::<Value>::builder(|_, _| Box::pin(async { Ok(json!({})) }), |_, _| {})
+            .build()
+            .client_secret();
+    assert_ne!(secret, other);
 }

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-use gatehouse_client::{AuthInputs, Client, InteractiveAuth, StageStatus, TokenPurpose};
-use serde_json::{Value, json};
+use gatehouse_client::{
+    AuthDict, AuthInputs, AuthType, Client, InteractiveAuth, StageStatus, TokenPurpose,
+    UserIdentifier,
+};
+use serde_json::Value;
 
 use super::prompt::{Spinner, ask_async, confirm};
 
@@ -33,7 +36,7 @@ pub async fn with_uia(
     inputs: AuthInputs,
     request: Request,
 ) -> Result<Value, super::CliError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, StageStatus)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(AuthType, StageStatus)>();
     let email_client = client.clone();
     let ia = InteractiveAuth::builder(
         move |auth, _| request(auth),
@@ -60,21 +63,21 @@ pub async fn with_uia(
             if let Some(err) = &status.error {
                 eprintln!("{err}");
             }
-            let auth = match stage.as_str() {
-                "m.login.password" => {
+            let auth = match &stage {
+                AuthType::Password => {
                     let Some(p) = &password else {
                         return Err("the server asks for a password".to_owned());
                     };
                     let pw = ask_async(p.prompt.clone(), true).await?;
-                    json!({"type": stage, "identifier": {"type": "m.id.user", "user": p.user_id}, "password": pw})
+                    AuthDict::password(&UserIdentifier::user(p.user_id.clone()), pw)
                 }
-                "m.login.registration_token" => {
+                AuthType::RegistrationToken => {
                     let token = ask_async("Registration token: ", false).await?;
-                    json!({"type": stage, "token": token.trim()})
+                    AuthDict::registration_token(token.trim())
                 }
-                "m.login.terms" => {
+                AuthType::Terms => {
                     for (name, p) in driver
-                        .stage_params(&stage)
+                        .stage_params(stage.as_str())
                         .and_then(|p| p.get("policies").cloned())
                         .and_then(|p| p.as_object().cloned())
                         .unwrap_or_default()
@@ -89,9 +92,9 @@ pub async fn with_uia(
                     if !confirm("Accept these policies?").await? {
                         return Err("policies not accepted".into());
                     }
-                    json!({"type": stage})
+                    AuthDict::terms()
                 }
-                "m.login.email.identity" => {
+                AuthType::EmailIdentity => {
                     let _spinner = Spinner::start("Waiting for you to open the link we emailed");
                     let deadline = tokio::time::Instant::now() + EMAIL_WAIT;
                     while tokio::time::Instant::now() < deadline {
@@ -109,13 +112,16 @@ pub async fn with_uia(
                     let session = driver.session_id().unwrap_or_default();
                     eprintln!(
                         "Complete '{other}' in a browser: {}",
-                        fallback.fallback_auth_url(other, &session)
+                        fallback.fallback_auth_url(other.as_str(), &session)
                     );
                     ask_async("Press Enter when done. ", false).await?;
-                    json!({})
+                    AuthDict::completed_elsewhere()
                 }
             };
-            driver.submit_auth_dict(auth, false).await;
+            driver
+                .submit_auth_dict(auth, false)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     });

@@ -85,16 +85,33 @@
 //! ```no_run
 //! # fn f(session: gatehouse_client::Session) -> Result<(), gatehouse_client::Error> {
 //! use std::sync::Arc;
-//! use gatehouse_client::{Client, TokenRefresh};
+//! use gatehouse_client::{Client, Error, MatrixError, TokenRefresh};
 //! let client = Client::builder("https://matrix.org")
 //!     .session(session)
 //!     .refresh_hook(Arc::new(|client: Client, refresh_token: String| {
 //!         Box::pin(async move {
-//!             // e.g. call a custom endpoint; here the standard one:
+//!             // e.g. call a custom endpoint; here the standard one. What the
+//!             // hook returns decides what happens next: a Matrix error
+//!             // (M_UNKNOWN_TOKEN: the refresh token is dead) ends the
+//!             // session (`on_logged_out`); a transport error, a 5xx or a
+//!             // 429 is transient, retried with back-off, and the session
+//!             // is kept. So pass errors on as they are, never turn a
+//!             // network failure into a Matrix error.
 //!             let http = reqwest::Client::new();
 //!             let r = http.post(format!("{}/_matrix/client/v3/refresh", client.base_url()))
 //!                 .json(&serde_json::json!({"refresh_token": refresh_token})).send().await?;
-//!             Ok(r.json::<TokenRefresh>().await?)
+//!             let status = r.status().as_u16();
+//!             let retry_after = r.headers().get("retry-after")
+//!                 .and_then(|v| v.to_str().ok()).map(str::to_owned);
+//!             let body: serde_json::Value = r.json().await?;
+//!             if status != 200 {
+//!                 return Err(match MatrixError::from_response(status, retry_after.as_deref(), body.clone()) {
+//!                     Some(e) => Error::Matrix(e),           // dead (or 5xx/429: retried)
+//!                     None => Error::Http { status, body: body.to_string() }, // transient
+//!                 });
+//!             }
+//!             serde_json::from_value::<TokenRefresh>(body)
+//!                 .map_err(|e| Error::InvalidResponse(e.to_string()))
 //!         })
 //!     }))
 //!     .on_session_changed(|s| println!("persist {:?}", s.map(|s| s.expires_at_ms)))
@@ -182,10 +199,41 @@
 //! ```
 //!
 //! # Cross-signing key upload
+//! Seed 001's `authUploadDeviceSigningKeys` pattern: try without auth
+//! (the first upload needs none); on a UIA challenge, drive the upload with
+//! InteractiveAuth, answering only the password stage.
 //! ```no_run
-//! # async fn f(client: gatehouse_client::Client, keys: serde_json::Value) -> Result<(), gatehouse_client::Error> {
-//! // The first upload needs no UIA; replacing keys does (drive it with InteractiveAuth).
-//! client.upload_device_signing_keys(keys, None).await?;
+//! # async fn f(client: gatehouse_client::Client, keys: serde_json::Value, current_password: String) -> Result<(), gatehouse_client::Error> {
+//! use gatehouse_client::{AuthDict, AuthType, InteractiveAuth, UserIdentifier};
+//! match client.upload_device_signing_keys(keys.clone(), None).await {
+//!     Ok(()) => {}
+//!     Err(e) if e.matrix().is_some_and(|m| m.is_uia_challenge()) => {
+//!         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//!         let c = client.clone();
+//!         let ia: InteractiveAuth<()> = InteractiveAuth::builder(
+//!             move |auth, _| {
+//!                 let (c, keys) = (c.clone(), keys.clone());
+//!                 Box::pin(async move { c.upload_device_signing_keys(keys, auth).await })
+//!             },
+//!             move |stage, status| { let _ = tx.send((stage.clone(), status.errcode.clone())); },
+//!         )
+//!         .supported_stages(vec![AuthType::Password.to_string()])
+//!         .build();
+//!         let driver = ia.clone();
+//!         let me = UserIdentifier::user(client.session().map(|s| s.user_id).unwrap_or_default());
+//!         tokio::spawn(async move {
+//!             while let Some((stage, errcode)) = rx.recv().await {
+//!                 // A refused password is not retried with the same one.
+//!                 if stage == AuthType::Password && errcode.is_none() {
+//!                     let auth = AuthDict::password(&me, current_password.clone());
+//!                     let _ = driver.submit_auth_dict(auth, false).await;
+//!                 }
+//!             }
+//!         });
+//!         ia.attempt_auth().await?;
+//!     }
+//!     Err(e) => return Err(e),
+//! }
 //! # Ok(()) }
 //! ```
 //!

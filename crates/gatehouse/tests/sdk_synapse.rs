@@ -136,6 +136,18 @@ async fn the_sdk_works_against_synapse() {
         "Synapse's answer to a dead refresh token: {m:?}"
     );
 
+    // Two clients sharing one persisted session (as processes share a CLI
+    // profile) take turns refreshing: with Synapse too, each carries on
+    // with the other's tokens instead of dying with its spent ones.
+    let shared = anon
+        .login_request(
+            LoginRequest::password(UserIdentifier::user("sdkuser"), "pw").refresh_token(true),
+        )
+        .await
+        .unwrap();
+    common::shared_session::two_clients_take_turns_refreshing(&synapse.base, shared.session())
+        .await;
+
     // Synapse departs from the spec: spec-form m.id.phone {country, phone}
     // fails with 400 "Missing JSON keys" (it wants the old `number` key).
     let phone = anon
@@ -381,27 +393,16 @@ async fn email_refresh_and_cli_sso_against_synapse() {
         "refreshed once, by itself"
     );
 
-    // The CLI's SSO login: it prints the redirect URL and listens on
-    // loopback; a login token (here from /login/get_token) arrives there
-    // as the homeserver's redirect would bring it.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cli = Command::new(common::BIN)
-        .args(["client", "login", "--sso", "--homeserver", &synapse.base])
-        .env("GATEHOUSE_CLIENT_DIR", dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The URL comes on stderr, with the other prompts.
-    let mut reader = std::io::BufReader::new(cli.stderr.take().unwrap());
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        if line.starts_with("http") {
-            break line.trim().to_owned();
-        }
-    };
+    // The SSO callback on loopback (what `gatehouse client login --sso`
+    // waits on): a login token — here from /login/get_token — arrives there
+    // as the homeserver's redirect would bring it, and logs in.
+    let callback = gatehouse_client::sso::SsoCallback::bind().await.unwrap();
+    let url = client.sso_login_url(
+        callback.url(),
+        gatehouse_client::SsoKind::Sso,
+        None,
+        Some(gatehouse_client::SsoAction::Login),
+    );
     assert!(
         url.starts_with(&format!(
             "{}/_matrix/client/v3/login/sso/redirect?redirectUrl=",
@@ -409,13 +410,8 @@ async fn email_refresh_and_cli_sso_against_synapse() {
         )),
         "{url}"
     );
-    let redirect = url::Url::parse(&url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "redirectUrl")
-        .unwrap()
-        .1
-        .into_owned();
+    let redirect = callback.url().to_owned();
+    let waiting = tokio::spawn(callback.login_token());
     let c = client.clone();
     let token = uia(
         move |auth| {
@@ -432,10 +428,9 @@ async fn email_refresh_and_cli_sso_against_synapse() {
     .await
     .unwrap();
     // An idle connection (browsers open spare ones) does not hold it up.
-    let callback = url::Url::parse(&redirect).unwrap();
+    let parsed = url::Url::parse(&redirect).unwrap();
     let _idle =
-        std::net::TcpStream::connect((callback.host_str().unwrap(), callback.port().unwrap()))
-            .unwrap();
+        std::net::TcpStream::connect((parsed.host_str().unwrap(), parsed.port().unwrap())).unwrap();
     let back = reqwest::get(format!(
         "{redirect}?loginToken={}",
         token["t"].as_str().unwrap()
@@ -443,13 +438,26 @@ async fn email_refresh_and_cli_sso_against_synapse() {
     .await
     .unwrap();
     assert!(back.status().is_success());
-    let status = cli.wait().unwrap();
-    assert!(status.success());
-    let me = Command::new(common::BIN)
-        .args(["client", "whoami", "--json"])
+    let caught = waiting.await.unwrap().unwrap();
+    let via_sso = anon
+        .login_request(LoginRequest::token(caught))
+        .await
+        .unwrap();
+    assert_eq!(via_sso.user_id, "@mailuser:localhost");
+
+    // This Synapse has no SSO: the CLI says so at once, naming what it
+    // offers, instead of printing a URL that 404s and waiting 10 minutes.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Command::new(common::BIN)
+        .args(["client", "login", "--sso", "--homeserver", &synapse.base])
         .env("GATEHOUSE_CLIENT_DIR", dir.path())
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    let me: Value = serde_json::from_slice(&me.stdout).unwrap();
-    assert_eq!(me["user_id"], "@mailuser:localhost");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("does not offer m.login.sso") && said.contains("m.login.password"),
+        "{said}"
+    );
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod shared_session;
 pub mod synapse;
 
 use std::io::{BufRead, BufReader};

@@ -37,13 +37,16 @@ pub enum UserCommand {
     List,
     /// Set an account's password.
     SetPassword {
+        /// Localpart (e.g. alice) or full user ID.
         name: String,
+        /// The new password; prompted for (without echo) when absent.
         #[arg(long)]
         password: Option<String>,
     },
     /// Deactivate an account: it can no longer log in, its sessions end, its
     /// third-party IDs are released; the name is never reused.
     Deactivate {
+        /// Localpart (e.g. alice) or full user ID.
         name: String,
         /// Also erase the profile on the homeserver (with delegation).
         #[arg(long)]
@@ -51,33 +54,45 @@ pub enum UserCommand {
     },
     /// Let a deactivated account log in again (its old sessions, 3PIDs and
     /// keys stay gone).
-    Reactivate { name: String },
+    Reactivate {
+        /// Localpart (e.g. alice) or full user ID.
+        name: String,
+    },
     /// Make an account a server admin (with delegation: the homeserver's
     /// admin API too), or no longer one with --revoke.
     Admin {
+        /// Localpart (e.g. alice) or full user ID.
         name: String,
+        /// Take the admin rights away instead.
         #[arg(long)]
         revoke: bool,
     },
     /// Lock an account (every request but logout gets M_USER_LOCKED; its
     /// sessions are kept for when it is unlocked), or unlock it.
     Lock {
+        /// Localpart (e.g. alice) or full user ID.
         name: String,
+        /// Lift the lock instead.
         #[arg(long)]
         unlock: bool,
     },
     /// Suspend an account (it may log in and manage itself, but not remove
     /// contact addresses; the homeserver refuses the rest), or lift it.
     Suspend {
+        /// Localpart (e.g. alice) or full user ID.
         name: String,
+        /// Lift the suspension instead.
         #[arg(long)]
         unsuspend: bool,
     },
     /// Bind an email address or phone number to an account.
     AddThreepid {
+        /// Localpart (e.g. alice) or full user ID.
         name: String,
+        /// The email address to bind.
         #[arg(long, required_unless_present = "phone")]
         email: Option<String>,
+        /// The phone number to bind, in international form (+447400123456).
         #[arg(long, conflicts_with = "email")]
         phone: Option<String>,
     },
@@ -341,7 +356,10 @@ pub enum TokenCommand {
     /// List tokens with their use counts.
     List,
     /// Revoke a token.
-    Revoke { token: String },
+    Revoke {
+        /// The token to revoke.
+        token: String,
+    },
 }
 
 pub async fn run_tokens(config: &Config, command: TokenCommand) -> Result<(), String> {

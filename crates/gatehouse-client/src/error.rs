@@ -156,6 +156,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// reqwest's own message says only "error sending request": the
+    /// cause (here a refused connection) must reach the person.
+    #[tokio::test]
+    async fn transport_errors_carry_their_cause() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let e = Error::from(
+            reqwest::get(format!("http://{addr}/"))
+                .await
+                .expect_err("nothing listens"),
+        );
+        let shown = e.to_string();
+        assert!(shown.starts_with("request failed: "), "{shown}");
+        assert!(
+            shown.to_lowercase().contains("refused"),
+            "the cause is shown: {shown}"
+        );
+    }
+
     #[test]
     fn parses_standard_errors() {
         let e = MatrixError::from_response(

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod identifier;
 pub mod password;
+pub mod random;
 pub mod refresh;
 pub mod signing;
 pub mod token;

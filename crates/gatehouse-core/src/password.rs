@@ -6,7 +6,6 @@
 
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use rand::TryRngCore;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
@@ -93,9 +92,7 @@ impl PasswordPolicy {
     pub fn hash_with(&self, password: &str, memory: &mut MemoryBlocks) -> String {
         let normalised = normalise(password);
         let mut salt = [0u8; 16];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut salt)
-            .expect("the OS RNG failed");
+        crate::random::fill(&mut salt);
         let params = self.argon2_params();
         let blocks = params.block_count();
         if memory.0.len() != blocks {

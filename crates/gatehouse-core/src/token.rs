@@ -7,8 +7,6 @@
 //! 30 random characters carry ~178 bits from the OS RNG. Only the SHA-256 of
 //! a token is ever stored.
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -86,7 +84,7 @@ fn fill_uniform_base62(out: &mut [u8]) {
     let mut i = 0;
     let mut buf = [0u8; 64];
     while i < out.len() {
-        OsRng.try_fill_bytes(&mut buf).expect("the OS RNG failed");
+        crate::random::fill(&mut buf);
         for &b in &buf {
             // 248 = 4 * 62: bytes below it map evenly onto 0..62.
             if b < 248 && i < out.len() {
@@ -168,7 +166,7 @@ fn random_from(alphabet: &[u8], len: usize) -> String {
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
     while out.len() < len {
-        OsRng.try_fill_bytes(&mut buf).expect("the OS RNG failed");
+        crate::random::fill(&mut buf);
         for &b in &buf {
             if usize::from(b) < limit && out.len() < len {
                 out.push(char::from(alphabet[usize::from(b) % n]));

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gatehouse_core::password::{MemoryBlocks, PasswordPolicy, Verdict};
 use tokio::sync::{Semaphore, oneshot};

@@ -5,8 +5,6 @@
 //! passwords, and get the same answer, no sooner than a legacy (bcrypt)
 //! account's would come.
 
-use std::time::Instant;
-
 use gatehouse_core::ErrorKind;
 use gatehouse_core::identifier::{Identifier, IdentifierError, Subject};
 use gatehouse_core::password::Verdict;
@@ -63,17 +61,16 @@ pub async fn check_password(
             (found, key)
         }
     };
-    let now = Instant::now();
     let limits = &state.limits;
     // A failure is reserved before the (slow) check and kept only if the
     // password is wrong: parallel guesses each hold one, so no more than the
     // burst can be tried at once.
-    let failure = match limits.per_account.check(&limit_key, now).and_then(|()| {
+    let failure = match limits.per_account.check(&limit_key).and_then(|()| {
         let key = match from {
             Some(ip) => format!("{} {limit_key}", crate::ratelimit::address_key(ip)),
             None => limit_key.clone(),
         };
-        limits.failures_per_account.reserve(key, now)
+        limits.failures_per_account.reserve(key)
     }) {
         Ok(failure) => failure,
         Err(wait) => {

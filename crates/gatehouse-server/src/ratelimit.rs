@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use gatehouse_core::Clock;
 
 use crate::config::Rate;
 
@@ -32,28 +34,30 @@ pub(crate) fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 pub struct AddressLimiter(RateLimiter<std::net::IpAddr>);
 
 impl AddressLimiter {
-    pub fn new(rate: Rate) -> Self {
-        Self(RateLimiter::new(rate))
+    pub fn new(rate: Rate, clock: Arc<dyn Clock>) -> Self {
+        Self(RateLimiter::new(rate, clock))
     }
 
-    /// [`RateLimiter::check`], now, for `ip`'s key.
+    /// [`RateLimiter::check`] for `ip`'s key.
     pub fn check(&self, ip: std::net::IpAddr) -> Result<(), RetryAfterMs> {
-        self.0.check(&address_key(ip), Instant::now())
+        self.0.check(&address_key(ip))
     }
 
-    /// [`RateLimiter::reserve`], now, for `ip`'s key.
+    /// [`RateLimiter::reserve`] for `ip`'s key.
     pub fn reserve(
         &self,
         ip: std::net::IpAddr,
     ) -> Result<Reservation<'_, std::net::IpAddr>, RetryAfterMs> {
-        self.0.reserve(address_key(ip), Instant::now())
+        self.0.reserve(address_key(ip))
     }
 }
 
-/// A set of buckets, one per key (an IP address, an account).
+/// A set of buckets, one per key (an IP address, an account), on the
+/// injected clock's monotonic time.
 pub struct RateLimiter<K> {
     rate: Rate,
     buckets: Mutex<HashMap<K, Bucket>>,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Clone, Copy)]
@@ -70,11 +74,22 @@ pub type RetryAfterMs = u64;
 const PRUNE_AT: usize = 10_000;
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
-    pub fn new(rate: Rate) -> Self {
+    pub fn new(rate: Rate, clock: Arc<dyn Clock>) -> Self {
         Self {
             rate,
             buckets: Mutex::new(HashMap::new()),
+            clock,
         }
+    }
+
+    /// Counts one action now if allowed (see [`Self::check_at`]).
+    pub fn check(&self, key: &K) -> Result<(), RetryAfterMs> {
+        self.check_at(key, self.clock.monotonic())
+    }
+
+    /// Reserves one action now (see [`Self::reserve_at`]).
+    pub fn reserve(&self, key: K) -> Result<Reservation<'_, K>, RetryAfterMs> {
+        self.reserve_at(key, self.clock.monotonic())
     }
 
     fn level(&self, bucket: Option<&Bucket>, now: Instant) -> f64 {
@@ -94,8 +109,8 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     /// provisionally: dropping the [`Reservation`] gives it back, and
     /// [`Reservation::keep`] makes it count. Parallel requests each hold
     /// their own reservation, so no more than the burst can be in flight.
-    pub fn reserve(&self, key: K, now: Instant) -> Result<Reservation<'_, K>, RetryAfterMs> {
-        self.check(&key, now)?;
+    pub fn reserve_at(&self, key: K, now: Instant) -> Result<Reservation<'_, K>, RetryAfterMs> {
+        self.check_at(&key, now)?;
         Ok(Reservation {
             limiter: self,
             key: Some(key),
@@ -110,7 +125,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     }
 
     /// Counts one action if allowed; refuses (without counting) otherwise.
-    pub fn check(&self, key: &K, now: Instant) -> Result<(), RetryAfterMs> {
+    pub fn check_at(&self, key: &K, now: Instant) -> Result<(), RetryAfterMs> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let level = self.level(buckets.get(key), now);
         if level + 1.0 > f64::from(self.rate.burst_count) {
@@ -149,7 +164,7 @@ impl<K: Eq + Hash + Clone> Reservation<'_, K> {
 impl<K: Eq + Hash + Clone> Drop for Reservation<'_, K> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.limiter.refund(&key, Instant::now());
+            self.limiter.refund(&key, self.limiter.clock.monotonic());
         }
     }
 }
@@ -157,7 +172,6 @@ impl<K: Eq + Hash + Clone> Drop for Reservation<'_, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn ipv6_clients_share_their_64() {
@@ -177,37 +191,44 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let l = RateLimiter::new(Rate {
-            per_second: 2.0,
-            burst_count: 3,
-        });
-        let t0 = Instant::now();
+        let clock = Arc::new(gatehouse_core::clock::ManualClock::new(0));
+        let l = RateLimiter::new(
+            Rate {
+                per_second: 2.0,
+                burst_count: 3,
+            },
+            clock.clone(),
+        );
         for _ in 0..3 {
-            assert!(l.check(&"ip", t0).is_ok());
+            assert!(l.check(&"ip").is_ok());
         }
-        let wait = l.check(&"ip", t0).unwrap_err();
+        let wait = l.check(&"ip").unwrap_err();
         assert_eq!(wait, 500);
-        assert!(l.check(&"other", t0).is_ok(), "keys are independent");
-        assert!(l.check(&"ip", t0 + Duration::from_millis(499)).is_err());
-        assert!(l.check(&"ip", t0 + Duration::from_millis(500)).is_ok());
+        assert!(l.check(&"other").is_ok(), "keys are independent");
+        clock.advance(499);
+        assert!(l.check(&"ip").is_err());
+        clock.advance(1);
+        assert!(l.check(&"ip").is_ok());
     }
 
     #[test]
     fn reservations_count_while_held_and_only_kept_ones_stay() {
-        let l = RateLimiter::new(Rate {
-            per_second: 0.001,
-            burst_count: 2,
-        });
-        let t0 = Instant::now();
-        let a = l.reserve(1, t0).unwrap();
-        let b = l.reserve(1, t0).unwrap();
+        let l = RateLimiter::new(
+            Rate {
+                per_second: 0.001,
+                burst_count: 2,
+            },
+            Arc::new(gatehouse_core::clock::ManualClock::new(0)),
+        );
+        let a = l.reserve(1).unwrap();
+        let b = l.reserve(1).unwrap();
         // Two in flight: a third is refused although neither has counted yet.
-        assert!(l.reserve(1, t0).is_err());
+        assert!(l.reserve(1).is_err());
         drop(a);
-        let c = l.reserve(1, t0).unwrap();
+        let c = l.reserve(1).unwrap();
         b.keep();
         c.keep();
-        assert!(l.reserve(1, t0).is_err(), "kept reservations stay counted");
-        assert!(l.reserve(2, t0).is_ok(), "keys are independent");
+        assert!(l.reserve(1).is_err(), "kept reservations stay counted");
+        assert!(l.reserve(2).is_ok(), "keys are independent");
     }
 }

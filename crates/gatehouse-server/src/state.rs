@@ -80,17 +80,32 @@ impl AppState {
         let hasher = HashPool::start(policy, threads, config.passwords.max_queued_hashes);
         let rl = &config.rate_limits;
         let limits = RateLimits {
-            per_address: AddressLimiter::new(rl.login_per_address),
-            per_account: RateLimiter::new(rl.login_per_account),
-            failures_per_account: RateLimiter::new(rl.failed_logins_per_account),
-            registrations_per_address: AddressLimiter::new(rl.registration_per_address),
-            threepid_requests_per_address: AddressLimiter::new(rl.threepid_validation),
-            threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation),
-            registration_token_checks: AddressLimiter::new(rl.registration_token_checks),
-            login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account),
-            uia_sessions_per_address: AddressLimiter::new(rl.uia_sessions_per_address),
-            username_checks_per_address: AddressLimiter::new(rl.username_checks_per_address),
-            refreshes_per_address: AddressLimiter::new(rl.refreshes_per_address),
+            per_address: AddressLimiter::new(rl.login_per_address, clock.clone()),
+            per_account: RateLimiter::new(rl.login_per_account, clock.clone()),
+            failures_per_account: RateLimiter::new(rl.failed_logins_per_account, clock.clone()),
+            registrations_per_address: AddressLimiter::new(
+                rl.registration_per_address,
+                clock.clone(),
+            ),
+            threepid_requests_per_address: AddressLimiter::new(
+                rl.threepid_validation,
+                clock.clone(),
+            ),
+            threepid_requests_per_threepid: RateLimiter::new(rl.threepid_validation, clock.clone()),
+            registration_token_checks: AddressLimiter::new(
+                rl.registration_token_checks,
+                clock.clone(),
+            ),
+            login_tokens_per_account: RateLimiter::new(rl.login_tokens_per_account, clock.clone()),
+            uia_sessions_per_address: AddressLimiter::new(
+                rl.uia_sessions_per_address,
+                clock.clone(),
+            ),
+            username_checks_per_address: AddressLimiter::new(
+                rl.username_checks_per_address,
+                clock.clone(),
+            ),
+            refreshes_per_address: AddressLimiter::new(rl.refreshes_per_address, clock.clone()),
         };
         let sessions = Sessions::new(
             store.clone(),

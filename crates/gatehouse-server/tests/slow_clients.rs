@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gatehouse_core::SystemClock;
 use gatehouse_server::listener::{self, ConnectionLimits};

@@ -15,7 +15,7 @@
 //! pick up what changed on a Synapse still running) and adds only what is new.
 
 use std::path::Path;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use clap::{Args, Subcommand};
 use gatehouse_core::identifier::{Medium, canonical_threepid};

@@ -233,7 +233,7 @@ async fn appservice_login(
         state
             .limits
             .per_account
-            .check(&user_id.to_string(), std::time::Instant::now())
+            .check(&user_id.to_string())
             .map_err(ApiError::limited)?;
     }
     let requested_device = body.device_id.is_some();
@@ -359,7 +359,7 @@ pub async fn get_token(
     let issued = state
         .limits
         .login_tokens_per_account
-        .reserve(requester.user_id.to_string(), std::time::Instant::now())
+        .reserve(requester.user_id.to_string())
         .map_err(ApiError::limited)?;
     // The spec's 400 for a user who cannot complete UIA (and so cannot
     // generate tokens), rather than a challenge no flow can answer.

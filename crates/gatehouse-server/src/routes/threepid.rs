@@ -8,7 +8,6 @@
 //! `m.login.email.identity` / `m.login.msisdn` stages then accept.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -381,7 +380,7 @@ fn reserve_threepid_message<'s>(
     state
         .limits
         .threepid_requests_per_threepid
-        .reserve(threepid_limit_key(threepid), Instant::now())
+        .reserve(threepid_limit_key(threepid))
         .map_err(ApiError::limited)
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_cli;
+mod db;
 mod import;
 
 use std::net::SocketAddr;
@@ -51,6 +52,11 @@ enum Command {
     RegistrationToken {
         #[command(subcommand)]
         command: admin::TokenCommand,
+    },
+    /// The database's schema: its version, and migrating it.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
     },
     /// Import accounts from another homeserver.
     Import {
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
             Command::User { command } => admin::run(&config, command).await,
             Command::RegistrationToken { command } => admin::run_tokens(&config, command).await,
             Command::Import { command } => import::run(&config, command).await,
+            Command::Db { command } => db::run(&config, command),
         }
     });
     match result {

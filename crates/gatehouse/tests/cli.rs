@@ -363,3 +363,59 @@ fn every_secret_can_come_from_a_file() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("`sms.webhook_token_path`"), "{err}");
 }
+
+/// `db status` reads the schema version without changing anything; `db
+/// migrate` brings an old database (here an empty one: version 0) up to
+/// date; a database newer than the build is refused.
+#[test]
+fn db_status_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let db = |cmd: &str| {
+        let out = run(&["--data-dir", &data, "db", cmd], &[]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, said) = db("status");
+    assert!(ok && said.contains("no database yet"), "{said}");
+    assert!(
+        !dir.path().join("gatehouse.sqlite").exists(),
+        "status creates nothing"
+    );
+
+    let file = dir.path().join("gatehouse.sqlite");
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch("CREATE TABLE placeholder (x INTEGER); DROP TABLE placeholder;")
+        .unwrap();
+    let latest = gatehouse_store::SqliteStore::schema_version();
+    let (ok, said) = db("status");
+    assert!(
+        ok && said.contains(&format!(
+            "schema version 0 of {latest}: {latest} migration(s) pending"
+        )),
+        "{said}"
+    );
+    let (ok, said) = db("migrate");
+    assert!(
+        ok && said.contains(&format!("migrated from schema version 0 to {latest}")),
+        "{said}"
+    );
+    let (ok, said) = db("status");
+    assert!(ok && said.contains("up to date"), "{said}");
+    let (ok, said) = db("migrate");
+    assert!(ok && said.contains("nothing to do"), "{said}");
+
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .pragma_update(None, "user_version", i64::try_from(latest + 1).unwrap())
+        .unwrap();
+    let (ok, said) = db("status");
+    assert!(!ok && said.contains("newer than this build"), "{said}");
+}

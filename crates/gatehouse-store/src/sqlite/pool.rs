@@ -41,6 +41,20 @@ impl SqliteStore {
         migrations::latest()
     }
 
+    /// The schema version of the database at `path` as it stands, read
+    /// without changing anything (`None`: there is no database there).
+    pub fn schema_version_of(path: &Path) -> StoreResult<Option<usize>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(backend)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(Some(usize::try_from(found).unwrap_or(0)))
+    }
+
     /// Sets up this instance's writer connection for a process whose job
     /// is a large [`Store::import_users`] run (`gatehouse import`), not for
     /// a server. Imported token hashes land at random places in their

@@ -9,6 +9,7 @@
 
 mod delegation;
 mod load;
+mod pg_drivers;
 mod proc;
 
 use std::net::SocketAddr;
@@ -27,6 +28,14 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("baseline") => return baseline().await,
+        // `gatehouse-bench pg-drivers URL` (bench/pg-drivers.sh starts a cluster).
+        Some("pg-drivers") if args.len() == 3 => {
+            let secs = std::env::var("BENCH_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5);
+            return pg_drivers::run(&args[2], Duration::from_secs(secs)).await;
+        }
         Some("delegation") => {
             let secs = std::env::var("BENCH_SECONDS")
                 .ok()

@@ -11,6 +11,7 @@ pub mod identifier;
 pub mod password;
 pub mod random;
 pub mod refresh;
+pub mod registration_token;
 pub mod signing;
 pub mod token;
 pub mod uia;

@@ -140,12 +140,19 @@ pub struct RegistrationToken {
 }
 
 impl RegistrationToken {
+    /// Its counts, for the rule in `gatehouse_core::registration_token`.
+    pub fn uses(&self) -> gatehouse_core::registration_token::Uses {
+        gatehouse_core::registration_token::Uses {
+            allowed: self.uses_allowed,
+            pending: self.pending,
+            completed: self.completed,
+            expiry: self.expiry,
+        }
+    }
+
     /// Whether one more registration may use it.
     pub fn usable(&self, now: Timestamp) -> bool {
-        self.expiry.is_none_or(|e| e > now)
-            && self
-                .uses_allowed
-                .is_none_or(|allowed| self.pending + self.completed < allowed)
+        self.uses().check(now).is_ok()
     }
 }
 

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use gatehouse_core::identifier::Threepid;
 use gatehouse_core::refresh::{Endpoint, RefreshId, Rejection};
+use gatehouse_core::registration_token::Uses;
 use gatehouse_core::token::TokenHash;
 use gatehouse_core::uia::Binding;
 use gatehouse_core::user_id::UserId;
@@ -507,15 +508,8 @@ impl Store for SqliteStore {
 
     async fn release_registration_token(&self, token: &str) -> StoreResult<()> {
         let token = token.to_owned();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE registration_tokens SET pending = pending - 1 WHERE token = ?1 AND pending > 0",
-                [token],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| uia::change_token_uses(tx, &token, Uses::release).map(drop))
+            .await
     }
 
     async fn upsert_threepid_validation(

@@ -2,10 +2,11 @@
 //! validations, accepted policies, and pruning of expired records.
 
 use gatehouse_core::Timestamp;
+use gatehouse_core::registration_token::{Refusal, Uses};
 use gatehouse_core::token::TokenHash;
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::rows::{VALIDATION_COLUMNS, validation_from_row};
+use super::rows::{VALIDATION_COLUMNS, token_from_row, validation_from_row};
 use super::tokens::start_session;
 use super::{backend, is_unique_violation, ts};
 use crate::{
@@ -28,11 +29,7 @@ pub(super) fn expire_uia_sessions(tx: &Transaction<'_>, now: Timestamp) -> Store
         rows.collect::<rusqlite::Result<_>>().map_err(backend)?
     };
     for token in reserved {
-        tx.execute(
-            "UPDATE registration_tokens SET pending = pending - 1 WHERE token = ?1 AND pending > 0",
-            [token],
-        )
-        .map_err(backend)?;
+        change_token_uses(tx, &token, Uses::release)?;
     }
     tx.execute("DELETE FROM uia_sessions WHERE expires_ts <= ?1", [now])
         .map_err(backend)?;
@@ -69,14 +66,7 @@ pub(super) fn register(tx: &Transaction<'_>, r: NewRegistration) -> StoreResult<
         })?;
     }
     if let Some(token) = &r.registration_token {
-        let n = tx
-            .execute(
-                "UPDATE registration_tokens SET pending = pending - 1, completed = completed + 1
-                 WHERE token = ?1 AND pending > 0",
-                [token],
-            )
-            .map_err(backend)?;
-        if n == 0 {
+        if !change_token_uses(tx, token, Uses::complete)? {
             return Err(StoreError::TokenUnusable);
         }
         // Each session holding `token` in its data holds one
@@ -299,14 +289,33 @@ pub(super) fn reserve_registration_token(
     token: String,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let n = tx
-        .execute(
-            "UPDATE registration_tokens SET pending = pending + 1
-             WHERE token = ?1
-               AND (expiry_ts IS NULL OR expiry_ts > ?2)
-               AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
-            params![token, ts(Some(now))],
+    change_token_uses(tx, &token, |uses| uses.reserve(now))
+}
+
+/// Applies a rule of `gatehouse_core::registration_token` to `token`'s
+/// counts as they stand in this write transaction (SQLite's one writer
+/// makes the load and the save one step); `false` when there is no such
+/// token or the rule refuses.
+pub(super) fn change_token_uses(
+    tx: &Transaction<'_>,
+    token: &str,
+    change: impl FnOnce(Uses) -> Result<Uses, Refusal>,
+) -> StoreResult<bool> {
+    let found = tx
+        .prepare_cached(
+            "SELECT token, uses_allowed, pending, completed, expiry_ts FROM registration_tokens WHERE token = ?1",
         )
+        .map_err(backend)?
+        .query_row([token], token_from_row)
+        .optional()
         .map_err(backend)?;
-    Ok(n > 0)
+    let Some(Ok(next)) = found.map(|t| change(t.uses())) else {
+        return Ok(false);
+    };
+    tx.execute(
+        "UPDATE registration_tokens SET pending = ?2, completed = ?3 WHERE token = ?1",
+        params![token, next.pending, next.completed],
+    )
+    .map_err(backend)?;
+    Ok(true)
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gatehouse-target}"
 bash interop/postgres/pg.sh install
-cargo build --release --quiet -p gatehouse-bench
+cargo build --release --quiet -p gatehouse-bench --features pg-drivers
 base="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 trap 'bash interop/postgres/pg.sh stop "$base/pg"; rm -rf "$base"' EXIT

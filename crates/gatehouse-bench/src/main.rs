@@ -9,6 +9,7 @@
 
 mod delegation;
 mod load;
+#[cfg(feature = "pg-drivers")]
 mod pg_drivers;
 mod proc;
 
@@ -28,7 +29,9 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("baseline") => return baseline().await,
-        // `gatehouse-bench pg-drivers URL` (bench/pg-drivers.sh starts a cluster).
+        // `gatehouse-bench pg-drivers URL` (bench/pg-drivers.sh starts a
+        // cluster and builds with `--features pg-drivers`).
+        #[cfg(feature = "pg-drivers")]
         Some("pg-drivers") if args.len() == 3 => {
             let secs = std::env::var("BENCH_SECONDS")
                 .ok()
@@ -36,6 +39,8 @@ async fn main() -> Result<()> {
                 .unwrap_or(5);
             return pg_drivers::run(&args[2], Duration::from_secs(secs)).await;
         }
+        #[cfg(not(feature = "pg-drivers"))]
+        Some("pg-drivers") => bail!("built without `--features pg-drivers` (bench/pg-drivers.sh builds it)"),
         Some("delegation") => {
             let secs = std::env::var("BENCH_SECONDS")
                 .ok()

@@ -40,7 +40,9 @@ async fn main() -> Result<()> {
             return pg_drivers::run(&args[2], Duration::from_secs(secs)).await;
         }
         #[cfg(not(feature = "pg-drivers"))]
-        Some("pg-drivers") => bail!("built without `--features pg-drivers` (bench/pg-drivers.sh builds it)"),
+        Some("pg-drivers") => {
+            bail!("built without `--features pg-drivers` (bench/pg-drivers.sh builds it)")
+        }
         Some("delegation") => {
             let secs = std::env::var("BENCH_SECONDS")
                 .ok()

@@ -1,58 +1,84 @@
 //! The conformance suite every [`Store`] backend runs.
 //!
-//! Each check gets a fresh, empty store from the factory and panics with a
-//! message naming the broken promise. Backends call [`run_all`] from their
-//! own integration test.
-
-use std::future::Future;
-use std::sync::Arc;
+//! Each check gets a fresh, empty store and panics with a message naming
+//! the broken promise. A backend instantiates the whole suite in its own
+//! integration test with [`conformance_tests!`](crate::conformance_tests):
+//! one test per check, so a failure names the promise broken and the
+//! backend that broke it.
 
 use gatehouse_core::refresh::{Endpoint, Rejection};
 use gatehouse_core::token::{self, TokenHash};
 use gatehouse_core::user_id::UserId;
 
-mod accounts;
-mod delegation;
-mod tokens;
-mod uia;
+#[doc(hidden)]
+pub mod accounts;
+#[doc(hidden)]
+pub mod delegation;
+#[doc(hidden)]
+pub mod tokens;
+#[doc(hidden)]
+pub mod uia;
 
 use crate::{NewSession, NewTokenPair, NewUser, Store};
 
-/// Runs every check against fresh stores made by `factory`.
-pub async fn run_all<S, F, Fut>(factory: F)
-where
-    S: Store,
-    F: Fn() -> Fut,
-    Fut: Future<Output = S>,
-{
-    accounts::users_are_unique_and_found(factory().await).await;
-    accounts::threepids_resolve_to_their_owner(factory().await).await;
-    accounts::the_highest_bcrypt_cost_is_known(factory().await).await;
-    tokens::sessions_create_devices_and_relogin_revokes(factory().await).await;
-    tokens::rotation_keeps_old_token_until_child_used(factory().await).await;
-    tokens::rotation_by_access_token_use(factory().await).await;
-    tokens::a_late_rotation_clean_up_touches_no_other_session(factory().await).await;
-    tokens::pending_children_are_bounded(factory().await).await;
-    tokens::legacy_rotation_is_single_use(factory().await).await;
-    tokens::concurrent_refreshes_all_hand_out_live_tokens(Arc::new(factory().await)).await;
-    tokens::expired_refresh_tokens_are_refused(factory().await).await;
-    tokens::logout_and_logout_all(factory().await).await;
-    accounts::deactivation_removes_everything_but_the_name(factory().await).await;
-    accounts::devices_are_managed(factory().await).await;
-    uia::registration_tokens_count_uses(factory().await).await;
-    uia::registration_is_atomic(factory().await).await;
-    uia::uia_sessions_are_consumed_once(Arc::new(factory().await)).await;
-    uia::token_uses_of_cut_off_registrations_come_back(factory().await).await;
-    uia::accepted_policies_keep_the_latest_version(factory().await).await;
-    uia::threepid_validations_are_idempotent(factory().await).await;
-    accounts::expired_records_are_pruned(factory().await).await;
-    accounts::cross_signing_keys_are_replaced(factory().await).await;
-    tokens::login_tokens_are_single_use(factory().await).await;
-    tokens::login_tokens_end_with_the_password_and_logout_all(factory().await).await;
-    delegation::imports_are_idempotent(factory().await).await;
-    delegation::homeserver_syncs_complete_only_their_version(factory().await).await;
-    delegation::web_sessions_expire_and_end(factory().await).await;
-    delegation::admin_and_reactivation(factory().await).await;
+/// One `#[tokio::test]` per check, each on a fresh store: `conformance_tests!(fresh)`
+/// in a backend's integration test, where `fresh().await` gives a new,
+/// empty store and a guard that must outlive it (a temporary directory, a
+/// throwaway database).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::conformance_tests!(@each $fresh;
+            plain: [
+                accounts::users_are_unique_and_found,
+                accounts::threepids_resolve_to_their_owner,
+                accounts::the_highest_bcrypt_cost_is_known,
+                tokens::sessions_create_devices_and_relogin_revokes,
+                tokens::rotation_keeps_old_token_until_child_used,
+                tokens::rotation_by_access_token_use,
+                tokens::a_late_rotation_clean_up_touches_no_other_session,
+                tokens::pending_children_are_bounded,
+                tokens::legacy_rotation_is_single_use,
+                tokens::expired_refresh_tokens_are_refused,
+                tokens::logout_and_logout_all,
+                accounts::deactivation_removes_everything_but_the_name,
+                accounts::devices_are_managed,
+                uia::registration_tokens_count_uses,
+                uia::registration_is_atomic,
+                uia::token_uses_of_cut_off_registrations_come_back,
+                uia::accepted_policies_keep_the_latest_version,
+                uia::threepid_validations_are_idempotent,
+                accounts::expired_records_are_pruned,
+                accounts::cross_signing_keys_are_replaced,
+                tokens::login_tokens_are_single_use,
+                tokens::login_tokens_end_with_the_password_and_logout_all,
+                delegation::imports_are_idempotent,
+                delegation::homeserver_syncs_complete_only_their_version,
+                delegation::web_sessions_expire_and_end,
+                delegation::admin_and_reactivation,
+            ];
+            shared: [
+                tokens::concurrent_refreshes_all_hand_out_live_tokens,
+                uia::uia_sessions_are_consumed_once,
+            ];
+        );
+    };
+    (@each $fresh:path; plain: [$($pm:ident :: $pc:ident),* $(,)?]; shared: [$($sm:ident :: $sc:ident),* $(,)?];) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $pc() {
+                let (store, _guard) = $fresh().await;
+                $crate::conformance::$pm::$pc(store).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $sc() {
+                let (store, _guard) = $fresh().await;
+                $crate::conformance::$sm::$sc(::std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
 }
 
 fn uid(local: &str) -> UserId {

@@ -4,18 +4,20 @@
 use gatehouse_core::token;
 use gatehouse_core::user_id::UserId;
 use gatehouse_store::sqlite::Durability;
-use gatehouse_store::{NewSession, NewTokenPair, NewUser, SqliteStore, Store, conformance};
+use gatehouse_store::{NewSession, NewTokenPair, NewUser, SqliteStore, Store};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_passes_the_conformance_suite() {
+/// A new store on a file of its own; the directory goes with the guard.
+async fn fresh() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let counter = std::sync::atomic::AtomicUsize::new(0);
-    conformance::run_all(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let path = dir.path().join(format!("db{n}.sqlite"));
-        async move { SqliteStore::open(&path, Durability::Full).unwrap() }
-    })
-    .await;
+    let store = SqliteStore::open(&dir.path().join("gatehouse.sqlite"), Durability::Full).unwrap();
+    (store, dir)
+}
+
+/// The conformance suite, one test per check.
+mod conformance_suite {
+    use super::fresh;
+
+    gatehouse_store::conformance_tests!(fresh);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use crate::{
     ThreepidValidation, UiaSessionRecord,
 };
 
-pub(super) async fn users_are_unique_and_found(store: impl Store) {
+pub async fn users_are_unique_and_found(store: impl Store) {
     let alice = user(&store, "alice").await;
     let again = store
         .create_user(NewUser {
@@ -84,7 +84,7 @@ pub(super) async fn users_are_unique_and_found(store: impl Store) {
     assert_eq!(all, vec![uid("alice"), uid("bob")]);
 }
 
-pub(super) async fn threepids_resolve_to_their_owner(store: impl Store) {
+pub async fn threepids_resolve_to_their_owner(store: impl Store) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let email = Threepid {
@@ -122,7 +122,7 @@ pub(super) async fn threepids_resolve_to_their_owner(store: impl Store) {
     assert_eq!(bound[0].added_at, 5);
 }
 
-pub(super) async fn devices_are_managed(store: impl Store) {
+pub async fn devices_are_managed(store: impl Store) {
     let alice = user(&store, "alice").await;
     for (d, t) in [("A", "a"), ("B", "b"), ("C", "c")] {
         login(&store, &alice, d, t, None).await;
@@ -175,7 +175,7 @@ pub(super) async fn devices_are_managed(store: impl Store) {
     assert!(store.devices(&alice).await.unwrap().is_empty());
 }
 
-pub(super) async fn deactivation_removes_everything_but_the_name(store: impl Store) {
+pub async fn deactivation_removes_everything_but_the_name(store: impl Store) {
     let alice = user(&store, "alice").await;
     let email = Threepid {
         medium: Medium::Email,
@@ -228,7 +228,7 @@ pub(super) async fn deactivation_removes_everything_but_the_name(store: impl Sto
     );
 }
 
-pub(super) async fn cross_signing_keys_are_replaced(store: impl Store) {
+pub async fn cross_signing_keys_are_replaced(store: impl Store) {
     let alice = user(&store, "alice").await;
     assert!(store.cross_signing_keys(&alice).await.unwrap().is_none());
     store
@@ -245,7 +245,7 @@ pub(super) async fn cross_signing_keys_are_replaced(store: impl Store) {
     );
 }
 
-pub(super) async fn expired_records_are_pruned(store: impl Store) {
+pub async fn expired_records_are_pruned(store: impl Store) {
     const DAY: u64 = 24 * 60 * 60 * 1000;
     let alice = user(&store, "alice").await;
     store
@@ -334,7 +334,7 @@ pub(super) async fn expired_records_are_pruned(store: impl Store) {
     assert!(store.threepid_validation("old").await.unwrap().is_none());
 }
 
-pub(super) async fn the_highest_bcrypt_cost_is_known(store: impl Store) {
+pub async fn the_highest_bcrypt_cost_is_known(store: impl Store) {
     assert_eq!(store.highest_bcrypt_cost().await.unwrap(), None, "empty");
     for (name, hash) in [
         ("a", "$2b$10$abcdefghijklmnopqrstuv"),

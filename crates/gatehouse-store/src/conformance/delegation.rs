@@ -6,7 +6,7 @@ use gatehouse_core::identifier::{Medium, Threepid};
 use super::{h, uid, user};
 use crate::{Store, StoreError};
 
-pub(super) async fn imports_are_idempotent(store: impl Store) {
+pub async fn imports_are_idempotent(store: impl Store) {
     let imported = |hash: &str| crate::ImportedUser {
         user_id: uid("imp"),
         password_hash: Some(hash.into()),
@@ -70,7 +70,7 @@ pub(super) async fn imports_are_idempotent(store: impl Store) {
     );
 }
 
-pub(super) async fn homeserver_syncs_complete_only_their_version(store: impl Store) {
+pub async fn homeserver_syncs_complete_only_their_version(store: impl Store) {
     let change = |erase, devices: &[&str]| crate::HomeserverChange {
         erase,
         reactivate: false,
@@ -117,7 +117,7 @@ pub(super) async fn homeserver_syncs_complete_only_their_version(store: impl Sto
     );
 }
 
-pub(super) async fn web_sessions_expire_and_end(store: impl Store) {
+pub async fn web_sessions_expire_and_end(store: impl Store) {
     let alice = user(&store, "alice").await;
     let session = crate::WebSession {
         user_id: alice.clone(),
@@ -142,7 +142,7 @@ pub(super) async fn web_sessions_expire_and_end(store: impl Store) {
     );
 }
 
-pub(super) async fn admin_and_reactivation(store: impl Store) {
+pub async fn admin_and_reactivation(store: impl Store) {
     let alice = user(&store, "alice").await;
     store.set_admin(&alice, true).await.unwrap();
     assert!(store.user(&alice).await.unwrap().unwrap().is_admin);

@@ -9,7 +9,7 @@ use gatehouse_core::user_id::UserId;
 use super::{alive, h, login, pair, refresh, use_token, user};
 use crate::{EndSessions, NewSession, NewTokenPair, Store};
 
-pub(super) async fn login_tokens_are_single_use(store: impl Store) {
+pub async fn login_tokens_are_single_use(store: impl Store) {
     let alice = user(&store, "alice").await;
     store
         .create_login_token(&h("lt"), &alice, 100, 1)
@@ -48,7 +48,7 @@ pub(super) async fn login_tokens_are_single_use(store: impl Store) {
     );
 }
 
-pub(super) async fn login_tokens_end_with_the_password_and_logout_all(store: impl Store) {
+pub async fn login_tokens_end_with_the_password_and_logout_all(store: impl Store) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let mint = |name: &'static str, who: &UserId| {
@@ -120,7 +120,7 @@ pub(super) async fn login_tokens_end_with_the_password_and_logout_all(store: imp
     );
 }
 
-pub(super) async fn sessions_create_devices_and_relogin_revokes(store: impl Store) {
+pub async fn sessions_create_devices_and_relogin_revokes(store: impl Store) {
     let alice = user(&store, "alice").await;
     login(&store, &alice, "DEV1", "at1", Some("rt1")).await;
     login(&store, &alice, "DEV2", "at2", None).await;
@@ -151,7 +151,7 @@ pub(super) async fn sessions_create_devices_and_relogin_revokes(store: impl Stor
     assert_eq!(store.devices(&alice).await.unwrap().len(), 2);
 }
 
-pub(super) async fn rotation_keeps_old_token_until_child_used(store: impl Store) {
+pub async fn rotation_keeps_old_token_until_child_used(store: impl Store) {
     let alice = user(&store, "alice").await;
     login(&store, &alice, "D", "at0", Some("rt0")).await;
     refresh(&store, "rt0", "at1", "rt1", Endpoint::Spec)
@@ -183,7 +183,7 @@ pub(super) async fn rotation_keeps_old_token_until_child_used(store: impl Store)
     assert_eq!(rec.device_id, "D");
 }
 
-pub(super) async fn rotation_by_access_token_use(store: impl Store) {
+pub async fn rotation_by_access_token_use(store: impl Store) {
     let alice = user(&store, "alice").await;
     login(&store, &alice, "D", "at0", Some("rt0")).await;
     refresh(&store, "rt0", "at1", "rt1", Endpoint::Spec)
@@ -231,7 +231,7 @@ pub(super) async fn rotation_by_access_token_use(store: impl Store) {
 /// The clean-up of a rotation is decided from a read made outside its
 /// transaction. Run late — after that session ended and others began — it
 /// must not touch them: token IDs are never reused, and it re-checks.
-pub(super) async fn a_late_rotation_clean_up_touches_no_other_session(store: impl Store) {
+pub async fn a_late_rotation_clean_up_touches_no_other_session(store: impl Store) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     login(&store, &alice, "A", "a-at0", Some("a-rt0")).await;
@@ -263,7 +263,7 @@ pub(super) async fn a_late_rotation_clean_up_touches_no_other_session(store: imp
 
 /// Refreshing with the same parent again and again (lost answers, or an
 /// attack) keeps only its newest children; the parent keeps working.
-pub(super) async fn pending_children_are_bounded(store: impl Store) {
+pub async fn pending_children_are_bounded(store: impl Store) {
     let alice = user(&store, "alice").await;
     login(&store, &alice, "D", "at0", Some("rt0")).await;
     let tries = 3 * gatehouse_core::refresh::MAX_PENDING_CHILDREN;
@@ -301,7 +301,7 @@ pub(super) async fn pending_children_are_bounded(store: impl Store) {
     );
 }
 
-pub(super) async fn legacy_rotation_is_single_use(store: impl Store) {
+pub async fn legacy_rotation_is_single_use(store: impl Store) {
     let alice = user(&store, "alice").await;
     login(&store, &alice, "D", "at0", Some("rt0")).await;
     refresh(&store, "rt0", "at1", "rt1", Endpoint::LegacyV1)
@@ -321,7 +321,7 @@ pub(super) async fn legacy_rotation_is_single_use(store: impl Store) {
         .unwrap();
 }
 
-pub(super) async fn concurrent_refreshes_all_hand_out_live_tokens<S: Store>(store: Arc<S>) {
+pub async fn concurrent_refreshes_all_hand_out_live_tokens<S: Store>(store: Arc<S>) {
     let alice = user(&*store, "alice").await;
     login(&*store, &alice, "D", "at0", Some("rt0")).await;
     let mut tasks = Vec::new();
@@ -359,7 +359,7 @@ pub(super) async fn concurrent_refreshes_all_hand_out_live_tokens<S: Store>(stor
     assert_eq!(survivors, 1, "exactly one chain survives");
 }
 
-pub(super) async fn expired_refresh_tokens_are_refused(store: impl Store) {
+pub async fn expired_refresh_tokens_are_refused(store: impl Store) {
     let alice = user(&store, "alice").await;
     let tokens = NewTokenPair {
         refresh_expires_at: Some(15),
@@ -381,7 +381,7 @@ pub(super) async fn expired_refresh_tokens_are_refused(store: impl Store) {
     );
 }
 
-pub(super) async fn logout_and_logout_all(store: impl Store) {
+pub async fn logout_and_logout_all(store: impl Store) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     login(&store, &alice, "A1", "a1", Some("ra1")).await;

@@ -11,7 +11,7 @@ use crate::{
     ThreepidValidation, UiaSessionRecord,
 };
 
-pub(super) async fn registration_tokens_count_uses(store: impl Store) {
+pub async fn registration_tokens_count_uses(store: impl Store) {
     let t = RegistrationToken {
         token: "tok".into(),
         uses_allowed: Some(2),
@@ -53,7 +53,7 @@ pub(super) async fn registration_tokens_count_uses(store: impl Store) {
     assert!(!store.delete_registration_token("late").await.unwrap());
 }
 
-pub(super) async fn registration_is_atomic(store: impl Store) {
+pub async fn registration_is_atomic(store: impl Store) {
     let t = RegistrationToken {
         token: "tok".into(),
         uses_allowed: Some(1),
@@ -115,7 +115,7 @@ pub(super) async fn registration_is_atomic(store: impl Store) {
     assert!(store.user(&uid("third")).await.unwrap().is_none());
 }
 
-pub(super) async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
+pub async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
     let binding = gatehouse_core::uia::Binding::new(
         Some("@a:test"),
         "POST",
@@ -236,7 +236,7 @@ pub(super) async fn uia_sessions_are_consumed_once<S: Store>(store: Arc<S>) {
 /// A registration whose session was consumed but which never finished (the
 /// server crashed, the client went away) gives its token use back when the
 /// session expires; one that finished keeps it completed, not released.
-pub(super) async fn token_uses_of_cut_off_registrations_come_back(store: impl Store) {
+pub async fn token_uses_of_cut_off_registrations_come_back(store: impl Store) {
     let t = RegistrationToken {
         token: "tok".into(),
         uses_allowed: Some(2),
@@ -299,7 +299,7 @@ pub(super) async fn token_uses_of_cut_off_registrations_come_back(store: impl St
     );
 }
 
-pub(super) async fn accepted_policies_keep_the_latest_version(store: impl Store) {
+pub async fn accepted_policies_keep_the_latest_version(store: impl Store) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     assert!(store.accepted_policies(&alice).await.unwrap().is_empty());
@@ -319,7 +319,7 @@ pub(super) async fn accepted_policies_keep_the_latest_version(store: impl Store)
     assert!(store.accepted_policies(&bob).await.unwrap().is_empty());
 }
 
-pub(super) async fn threepid_validations_are_idempotent(store: impl Store) {
+pub async fn threepid_validations_are_idempotent(store: impl Store) {
     let tp = Threepid {
         medium: Medium::Email,
         address: "a@example.org".into(),

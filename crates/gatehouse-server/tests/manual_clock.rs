@@ -205,3 +205,50 @@ async fn rate_limits_refill_on_the_injected_clock() {
         "allowed once the wait is over"
     );
 }
+
+/// A change recorded for the homeserver is left to the request that made
+/// it for one retry interval: the background retries, taking it at once,
+/// could apply it before the change itself is made here (a device not yet
+/// deleted reads as "re-created, keep it"), and mark it done with the
+/// homeserver never told.
+#[tokio::test]
+async fn recorded_homeserver_changes_wait_one_interval_for_the_retries() {
+    use gatehouse_core::Clock;
+    use gatehouse_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal).unwrap());
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut config = Config::default();
+    config.homeserver.url = Some("http://127.0.0.1:1".into());
+    config.homeserver.secret = Some("a-shared-secret-for-the-test".into());
+    config.homeserver.retry_interval_ms = 300;
+    let homeserver = gatehouse_server::homeserver::Homeserver::from_config(
+        &config,
+        store.clone(),
+        clock.clone(),
+    )
+    .unwrap()
+    .unwrap();
+    let user = gatehouse_core::user_id::UserId::new("dora", "localhost").unwrap();
+    let _recorded = homeserver
+        .record(
+            &user,
+            gatehouse_server::homeserver::devices_deleted(["D1".to_owned()]),
+        )
+        .await
+        .unwrap();
+    let due = |at| {
+        let store = store.clone();
+        async move { store.due_homeserver_syncs(at, 10).await.unwrap().len() }
+    };
+    assert_eq!(due(clock.now_ms()).await, 0, "not the retries' yet");
+    clock.advance(299);
+    assert_eq!(due(clock.now_ms()).await, 0);
+    clock.advance(1);
+    assert_eq!(
+        due(clock.now_ms()).await,
+        1,
+        "the retries' once an interval passed"
+    );
+}

@@ -322,7 +322,9 @@ pub trait Store: Send + Sync + 'static {
     async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts>;
 
     /// Records that the homeserver must be told about this user's state
-    /// (flags and deleted devices accumulate until the push succeeds). Returns the new version.
+    /// (flags and deleted devices accumulate until the push succeeds), due
+    /// for the background retries at `due` (`due_homeserver_syncs`).
+    /// Returns the new version.
     async fn request_homeserver_sync(
         &self,
         localpart: &str,

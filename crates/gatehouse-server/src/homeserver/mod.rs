@@ -201,9 +201,15 @@ impl Homeserver {
         change: HomeserverChange,
     ) -> Result<Recorded, StoreError> {
         let localpart = user.localpart().to_owned();
+        // Due for the background retries only after one retry interval:
+        // the push made by this request goes first. Taken by the retry loop
+        // at once, a record could be applied before the change it records
+        // is made here (a device still present reads as "re-created, keep
+        // it"), and marked done with the homeserver left untold.
+        let due = self.clock.now_ms().saturating_add(self.retry_interval_ms);
         let version = self
             .store
-            .request_homeserver_sync(&localpart, &change, self.clock.now_ms())
+            .request_homeserver_sync(&localpart, &change, due)
             .await?;
         Ok(Recorded { localpart, version })
     }

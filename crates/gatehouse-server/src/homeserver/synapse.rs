@@ -39,6 +39,16 @@ impl HomeserverError {
         self.errcode() == Some(ErrorCode::UserInUse)
     }
 
+    /// Synapse's refusal, from its status and (JSON) body.
+    fn refused(status: u16, body: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        Self::Refused {
+            status,
+            errcode: v["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
+            message: v["error"].as_str().unwrap_or("no error message").to_owned(),
+        }
+    }
+
     fn errcode(&self) -> Option<ErrorCode> {
         match self {
             Self::Refused { errcode, .. } => Some(ErrorCode::parse(errcode)),
@@ -69,6 +79,16 @@ pub struct SynapseClient {
 pub struct Relayed {
     pub status: u16,
     pub body: bytes::Bytes,
+}
+
+impl Relayed {
+    /// Success, or Synapse's refusal as an error.
+    fn ok(self) -> Result<(), HomeserverError> {
+        match self.status {
+            200..=299 => Ok(()),
+            status => Err(HomeserverError::refused(status, &self.body)),
+        }
+    }
 }
 
 impl SynapseClient {
@@ -111,18 +131,10 @@ impl SynapseClient {
             .bytes()
             .await
             .map_err(|e| HomeserverError::Unreachable(describe(&e)))?;
-        let value: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(value);
+        if !(200..300).contains(&status) {
+            return Err(HomeserverError::refused(status, &text));
         }
-        Err(HomeserverError::Refused {
-            status,
-            errcode: value["errcode"].as_str().unwrap_or("?").to_owned(),
-            message: value["error"]
-                .as_str()
-                .unwrap_or("no error message")
-                .to_owned(),
-        })
+        Ok(serde_json::from_slice(&text).unwrap_or(Value::Null))
     }
 
     /// Creates the user, or updates it: its email addresses are replaced
@@ -252,19 +264,10 @@ impl SynapseClient {
                 Some(body.to_string().into_bytes()),
             )
             .await?;
-        if answer.status == 200 {
-            return Ok(());
+        match answer.ok() {
+            Err(e) if e.is_user_in_use() => Ok(()),
+            other => other,
         }
-        let error: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-        let errcode = error["errcode"].as_str().unwrap_or("M_UNKNOWN");
-        if errcode == ErrorCode::UserInUse.as_str() {
-            return Ok(());
-        }
-        Err(HomeserverError::Refused {
-            status: answer.status,
-            errcode: errcode.to_owned(),
-            message: error["error"].as_str().unwrap_or_default().to_owned(),
-        })
     }
 
     /// Suspends the user there, or lifts it, with an administrator's own
@@ -289,15 +292,7 @@ impl SynapseClient {
                 Some(json!({ "suspend": suspended }).to_string().into_bytes()),
             )
             .await?;
-        if answer.status == 200 {
-            return Ok(());
-        }
-        let error: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-        Err(HomeserverError::Refused {
-            status: answer.status,
-            errcode: error["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
-            message: error["error"].as_str().unwrap_or_default().to_owned(),
-        })
+        answer.ok()
     }
 
     /// Sends a client-API request on the client's behalf (its own access

@@ -89,11 +89,20 @@ async fn set(
             let authorization = headers
                 .get(axum::http::header::AUTHORIZATION)
                 .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
-            homeserver
-                .client
-                .set_suspended(id.as_str(), on, authorization)
-                .await
-                .map_err(|e| homeserver::unavailable(&e))?;
+            let suspend = || {
+                homeserver
+                    .client
+                    .set_suspended(id.as_str(), on, authorization)
+            };
+            match suspend().await {
+                // Never provisioned there (no login yet): made known first.
+                Err(e) if e.is_not_found() => match homeserver.provision(&id).await {
+                    Ok(()) => suspend().await,
+                    Err(e) => Err(e),
+                },
+                other => other,
+            }
+            .map_err(|e| homeserver::unavailable(&e))?;
             local.await?;
         }
         (Moderation::Suspension, None) => local.await?,

@@ -81,6 +81,21 @@ async fn lock_and_suspension_reach_synapse() {
     let (status, sent) = send("t2").await;
     assert_eq!(status, 200, "{sent}");
 
+    // A user who never logged in is unknown to Synapse: made known, then
+    // suspended there too.
+    g.create_user("nell", PW, &[]);
+    let path = "/_matrix/client/v1/admin/suspend/@nell:localhost";
+    let (status, v) = g
+        .send(
+            g.http
+                .put(g.url(path))
+                .bearer_auth(&admin)
+                .json(&json!({"suspended": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(stack.synapse_user(&admin, "nell").await["suspended"], true);
+
     // The command line cannot suspend behind a homeserver (it has no
     // administrator's token to tell it with), and says so.
     let out = g.admin(&["user", "suspend", "lou"]);

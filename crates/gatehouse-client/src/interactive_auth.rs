@@ -237,20 +237,19 @@ impl<T: Send + 'static> InteractiveAuthBuilder<T> {
 /// address, so it must not be guessable.
 fn random_secret() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    // 62 symbols: the rejection of values ≥ 248 keeps the choice uniform.
     let mut out = String::with_capacity(32);
-    let mut pool = bytes.to_vec();
+    let mut bytes = [0u8; 32];
     while out.len() < 32 {
-        if pool.is_empty() {
-            pool = vec![0u8; 32];
-            getrandom::fill(&mut pool).expect("the operating system's random source");
-        }
-        let b = pool.pop().unwrap_or(0);
-        if b < 248 {
-            out.push(char::from(ALPHABET[usize::from(b % 62)]));
-        }
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        let wanted = 32 - out.len();
+        // Bytes of 248 and up are dropped: 248 = 4 × 62 keeps the choice uniform.
+        out.extend(
+            bytes
+                .iter()
+                .filter(|&&b| b < 248)
+                .map(|&b| char::from(ALPHABET[usize::from(b % 62)]))
+                .take(wanted),
+        );
     }
     out
 }

@@ -9,25 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sdk::logged_in;
 use common::{Server, free_port};
 use gatehouse_client::discovery::{AutoDiscovery, DiscoveryState};
 use gatehouse_client::{Client, Error, ErrorCode, LoginRequest, Session, UserIdentifier};
 use serde_json::json;
-
-async fn logged_in(server: &Server, user: &str, refresh: bool) -> Client {
-    let temp = Client::builder(&server.base).build().unwrap();
-    let r = temp
-        .login_request(
-            LoginRequest::password(UserIdentifier::user(user), "pw").refresh_token(refresh),
-        )
-        .await
-        .unwrap();
-    Client::builder(&server.base)
-        .session(r.session())
-        .refresh_margin(Duration::ZERO)
-        .build()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn discovery_states() {

@@ -9,27 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::sdk::logged_in;
 use common::{Server, Smtp, link_in};
 use gatehouse_client::{
     AuthInputs, Client, Error, ErrorCode, InteractiveAuth, LoginRequest, StageStatus, TokenPurpose,
     UserIdentifier,
 };
 use serde_json::{Value, json};
-
-async fn logged_in(server: &Server, user: &str, refresh: bool) -> Client {
-    let temp = Client::builder(&server.base).build().unwrap();
-    let r = temp
-        .login_request(
-            LoginRequest::password(UserIdentifier::user(user), "pw").refresh_token(refresh),
-        )
-        .await
-        .unwrap();
-    Client::builder(&server.base)
-        .session(r.session())
-        .refresh_margin(Duration::ZERO)
-        .build()
-        .unwrap()
-}
 
 /// Runs InteractiveAuth where every stage the app is asked for is answered
 /// by `answer` (returning `None` gives up).

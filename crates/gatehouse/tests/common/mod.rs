@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod sdk;
 pub mod shared_session;
 pub mod synapse;
 

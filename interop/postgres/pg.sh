@@ -5,6 +5,9 @@
 #   pg.sh start DIR PORT        a new cluster in DIR (must not exist), on
 #                               127.0.0.1:PORT; prints POSTGRES_URL=…
 #   pg.sh stop DIR              stops it (the directory stays; rm -rf it)
+#   pg.sh watch PID DIR         in the background: once process PID has
+#                               ended, stops the cluster and removes DIR
+#                               (a test binary's own cluster)
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the
 # `postgres` user Debian's package creates, in a directory it owns. Trust
@@ -62,7 +65,17 @@ case "${1:-}" in
     [[ $# -eq 2 ]] || die "usage: $0 stop DIR"
     as_owner "$(bin_dir)/pg_ctl" -D "$2/data" -m fast -w stop >/dev/null 2>&1 || true
     ;;
+  watch)
+    [[ $# -eq 3 ]] || die "usage: $0 watch PID DIR"
+    pid="$2" dir="$3" self="$0"
+    (
+      while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+      "$self" stop "$dir"
+      rm -rf "$dir"
+    ) </dev/null >/dev/null 2>&1 &
+    disown
+    ;;
   *)
-    die "usage: $0 install | start DIR PORT | stop DIR"
+    die "usage: $0 install | start DIR PORT | stop DIR | watch PID DIR"
     ;;
 esac

@@ -9,9 +9,11 @@
 
 pub mod conformance;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 pub use model::*;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -38,6 +40,10 @@ pub enum StoreError {
     TokenExists,
     #[error("registration token is not usable")]
     TokenUnusable,
+    /// The database kept aborting the transaction for a concurrent one
+    /// (a deadlock), more times than it is retried.
+    #[error("the database kept aborting the transaction for a concurrent one")]
+    Contention,
     #[error("storage backend failure: {0}")]
     Backend(String),
 }

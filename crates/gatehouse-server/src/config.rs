@@ -10,11 +10,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use gatehouse_core::password::{Argon2Cost, PasswordPolicy};
 use serde::{Deserialize, Serialize};
 
+mod database;
 mod rate_limits;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use database::DatabaseConfig;
 pub use rate_limits::{Rate, RateLimitConfig};
 
 /// The whole configuration of one server process.
@@ -25,7 +27,8 @@ pub struct Config {
     pub server_name: String,
     /// Address the client API listens on.
     pub listen: SocketAddr,
-    /// Directory holding the SQLite database.
+    /// Directory holding the SQLite database (unless `database.url` names
+    /// a PostgreSQL one).
     pub data_dir: PathBuf,
     /// Public base URL of the client API, announced in `.well-known` and login responses.
     pub public_baseurl: Option<String>,
@@ -43,6 +46,7 @@ pub struct Config {
     /// Only enable behind a reverse proxy that sets it.
     pub trust_x_forwarded_for: bool,
     pub http: HttpConfig,
+    pub database: DatabaseConfig,
     pub sqlite: SqliteConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
@@ -391,6 +395,7 @@ impl Default for Config {
             metrics_listen: None,
             trust_x_forwarded_for: false,
             http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
             sqlite: SqliteConfig::default(),
             tokens: TokenConfig::default(),
             passwords: PasswordConfig::default(),
@@ -453,6 +458,8 @@ pub enum ConfigError {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
+    /// `database.url`.
+    pub database: Option<String>,
     pub listen: Option<SocketAddr>,
     pub server_name: Option<String>,
 }
@@ -488,6 +495,9 @@ impl Config {
         if let Some(d) = &overrides.data_dir {
             config.data_dir.clone_from(d);
         }
+        if let Some(url) = &overrides.database {
+            config.database.url = Some(url.clone());
+        }
         if let Some(l) = overrides.listen {
             config.listen = l;
         }
@@ -504,6 +514,14 @@ impl Config {
     /// [`HomeserverConfig::read_secret`] instead. Called once, by [`Config::load`]:
     /// afterwards both a value and its path are set.
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(s) = secret_file(
+            "database.url",
+            self.database.url.is_some(),
+            "database.url_path",
+            self.database.url_path.as_deref(),
+        )? {
+            self.database.url = Some(s);
+        }
         if let Some(s) = secret_file(
             "email.smtp_password",
             self.email.smtp_password.is_some(),

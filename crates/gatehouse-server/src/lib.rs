@@ -33,8 +33,8 @@ pub use routes::router;
 pub use state::AppState;
 
 use gatehouse_core::SystemClock;
-use gatehouse_store::SqliteStore;
 use gatehouse_store::sqlite::Durability;
+use gatehouse_store::{PostgresStore, SqliteStore, Store};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +57,38 @@ pub enum ServeError {
     Config(#[from] config::ConfigError),
 }
 
-/// Opens the SQLite store the configuration points at, creating the data
-/// directory and migrating the schema as needed.
-pub fn open_store(config: &Config) -> Result<SqliteStore, ServeError> {
+/// The database a configuration names, opened.
+#[derive(Clone)]
+pub enum Database {
+    /// The embedded file in `data_dir`.
+    Sqlite(SqliteStore),
+    /// `database.url`.
+    Postgres(PostgresStore),
+}
+
+impl Database {
+    /// The store every handler works through.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.clone()),
+            Self::Postgres(p) => Arc::new(p.clone()),
+        }
+    }
+}
+
+/// Opens the database the configuration names (PostgreSQL when
+/// `database.url` is set, otherwise SQLite in `data_dir`, creating the
+/// directory), migrating the schema as needed.
+pub async fn open_database(config: &Config) -> Result<Database, ServeError> {
+    match config.database.postgres() {
+        Some(options) => Ok(Database::Postgres(PostgresStore::connect(&options).await?)),
+        None => Ok(Database::Sqlite(open_sqlite(config)?)),
+    }
+}
+
+/// Opens the SQLite store in the configuration's data directory, creating
+/// the directory and migrating the schema as needed.
+pub fn open_sqlite(config: &Config) -> Result<SqliteStore, ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -77,11 +106,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if config.homeserver.url.is_some() {
         config.homeserver.read_secret()?;
     }
-    let store = open_store(&config)?;
+    let database = open_database(&config).await?;
     let listen = config.listen;
     let metrics_listen = config.metrics_listen;
     let limits = listener::ConnectionLimits::from_config(&config);
-    let state = AppState::new(config, Arc::new(store), Arc::new(SystemClock));
+    let state = AppState::new(config, database.store(), Arc::new(SystemClock));
     // Before the first request: the answer time of a failed login must not
     // tell legacy accounts apart from the start.
     if let Some(cost) = state.store.highest_bcrypt_cost().await? {
@@ -126,6 +155,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ));
     }
     tokio::spawn(prune_periodically(state.clone()));
+    // Other instances' logouts, for this one's token cache.
+    let (store, sessions) = (state.store.clone(), state.sessions.clone());
+    tokio::spawn(async move {
+        let on_revoked = Arc::new(move |r: gatehouse_store::Revoked| sessions.revoked(&r));
+        if let Err(e) = store.watch_revocations(on_revoked).await {
+            tracing::error!(error = %e, "revocation listener stopped");
+        }
+    });
     if let Some(homeserver) = &state.homeserver {
         tokio::spawn(homeserver.clone().retry_forever());
     }

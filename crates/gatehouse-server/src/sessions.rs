@@ -2,7 +2,9 @@
 //!
 //! The cache holds validated tokens for `tokens.cache_ttl_ms`. Revocations
 //! made through this instance evict at once; revocations made through
-//! another instance sharing the database are seen within the TTL. Tokens
+//! another instance sharing a PostgreSQL database evict when its
+//! notification arrives (`Store::watch_revocations`), and within the TTL
+//! at worst (a notification lost with the listening connection). Tokens
 //! whose rotation is still pending are never cached, so the first use that
 //! retires a parent refresh token always reaches the store.
 
@@ -214,6 +216,21 @@ impl Sessions {
         cache.retain(|_, c| {
             !(c.requester.user_id == *user_id && c.requester.device_id == device_id)
         });
+    }
+
+    /// Forgets every cached token.
+    pub fn invalidate_all(&self) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        cache.clear();
+    }
+
+    /// Applies a change another instance made ([`Store::watch_revocations`]).
+    pub fn revoked(&self, revoked: &gatehouse_store::Revoked) {
+        match revoked {
+            gatehouse_store::Revoked::User(user) => self.invalidate_user(user),
+            gatehouse_store::Revoked::Everything => self.invalidate_all(),
+        }
     }
 
     /// Forgets cached tokens of every device of a user.

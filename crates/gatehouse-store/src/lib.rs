@@ -8,6 +8,7 @@
 //! know which backend it talks to.
 
 pub mod conformance;
+pub mod copy;
 mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -49,6 +50,21 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whose cached sessions a change made elsewhere may have invalidated
+/// ([`Store::watch_revocations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// Something of this user's sessions changed (logout, deletion,
+    /// rotation, deactivation, password, lock).
+    User(UserId),
+    /// Anything may have changed: notifications were missed (the listening
+    /// connection was down).
+    Everything,
+}
+
+/// What [`Store::watch_revocations`] calls.
+pub type OnRevoked = std::sync::Arc<dyn Fn(Revoked) + Send + Sync>;
 
 /// Everything Gatehouse keeps. Every method is one atomic unit: it either
 /// happens completely and durably before it returns `Ok`, or not at all.
@@ -371,4 +387,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Signs a browser out.
     async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()>;
+
+    /// Calls `revoked` for each session change made by any process on this
+    /// database, for as long as the returned future is polled, so that an
+    /// instance's token cache drops what another instance revoked. The
+    /// default never calls it: one process owns an embedded database, and
+    /// the admin commands' changes are seen within the cache's TTL.
+    async fn watch_revocations(&self, revoked: OnRevoked) -> StoreResult<()> {
+        let _ = revoked;
+        std::future::pending().await
+    }
 }

@@ -158,8 +158,10 @@ fn threepid_of(
 }
 
 pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
-    let store: Arc<dyn Store> =
-        Arc::new(gatehouse_server::open_store(config).map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> = gatehouse_server::open_database(config)
+        .await
+        .map_err(|e| e.to_string())?
+        .store();
     let now = SystemClock.now_ms();
     let policy = config.password_policy().map_err(|e| e.to_string())?;
     let homeserver = Homeserver::from_config(config, store.clone(), Arc::new(SystemClock))
@@ -363,8 +365,10 @@ pub enum TokenCommand {
 }
 
 pub async fn run_tokens(config: &Config, command: TokenCommand) -> Result<(), String> {
-    let store: Arc<dyn Store> =
-        Arc::new(gatehouse_server::open_store(config).map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> = gatehouse_server::open_database(config)
+        .await
+        .map_err(|e| e.to_string())?
+        .store();
     let now = SystemClock.now_ms();
     match command {
         TokenCommand::Create {

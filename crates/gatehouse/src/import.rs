@@ -21,8 +21,9 @@ use clap::{Args, Subcommand};
 use gatehouse_core::identifier::{Medium, canonical_threepid};
 use gatehouse_core::user_id::UserId;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
+use gatehouse_server::Database;
 use gatehouse_server::config::Config;
-use gatehouse_store::{ImportCounts, ImportedDevice, ImportedUser, Store};
+use gatehouse_store::{ImportCounts, ImportedDevice, ImportedUser};
 use rusqlite::fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::{Connection, OpenFlags, Row, Rows};
 
@@ -69,8 +70,15 @@ async fn synapse(config: &Config, args: SynapseArgs) -> Result<(), String> {
     let total = source.total_users;
     // Opened only once the source is known to be good: a wrong path must not
     // leave an empty data directory behind.
-    let store = gatehouse_server::open_store(config).map_err(|e| e.to_string())?;
-    store.tune_for_bulk_import().map_err(|e| e.to_string())?;
+    let database = gatehouse_server::open_database(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    // SQLite stages the tokens to add them sorted at the end; PostgreSQL
+    // takes each batch as it comes (one `unnest` insert per table).
+    if let Database::Sqlite(sqlite) = &database {
+        sqlite.tune_for_bulk_import().map_err(|e| e.to_string())?;
+    }
+    let store = database.store();
 
     // At most three batches in memory: one being written, one waiting, one
     // being read. More would only hold memory: the writer is the slower side.
@@ -119,15 +127,16 @@ async fn synapse(config: &Config, args: SynapseArgs) -> Result<(), String> {
     written?;
     // The staged tokens, added in hash order (a partial read keeps them too:
     // they belong to accounts already written).
-    let finishing = store.clone();
     let tokens_started = Instant::now();
-    if args.tokens {
-        eprintln!("gatehouse import: adding the access tokens, sorted by hash");
+    if let Database::Sqlite(finishing) = database {
+        if args.tokens {
+            eprintln!("gatehouse import: adding the access tokens, sorted by hash");
+        }
+        added.access_tokens += tokio::task::spawn_blocking(move || finishing.finish_bulk_import())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("writing the access tokens to Gatehouse's store: {e}"))?;
     }
-    added.access_tokens += tokio::task::spawn_blocking(move || finishing.finish_bulk_import())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("writing the access tokens to Gatehouse's store: {e}"))?;
     if args.tokens {
         eprintln!(
             "gatehouse import: access tokens added in {:.1} s",

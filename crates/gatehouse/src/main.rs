@@ -35,7 +35,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve,
+    Serve {
+        /// PostgreSQL database URL (`postgres://…`) instead of SQLite in
+        /// the data directory (`database.url`; the other commands read it
+        /// from the configuration or `GATEHOUSE_DATABASE__URL`).
+        #[arg(long)]
+        database: Option<String>,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -107,6 +113,10 @@ fn main() -> ExitCode {
     }
     let overrides = Overrides {
         data_dir: cli.data_dir,
+        database: match &cli.command {
+            Command::Serve { database } => database.clone(),
+            _ => None,
+        },
         listen: cli.listen,
         server_name: cli.server_name,
     };
@@ -132,7 +142,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => gatehouse_server::serve(config)
+            Command::Serve { .. } => gatehouse_server::serve(config)
                 .await
                 .map_err(|e| e.to_string()),
             Command::Config {
@@ -148,7 +158,7 @@ fn main() -> ExitCode {
             Command::User { command } => admin::run(&config, command).await,
             Command::RegistrationToken { command } => admin::run_tokens(&config, command).await,
             Command::Import { command } => import::run(&config, command).await,
-            Command::Db { command } => db::run(&config, command),
+            Command::Db { command } => db::run(&config, command).await,
         }
     });
     match result {
@@ -167,6 +177,11 @@ fn toml_of(config: &Config) -> String {
         c.passwords.bcrypt_pepper = redacted();
     }
     c.homeserver.secret = c.homeserver.secret.as_ref().map(|_| redacted());
+    c.database.url = c
+        .database
+        .url
+        .as_deref()
+        .map(gatehouse_store::postgres::redact);
     c.email.smtp_password = c.email.smtp_password.as_ref().map(|_| redacted());
     c.sms.webhook_token = c.sms.webhook_token.as_ref().map(|_| redacted());
     if !c.recaptcha.secret_key.is_empty() {

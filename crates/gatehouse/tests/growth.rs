@@ -30,16 +30,8 @@ fn default_limit() -> [(&'static str, &'static str); 2] {
 }
 
 /// Rows in the server's `uia_sessions` table, read beside the running server.
-fn uia_session_rows(server: &Server) -> usize {
-    let db = rusqlite::Connection::open_with_flags(
-        server.data_dir.join("gatehouse.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the server's database read-only");
-    let n: i64 = db
-        .query_row("SELECT count(*) FROM uia_sessions", [], |r| r.get(0))
-        .expect("count UIA sessions");
-    usize::try_from(n).unwrap()
+async fn uia_session_rows(server: &Server) -> usize {
+    common::database::count_rows(&server.data_dir, "uia_sessions").await
 }
 
 /// `FLOOD` requests to `path` with `body`, `BATCH` at a time, from the one
@@ -91,7 +83,7 @@ async fn registration_requests_cannot_fill_the_session_table() {
     let server = Server::start(&env);
     let path = "/_matrix/client/v3/register";
     let (challenged, limited) = flood(&server, path, &json!({})).await;
-    let rows = uia_session_rows(&server);
+    let rows = uia_session_rows(&server).await;
     println!(
         "POST /register: {FLOOD} requests from one address: {rows} sessions created, {limited} limited (429)"
     );
@@ -136,7 +128,7 @@ async fn password_reset_requests_cannot_fill_the_session_table() {
     let path = "/_matrix/client/v3/account/password";
     let body = json!({"new_password": "a new password"});
     let (challenged, limited) = flood(&server, path, &body).await;
-    let rows = uia_session_rows(&server);
+    let rows = uia_session_rows(&server).await;
     println!(
         "POST /account/password (no token): {FLOOD} requests from one address: {rows} sessions created, {limited} limited (429)"
     );
@@ -239,14 +231,7 @@ async fn refreshes_are_limited_per_address() {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let db = rusqlite::Connection::open_with_flags(
-        server.data_dir.join("gatehouse.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let rows: i64 = db
-        .query_row("SELECT count(*) FROM refresh_tokens", [], |r| r.get(0))
-        .unwrap();
+    let rows = common::database::count_rows(&server.data_dir, "refresh_tokens").await as i64;
     println!(
         "{FLOOD} refreshes of one token from one address in {elapsed:.2} s: \
          {refreshed} answered, {limited} limited; {rows} refresh tokens stored"

@@ -13,7 +13,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::synapse::Synapse;
 use common::{BIN, Server, assert_error, base_env, free_port, s};
-use gatehouse_store::Store;
 use serde_json::{Value, json};
 
 /// What the Synapse run left behind.
@@ -211,10 +210,12 @@ fn synapse_db(fixture: &Fixture, dir: &Path) -> String {
 
 /// Runs `gatehouse ARGS` on the data directory `data`, as an operator would.
 fn gatehouse(data: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let database = common::database::postgres_for(data);
     Command::new(BIN)
         .args(args)
         .envs(base_env())
         .env("GATEHOUSE_DATA_DIR", data)
+        .envs(database.map(|url| ("GATEHOUSE_DATABASE__URL", url)))
         .envs(extra_env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -384,11 +385,7 @@ async fn a_synapse_deployment_moves_over_with_its_sessions() {
     assert!(again.status.success(), "{stdout}{}", text(&again.stderr));
     assert_eq!(summary(&stdout), [6, 0, 0, 0, 0], "{stdout}");
     assert_eq!(text(&gatehouse(&data, &["user", "list"], &[]).stdout), list);
-    let store = gatehouse_store::SqliteStore::open(
-        &data.join("gatehouse.sqlite"),
-        gatehouse_store::sqlite::Durability::Full,
-    )
-    .unwrap();
+    let store = common::database::store_in(&data).await;
     let alice = store
         .user(&gatehouse_core::user_id::UserId::new("alice", "localhost").unwrap())
         .await

@@ -309,13 +309,10 @@ async fn deactivated_accounts_are_told_after_the_password_checks_out() {
 
 #[tokio::test]
 async fn imported_synapse_bcrypt_hashes_log_in_and_are_upgraded() {
-    use gatehouse_store::Store;
     let server = Server::start(&[("GATEHOUSE_PASSWORDS__BCRYPT_PEPPER", "spice")]);
     server.create_user("imported", "placeholder", &[]);
     let bcrypt_hash = bcrypt::hash("hunter2spice", 4).unwrap();
-    let db = server.data_dir.join("gatehouse.sqlite");
-    let store =
-        gatehouse_store::SqliteStore::open(&db, gatehouse_store::sqlite::Durability::Full).unwrap();
+    let store = common::database::store_in(&server.data_dir).await;
     let id = gatehouse_core::user_id::UserId::new("imported", "localhost").unwrap();
     store
         .set_password_hash(&id, &bcrypt_hash, gatehouse_store::EndSessions::Keep)
@@ -342,18 +339,13 @@ async fn imported_synapse_bcrypt_hashes_log_in_and_are_upgraded() {
 /// server learns the cost from the hashes it holds when it starts.
 #[tokio::test]
 async fn failures_take_as_long_as_a_legacy_accounts() {
-    use gatehouse_store::Store;
     let dir = tempfile::tempdir().unwrap();
     {
         let first = Server::start_in(dir.path(), &[]);
         first.create_user("legacy", "placeholder", &[]);
         first.create_user("modern", "pw", &[]);
     }
-    let store = gatehouse_store::SqliteStore::open(
-        &dir.path().join("gatehouse.sqlite"),
-        gatehouse_store::sqlite::Durability::Full,
-    )
-    .unwrap();
+    let store = common::database::store_in(dir.path()).await;
     let id = gatehouse_core::user_id::UserId::new("legacy", "localhost").unwrap();
     store
         .set_password_hash(

@@ -220,14 +220,11 @@ async fn registration_asks_first_and_resumes_from_the_session() {
         .post(REG, json!({"username": "resumer", "password": secret, "initial_device_display_name": "Phone"}))
         .await;
     assert_eq!(status, 401);
-    let db = std::fs::read(server.data_dir.join("gatehouse.sqlite")).unwrap();
-    let wal = std::fs::read(server.data_dir.join("gatehouse.sqlite-wal")).unwrap_or_default();
-    for bytes in [&db, &wal] {
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "the password is stored in clear"
-        );
-    }
+    let stored = common::database::stored_bytes(&server.data_dir).await;
+    assert!(
+        !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the password is stored in clear"
+    );
     let (status, done) = server
         .post(
             REG,

@@ -1,6 +1,6 @@
 //! A UIA session is spent only when the operation it authorised succeeds.
 //! Each operation below fails after its stages passed — a real storage
-//! failure, made by a trigger in the server's own SQLite file — and the very
+//! failure, made by a trigger in the server's own database (SQLite or PostgreSQL) — and the very
 //! same request, retried with the same session once storage works again,
 //! performs it (the spec answers a retry of completed stages with the call).
 
@@ -9,30 +9,6 @@ mod common;
 use common::{Server, assert_error, s};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// A write that fails in the server's database until [`Failing::heal`].
-struct Failing(rusqlite::Connection);
-
-/// Makes every `event` (e.g. `DELETE ON devices`) fail in `server`'s
-/// database, as a full disk or a broken file would.
-fn fail_on(server: &Server, event: &str) -> Failing {
-    let db = rusqlite::Connection::open(server.data_dir.join("gatehouse.sqlite"))
-        .expect("open the server's database");
-    db.execute_batch(&format!(
-        "CREATE TRIGGER injected_failure BEFORE {event}
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
-    ))
-    .expect("arm the failure");
-    Failing(db)
-}
-
-impl Failing {
-    fn heal(self) {
-        self.0
-            .execute_batch("DROP TRIGGER injected_failure")
-            .expect("disarm the failure");
-    }
-}
 
 async fn call(
     server: &Server,
@@ -71,9 +47,9 @@ async fn survives_failure(
         "password": password,
         "session": s(&challenge, "session"),
     });
-    let failing = fail_on(server, event);
+    common::database::fail_on(&server.data_dir, event).await;
     let failed = call(server, &method, path, token, &body).await;
-    failing.heal();
+    common::database::heal(&server.data_dir).await;
     assert_error(&failed, 500, "M_UNKNOWN");
     let (status, done) = call(server, &method, path, token, &body).await;
     assert_eq!(status, 200, "{path} retried with the same session: {done}");

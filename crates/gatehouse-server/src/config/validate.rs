@@ -30,6 +30,7 @@ impl Config {
                 return invalid(key, "must be an http:// or https:// URL");
             }
         }
+        self.database.validate()?;
         if self.max_request_body_bytes < 1024 {
             return invalid("max_request_body_bytes", "must be at least 1024");
         }

@@ -5,7 +5,7 @@ use gatehouse_core::Timestamp;
 use gatehouse_core::identifier::Threepid;
 
 use super::tokens::{delete_device_tokens, delete_devices_but, delete_login_tokens};
-use super::{Tx, exec, query_opt, ts, unique_or};
+use super::{Tx, exec, notify, query_opt, ts, unique_or};
 use crate::{EndSessions, Moderation, StoreError, StoreResult};
 
 /// `NoSuchUser` when an update touched no account.
@@ -32,6 +32,7 @@ pub(super) async fn set_password_hash(
         .await?,
     )?;
     delete_login_tokens(tx, id).await?;
+    notify(tx, id).await?;
     match sessions {
         EndSessions::Keep => Ok(()),
         EndSessions::All => delete_devices_but(tx, id, None).await,
@@ -49,6 +50,7 @@ pub(super) async fn deactivate_user(tx: &Tx<'_>, id: &str) -> StoreResult<()> {
         .await?,
     )?;
     delete_device_tokens(tx, id, None).await?;
+    notify(tx, id).await?;
     for table in ["devices", "threepids", "cross_signing_keys", "login_tokens"] {
         exec(
             tx,
@@ -100,6 +102,7 @@ pub(super) async fn insert_threepid(
 }
 
 pub(super) async fn delete_devices(tx: &Tx<'_>, id: &str, devices: &[String]) -> StoreResult<()> {
+    notify(tx, id).await?;
     for table in ["access_tokens", "refresh_tokens", "devices"] {
         exec(
             tx,
@@ -121,7 +124,8 @@ pub(super) async fn set_moderation(
         Moderation::Lock => "UPDATE users SET locked = $2 WHERE user_id = $1",
         Moderation::Suspension => "UPDATE users SET suspended = $2 WHERE user_id = $1",
     };
-    found(exec(tx, sql, &[&id, &on]).await?)
+    found(exec(tx, sql, &[&id, &on]).await?)?;
+    notify(tx, id).await
 }
 
 pub(super) async fn set_admin(tx: &Tx<'_>, id: &str, admin: bool) -> StoreResult<()> {
@@ -132,7 +136,8 @@ pub(super) async fn set_admin(tx: &Tx<'_>, id: &str, admin: bool) -> StoreResult
             &[&id, &admin],
         )
         .await?,
-    )
+    )?;
+    notify(tx, id).await
 }
 
 pub(super) async fn reactivate_user(tx: &Tx<'_>, id: &str) -> StoreResult<()> {

@@ -61,10 +61,16 @@ impl PostgresOptions {
         config.connect_timeout(self.connect_timeout);
         config.application_name("gatehouse");
         if !self.statement_timeout.is_zero() {
-            config.options(format!(
+            // Added to the URL's own `options`, if any.
+            let timeout = format!(
                 "-c statement_timeout={}",
                 self.statement_timeout.as_millis()
-            ));
+            );
+            let options = match config.get_options() {
+                Some(given) => format!("{given} {timeout}"),
+                None => timeout,
+            };
+            config.options(options);
         }
         Ok(config)
     }
@@ -107,11 +113,11 @@ pub fn redact(url: &str) -> String {
     if let Some(scheme_end) = out.find("://") {
         let rest = &out[scheme_end + 3..];
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                let start = scheme_end + 3 + colon + 1;
-                out.replace_range(start..scheme_end + 3 + at, "***");
-            }
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            out.replace_range(start..scheme_end + 3 + at, "***");
         }
     }
     if let Some(p) = out.find("password=") {
@@ -148,7 +154,10 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(backend)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            options: Arc::new(options.clone()),
+        })
     }
 
     /// The schema version this build migrates to.

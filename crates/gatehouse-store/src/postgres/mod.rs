@@ -15,6 +15,7 @@
 mod accounts;
 mod connect;
 mod delegation;
+mod listen;
 mod migrations;
 mod rows;
 mod store;
@@ -37,6 +38,8 @@ use crate::{StoreError, StoreResult};
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// For connections outside the pool (`LISTEN`).
+    options: std::sync::Arc<PostgresOptions>,
 }
 
 /// A transaction of the pool's connection.
@@ -47,7 +50,7 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// Attempts of a write transaction that lost a deadlock before giving up.
 const ATTEMPTS: u32 = 5;
 
-fn db(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
     match e.code() {
         Some(c)
             if *c == SqlState::T_R_DEADLOCK_DETECTED
@@ -129,6 +132,13 @@ async fn lock(tx: &Tx<'_>, scope: &str, key: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// Tells every instance (on commit, and only then) that `user_id`'s
+/// sessions changed, for their token caches (`LISTEN` in [`listen`]).
+async fn notify(tx: &Tx<'_>, user_id: &str) -> StoreResult<()> {
+    exec(tx, "SELECT pg_notify('gatehouse_revoked', $1)", &[&user_id]).await?;
+    Ok(())
+}
+
 /// The advisory-lock key of a device's token chain (length-prefixed:
 /// PostgreSQL's text has no NUL to separate with, and IDs may hold any
 /// other character).
@@ -165,6 +175,11 @@ macro_rules! write_tx {
 pub(crate) use write_tx;
 
 impl PostgresStore {
+    /// A pooled connection (for [`crate::copy`]).
+    pub(crate) async fn pool_client(&self) -> StoreResult<deadpool_postgres::Client> {
+        self.client().await
+    }
+
     /// A pooled connection, waiting at most the pool's wait timeout.
     async fn client(&self) -> StoreResult<deadpool_postgres::Client> {
         self.pool.get().await.map_err(backend)

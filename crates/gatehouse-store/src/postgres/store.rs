@@ -195,7 +195,8 @@ impl Store for PostgresStore {
     async fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()> {
         write_tx!(self, |tx| {
             tokens::delete_devices_but(&tx, user_id.as_str(), None).await?;
-            tokens::delete_login_tokens(&tx, user_id.as_str()).await?
+            tokens::delete_login_tokens(&tx, user_id.as_str()).await?;
+            super::notify(&tx, user_id.as_str()).await?
         })
     }
 
@@ -651,6 +652,10 @@ impl Store for PostgresStore {
                 csrf_token: r.get(1),
                 expires_at: from_ts(r.get(2)),
             }))
+    }
+
+    async fn watch_revocations(&self, revoked: crate::OnRevoked) -> StoreResult<()> {
+        self.listen(revoked).await
     }
 
     async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()> {

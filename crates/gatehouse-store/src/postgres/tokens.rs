@@ -7,7 +7,7 @@ use gatehouse_core::refresh::{self, Effect, Endpoint, RefreshId, RefreshTokenRow
 use gatehouse_core::token::TokenHash;
 use gatehouse_core::user_id::UserId;
 
-use super::{Tx, backend, device_key, exec, from_ots, lock, ots, query_opt, ts};
+use super::{Tx, backend, device_key, exec, from_ots, lock, notify, ots, query_opt, ts};
 use crate::{
     AccessTokenRecord, NewSession, NewTokenPair, RefreshedSession, StoreError, StoreResult,
 };
@@ -184,6 +184,7 @@ pub(super) async fn start_session(tx: &Tx<'_>, s: &NewSession) -> StoreResult<()
     .await?;
     if created == 0 {
         delete_device_tokens(tx, uid, Some(&s.device_id)).await?;
+        notify(tx, uid).await?;
     }
     insert_pair(tx, uid, &s.device_id, &s.tokens, None, s.now).await
 }
@@ -225,6 +226,7 @@ pub(super) async fn complete_rotation(
     if pending.is_none() {
         return Ok(());
     }
+    notify(tx, &user).await?;
     apply_effect(tx, refresh::on_first_access_token_use(parent, issued_with)).await
 }
 
@@ -267,6 +269,7 @@ pub(super) async fn refresh_pair(
         Ok(e) => e,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    notify(tx, &user_id).await?;
     for effect in effects {
         match effect {
             Effect::Mint { parent } => {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod database;
 pub mod sdk;
 pub mod shared_session;
 pub mod synapse;
@@ -90,10 +91,20 @@ impl Server {
     pub fn start_in(dir: &Path, extra: &[(&str, &str)]) -> Self {
         let mut env = base_env();
         env.push(("GATEHOUSE_DATA_DIR".into(), dir.display().to_string()));
+        // A database named by the test wins; "" forces SQLite.
+        let named = extra.iter().find(|(k, _)| *k == "GATEHOUSE_DATABASE__URL");
+        if named.is_none()
+            && let Some(url) = database::postgres_for(dir)
+        {
+            env.push(("GATEHOUSE_DATABASE__URL".into(), url));
+        }
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
+        env.retain(|(k, v)| !(k == "GATEHOUSE_DATABASE__URL" && v.is_empty()));
+        // With PostgreSQL nothing else may have made it: the log goes there.
+        std::fs::create_dir_all(dir).expect("data dir");
         let log = dir.join(format!(
             "server-{}.log",
             std::time::SystemTime::now()

@@ -12,7 +12,8 @@
 # PostgreSQL refuses to run as root: as root, the cluster runs as the
 # `postgres` user Debian's package creates, in a directory it owns. Trust
 # authentication on loopback only; fsync off (a throwaway cluster: its
-# durability is not what is measured or tested here).
+# durability is not what is measured or tested here) unless PG_DURABLE=1
+# (benchmarks comparing it with SQLite's fsync per commit).
 set -euo pipefail
 
 die() { echo "pg.sh: $*" >&2; exit 1; }
@@ -46,6 +47,8 @@ case "${1:-}" in
   start)
     [[ $# -eq 3 ]] || die "usage: $0 start DIR PORT"
     dir="$2" port="$3" bin="$(bin_dir)"
+    durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [[ "${PG_DURABLE:-0}" == 1 ]] && durability="-c shared_buffers=512MB"
     [[ -e "$dir" ]] && die "$dir exists"
     mkdir -p "$dir"
     if [[ $(id -u) -eq 0 ]]; then
@@ -56,7 +59,7 @@ case "${1:-}" in
     as_owner "$bin/initdb" -D "$dir/data" -U gatehouse -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
       || die "initdb failed: $(cat "$dir/initdb.log")"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=200" \
       start >/dev/null || die "start failed: $(tail -20 "$dir/server.log")"
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U gatehouse gatehouse
     echo "POSTGRES_URL=postgres://gatehouse@127.0.0.1:$port/gatehouse"

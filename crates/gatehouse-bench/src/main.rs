@@ -8,6 +8,7 @@
 //! printed, never asserted: the figures go in `docs/PERFORMANCE.md`.
 
 mod delegation;
+mod engines;
 mod load;
 #[cfg(feature = "pg-drivers")]
 mod pg_drivers;
@@ -42,6 +43,14 @@ async fn main() -> Result<()> {
         #[cfg(not(feature = "pg-drivers"))]
         Some("pg-drivers") => {
             bail!("built without `--features pg-drivers` (bench/pg-drivers.sh builds it)")
+        }
+        // `gatehouse-bench engines URL` (bench/engines.sh starts a cluster).
+        Some("engines") if args.len() == 3 => {
+            let secs = std::env::var("BENCH_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5);
+            return engines::run(&args[2], Duration::from_secs(secs)).await;
         }
         Some("delegation") => {
             let secs = std::env::var("BENCH_SECONDS")

@@ -113,15 +113,36 @@ pub async fn count_rows_at(url: &str, table: &str) -> usize {
 
 /// Rows in `table` of the server on `dir`, read beside the running server.
 pub async fn count_rows(dir: &Path, table: &str) -> usize {
-    let sql = format!("SELECT count(*) FROM {table}");
-    let n: i64 = match postgres_client(dir).await {
-        Some(c) => c.query_one(&sql, &[]).await.expect("count rows").get(0),
+    query_count(dir, &format!("SELECT count(*) FROM {table}")).await
+}
+
+/// The one integer `sql` (the same text on both engines) selects from the
+/// database of the server on `dir`.
+pub async fn query_count(dir: &Path, sql: &str) -> usize {
+    query_count_on(postgres_for(dir).as_deref(), dir, sql).await
+}
+
+/// [`query_count`] on the PostgreSQL database at `url`, or without one on
+/// the SQLite file in `dir`.
+pub async fn query_count_on(url: Option<&str>, dir: &Path, sql: &str) -> usize {
+    let client = match url {
+        Some(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+            tokio::spawn(connection);
+            Some(client)
+        }
+        None => None,
+    };
+    let n: i64 = match client {
+        Some(c) => c.query_one(sql, &[]).await.expect("count rows").get(0),
         None => rusqlite::Connection::open_with_flags(
             dir.join("gatehouse.sqlite"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("open the server's database read-only")
-        .query_row(&sql, [], |r| r.get(0))
+        .query_row(sql, [], |r| r.get(0))
         .expect("count rows"),
     };
     usize::try_from(n).unwrap()

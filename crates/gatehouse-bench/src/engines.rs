@@ -1,0 +1,334 @@
+//! `gatehouse-bench engines URL` (run by `bench/engines.sh`, which starts a
+//! durable PostgreSQL cluster on loopback): the same server on SQLite and
+//! on PostgreSQL — one instance and two — in one run, then `whoami` read
+//! from the store with 1k users against 1M users and 10M tokens. Figures
+//! and ratios are printed, never asserted (docs/PERFORMANCE.md).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::load::{self, FixedGet, FixedPost, Report};
+use crate::proc::{self, Process};
+use crate::{CONNECTIONS, RefreshChain, get_until_ok, login_refreshable};
+
+/// Users (each with 10 access tokens) of the large database, unless
+/// `BENCH_SCALE_USERS` says otherwise.
+const SCALE_USERS: i64 = 1_000_000;
+/// Users of the small database.
+const SMALL_USERS: i64 = 1_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The throughput of one setup, in requests per second.
+struct Figures {
+    whoami_cached: f64,
+    whoami_store: f64,
+    login: f64,
+    refresh: f64,
+}
+
+pub async fn run(pg_url: &str, duration: Duration) -> Result<()> {
+    let gatehouse = proc::sibling_binary("gatehouse")?;
+    let secs = duration.as_secs();
+    println!(
+        "Engines — {CONNECTIONS} connections, {secs} s per phase; SQLite durability=full, PostgreSQL fsync=on, synchronous_commit=on"
+    );
+    let sqlite = tempfile::tempdir()?;
+    let pg = database(pg_url, "engines").await?;
+    let sqlite_figures = setup(&gatehouse, sqlite.path(), None, 1, duration).await?;
+    let pg_data = tempfile::tempdir()?;
+    let pg_figures = setup(&gatehouse, pg_data.path(), Some(&pg), 1, duration).await?;
+    let pg2_figures = setup(&gatehouse, pg_data.path(), Some(&pg), 2, duration).await?;
+    println!();
+    println!(
+        "{:<34}{:>12}{:>14}{:>10}{:>16}{:>10}",
+        "req/s", "SQLite", "PostgreSQL", "×SQLite", "PostgreSQL ×2", "×SQLite"
+    );
+    type Row = (&'static str, fn(&Figures) -> f64);
+    let rows: [Row; 4] = [
+        ("whoami (token cache)", |f| f.whoami_cached),
+        ("whoami (from the store, no cache)", |f| f.whoami_store),
+        ("login (Argon2id, default cost)", |f| f.login),
+        ("refresh (rotation, one write)", |f| f.refresh),
+    ];
+    for (name, get) in rows {
+        let (s, p, p2) = (get(&sqlite_figures), get(&pg_figures), get(&pg2_figures));
+        println!(
+            "{name:<34}{s:>12.0}{p:>14.0}{:>9.2}×{p2:>16.0}{:>9.2}×",
+            p / s,
+            p2 / s
+        );
+    }
+
+    let users = std::env::var("BENCH_SCALE_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SCALE_USERS);
+    println!();
+    println!(
+        "whoami from the store (no cache), {SMALL_USERS} users / {} tokens → {users} users / {} tokens (goal: within 10%)",
+        SMALL_USERS * 10,
+        users * 10
+    );
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let dir = tempfile::tempdir()?;
+        let url = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(database(pg_url, "scale").await?),
+        };
+        scale(&gatehouse, dir.path(), url.as_deref(), users, duration).await?;
+    }
+    Ok(())
+}
+
+/// A new database `name` on the cluster at `url`; its URL.
+async fn database(url: &str, name: &str) -> Result<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))
+        .await?;
+    let slash = url.rfind('/').context("URL without a database")?;
+    Ok(format!("{}/{name}", &url[..slash]))
+}
+
+fn env(data: &Path, url: Option<&str>, cache_ms: u32) -> Vec<(String, String)> {
+    let mut env = proc::bench_env(data);
+    if let Some(url) = url {
+        env.push(("GATEHOUSE_DATABASE__URL".into(), url.into()));
+    }
+    env.push((
+        "GATEHOUSE_TOKENS__CACHE_TTL_MS".into(),
+        cache_ms.to_string(),
+    ));
+    env
+}
+
+/// `instances` servers on one database; the figures of load spread evenly
+/// over them.
+async fn setup(
+    gatehouse: &Path,
+    data: &Path,
+    url: Option<&str>,
+    instances: usize,
+    duration: Duration,
+) -> Result<Figures> {
+    let cached = env(data, url, 2000);
+    if instances == 1 {
+        proc::admin(
+            gatehouse,
+            &cached,
+            &["user", "create", "bench", "--password", "bench-password"],
+        )?;
+    }
+    let uncached = env(data, url, 0);
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        servers.push(Process::spawn(gatehouse, &["serve"], &cached)?);
+    }
+    for s in &servers {
+        get_until_ok(s.addr, "/_matrix/client/versions").await?;
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let token = crate::login(addrs[0]).await?;
+    let whoami_cached = spread(&addrs, duration, |_| whoami(&token)).await?;
+    let login_body = bytes::Bytes::from(
+        serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bench"}, "password": "bench-password"})
+            .to_string(),
+    );
+    let login = spread(&addrs, duration, |_| FixedPost {
+        path: "/_matrix/client/v3/login".into(),
+        body: login_body.clone(),
+    })
+    .await?;
+    let mut chains = Vec::new();
+    for i in 0..CONNECTIONS {
+        chains.push(login_refreshable(addrs[i % addrs.len()]).await?);
+    }
+    let refresh = spread(&addrs, duration, |i| RefreshChain {
+        token: chains[i].clone(),
+    })
+    .await?;
+    drop(servers);
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        servers.push(Process::spawn(gatehouse, &["serve"], &uncached)?);
+    }
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let whoami_store = spread(&addrs, duration, |_| whoami(&token)).await?;
+    let name = match (url, instances) {
+        (None, _) => "SQLite".to_owned(),
+        (Some(_), n) => format!("PostgreSQL ×{n}"),
+    };
+    println!(
+        "{name}: whoami {whoami_cached:.0} req/s cached, {whoami_store:.0} from the store; login {login:.0}/s; refresh {refresh:.0}/s"
+    );
+    Ok(Figures {
+        whoami_cached,
+        whoami_store,
+        login,
+        refresh,
+    })
+}
+
+fn whoami(token: &str) -> FixedGet {
+    FixedGet {
+        path: "/_matrix/client/v3/account/whoami".into(),
+        bearer: Some(token.to_owned()),
+    }
+}
+
+/// [`CONNECTIONS`] connections, dealt round-robin over `addrs`, all at
+/// once (after a one-second warm-up); the total rate.
+async fn spread<W: load::Workload>(
+    addrs: &[SocketAddr],
+    duration: Duration,
+    make: impl Fn(usize) -> W,
+) -> Result<f64> {
+    for phase in [Duration::from_secs(1), duration] {
+        let mut runs = Vec::new();
+        for (n, &addr) in addrs.iter().enumerate() {
+            let work: Vec<W> = (0..CONNECTIONS)
+                .filter(|i| i % addrs.len() == n)
+                .map(&make)
+                .collect();
+            runs.push(load::run(addr, work, phase, None));
+        }
+        let mut total = Report::default();
+        for r in futures_join(runs).await {
+            total.merge(r?);
+        }
+        if phase == duration {
+            return Ok(total.latencies_us.len() as f64 / duration.as_secs_f64());
+        }
+    }
+    unreachable!("the loop returns on its last phase")
+}
+
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("load task"));
+    }
+    out
+}
+
+/// `whoami` from the store on a small database, then after growing it to
+/// `users` users and ten times as many access tokens.
+async fn scale(
+    gatehouse: &Path,
+    data: &Path,
+    url: Option<&str>,
+    users: i64,
+    duration: Duration,
+) -> Result<()> {
+    let env = env(data, url, 0);
+    proc::admin(
+        gatehouse,
+        &env,
+        &["user", "create", "bench", "--password", "bench-password"],
+    )?;
+    let server = Process::spawn(gatehouse, &["serve"], &env)?;
+    get_until_ok(server.addr, "/_matrix/client/versions").await?;
+    // One token per connection: the lookups are spread over the index.
+    let mut tokens = Vec::new();
+    for _ in 0..CONNECTIONS {
+        tokens.push(crate::login(server.addr).await?);
+    }
+    fill(data, url, 0, SMALL_USERS).await?;
+    let small = spread(&[server.addr], duration, |i| whoami(&tokens[i])).await?;
+    let t0 = Instant::now();
+    fill(data, url, SMALL_USERS, users).await?;
+    let filled = t0.elapsed();
+    let large = spread(&[server.addr], duration, |i| whoami(&tokens[i])).await?;
+    let name = if url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "{name:<11} {small:>8.0} req/s → {large:>8.0} req/s: {:.2}× (filled in {:.0} s)",
+        large / small,
+        filled.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Adds users `from..to` (`@fNNNNNNNN:localhost`), each with ten access
+/// tokens whose hashes are consecutive numbers (inserted in index order, so
+/// filling takes minutes, not hours; a lookup's cost is the same).
+async fn fill(data: &Path, url: Option<&str>, from: i64, to: i64) -> Result<()> {
+    const BATCH: i64 = 200_000;
+    let mut start = from;
+    while start < to {
+        let end = (start + BATCH).min(to);
+        match url {
+            Some(url) => {
+                let (client, connection) =
+                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .execute(
+                        "INSERT INTO users (user_id, created_ts)
+                         SELECT '@f' || lpad(i::text, 8, '0') || ':localhost', 0
+                         FROM generate_series($1::bigint, $2::bigint - 1) i",
+                        &[&start, &end],
+                    )
+                    .await?;
+                client
+                    .execute(
+                        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
+                         SELECT decode(lpad(to_hex(i), 64, '0'), 'hex'),
+                                '@f' || lpad((i / 10)::text, 8, '0') || ':localhost', 'D', 0
+                         FROM generate_series($1::bigint * 10, $2::bigint * 10 - 1) i",
+                        &[&start, &end],
+                    )
+                    .await?;
+            }
+            None => {
+                let path = data.join("gatehouse.sqlite");
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    let mut conn = rusqlite::Connection::open(path)?;
+                    conn.busy_timeout(Duration::from_secs(30))?;
+                    let tx = conn.transaction()?;
+                    tx.execute(
+                        "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2)
+                         INSERT INTO users (user_id, created_ts)
+                         SELECT '@f' || printf('%08d', i) || ':localhost', 0 FROM n",
+                        [start, end],
+                    )?;
+                    tx.execute(
+                        "WITH RECURSIVE n(i) AS (SELECT ?1 * 10 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2 * 10)
+                         INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
+                         SELECT unhex(printf('%064x', i)), '@f' || printf('%08d', i / 10) || ':localhost', 'D', 0 FROM n",
+                        [start, end],
+                    )?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await??;
+            }
+        }
+        start = end;
+    }
+    if let Some(url) = url {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute("VACUUM ANALYZE").await?;
+    }
+    Ok(())
+}

@@ -92,10 +92,12 @@ pub async fn run(pg_url: &str, duration: Duration) -> Result<()> {
 async fn database(url: &str, name: &str) -> Result<String> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
+    // One statement each: CREATE DATABASE refuses to run in a transaction.
     client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     let slash = url.rfind('/').context("URL without a database")?;
     Ok(format!("{}/{name}", &url[..slash]))
@@ -208,6 +210,9 @@ async fn spread<W: load::Workload>(
             total.merge(r?);
         }
         if phase == duration {
+            if total.errors > 0 {
+                println!("  ({} errors in this phase)", total.errors);
+            }
             return Ok(total.latencies_us.len() as f64 / duration.as_secs_f64());
         }
     }

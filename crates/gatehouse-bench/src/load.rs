@@ -92,11 +92,15 @@ pub async fn run<W: Workload>(
     for mut w in workloads {
         let host = host.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await.context("connect")?;
-            stream.set_nodelay(true)?;
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(conn);
+            let connect = async || -> Result<_> {
+                let stream = TcpStream::connect(addr).await.context("connect")?;
+                stream.set_nodelay(true)?;
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn);
+                Ok(sender)
+            };
+            let mut sender = connect().await?;
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0u64;
             let mut next = Instant::now();
@@ -106,9 +110,20 @@ pub async fn run<W: Workload>(
                     next += p;
                 }
                 let t0 = Instant::now();
-                let resp = sender.send_request(w.request(&host)).await?;
-                let status = resp.status().as_u16();
-                let body = resp.into_body().collect().await?.to_bytes();
+                // A connection the server closed counts as an error, and
+                // the client reconnects (as a real one would).
+                let answered = async {
+                    let resp = sender.send_request(w.request(&host)).await?;
+                    let status = resp.status().as_u16();
+                    let body = resp.into_body().collect().await?.to_bytes();
+                    anyhow::Ok((status, body))
+                }
+                .await;
+                let Ok((status, body)) = answered else {
+                    errors += 1;
+                    sender = connect().await?;
+                    continue;
+                };
                 let us = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 if (200..300).contains(&status) {
                     lat.push(us);

@@ -1,11 +1,19 @@
-//! Storage for Gatehouse: one [`Store`] trait, its backends, and the
-//! conformance suite every backend must pass.
+//! Storage for Gatehouse: one repository trait per aggregate ([`Users`],
+//! [`Devices`], [`Threepids`], [`UiaSessions`], [`RegistrationTokens`],
+//! [`LoginTokens`], [`Keys`], [`HomeserverSyncs`], [`WebSessions`]), their
+//! sum [`Store`], its two backends (SQLite embedded, PostgreSQL for several
+//! instances), and the conformance suite both must pass.
 //!
-//! # Adding a backend
-//! Implement [`Store`] (each method documents what it must guarantee), then
-//! add a test that calls [`conformance::run_all`] with a factory for fresh,
-//! empty instances of the backend. Nothing else in the workspace needs to
-//! know which backend it talks to.
+//! Callers bring the repositories into scope with
+//! `use gatehouse_store::prelude::*`.
+//!
+//! # Adding a repository or a backend
+//! A feature with new state adds a trait here, implements it for both
+//! backends, and adds its checks to the conformance suite. A backend
+//! implements every trait (each method documents what it must guarantee)
+//! and instantiates the suite in its own integration test with
+//! [`conformance_tests!`]. Nothing else in the workspace needs to know which
+//! backend it talks to.
 
 pub mod conformance;
 pub mod copy;
@@ -14,6 +22,14 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use model::*;
+
+/// The repositories, for calling them on a `dyn Store`.
+pub mod prelude {
+    pub use crate::{
+        Devices, HomeserverSyncs, Keys, LoginTokens, RegistrationTokens, Store, Threepids,
+        UiaSessions, Users, WebSessions,
+    };
+}
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -66,10 +82,9 @@ pub enum Revoked {
 /// What [`Store::watch_revocations`] calls.
 pub type OnRevoked = std::sync::Arc<dyn Fn(Revoked) + Send + Sync>;
 
-/// Everything Gatehouse keeps. Every method is one atomic unit: it either
-/// happens completely and durably before it returns `Ok`, or not at all.
+/// Accounts: creation, lookup, passwords, deactivation, moderation, imports.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Users: Send + Sync + 'static {
     /// Creates an account. `StoreError::UserExists` if the ID was ever taken
     /// (deactivated accounts keep their name forever).
     async fn create_user(&self, user: NewUser) -> StoreResult<()>;
@@ -113,17 +128,32 @@ pub trait Store: Send + Sync + 'static {
     /// password (`M_USER_DEACTIVATED`) from a wrong one (`M_FORBIDDEN`). `NoSuchUser` if it does not exist.
     async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
 
-    /// Binds a canonical third-party ID to an account.
-    async fn add_threepid(
+    /// Locks or suspends an account (`on`), or lifts it; `NoSuchUser` if
+    /// absent. Sessions are kept either way: the spec wants a lifted lock
+    /// to find them intact.
+    async fn set_moderation(
         &self,
         user_id: &UserId,
-        threepid: &Threepid,
-        now: Timestamp,
+        moderation: Moderation,
+        on: bool,
     ) -> StoreResult<()>;
 
-    /// The third-party IDs of an account.
-    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>>;
+    /// Grants or revokes server administration; `NoSuchUser` if absent.
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()>;
 
+    /// Lifts a deactivation (its devices, 3PIDs and keys stay gone).
+    /// `NoSuchUser` if the account does not exist.
+    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
+
+    /// Adds accounts from another server in one transaction. Rows that
+    /// already exist (same user, 3PID, device or token) are left untouched,
+    /// so importing twice is harmless.
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts>;
+}
+
+/// Devices and their sessions: access and refresh tokens, rotation, logout.
+#[async_trait]
+pub trait Devices: Send + Sync + 'static {
     /// Starts a session for a login: creates the device if it is new, or, if
     /// it exists, revokes every token it had; then stores the new access
     /// token (and refresh token, if any).
@@ -181,14 +211,55 @@ pub trait Store: Send + Sync + 'static {
         ip: &str,
         now: Timestamp,
     ) -> StoreResult<()>;
+}
+
+/// Third-party IDs bound to accounts, and their validations (`requestToken`).
+#[async_trait]
+pub trait Threepids: Send + Sync + 'static {
+    /// Binds a canonical third-party ID to an account.
+    async fn add_threepid(
+        &self,
+        user_id: &UserId,
+        threepid: &Threepid,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// The third-party IDs of an account.
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>>;
 
     /// Unbinds a third-party ID; `false` if it was not bound to this account.
     async fn delete_threepid(&self, user_id: &UserId, threepid: &Threepid) -> StoreResult<bool>;
 
-    /// Registers an account atomically: the user, its validated 3PIDs, the
-    /// registration token's use, and its first session.
-    async fn register(&self, registration: NewRegistration) -> StoreResult<()>;
+    /// Starts (or, for a repeated `send_attempt`, finds) a 3PID validation.
+    /// Returns the stored record: a repeated request gets the original `sid`.
+    async fn upsert_threepid_validation(
+        &self,
+        validation: &ThreepidValidation,
+    ) -> StoreResult<ThreepidValidation>;
 
+    /// A validation by session ID.
+    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>>;
+
+    /// Presents a secret for a validation, in one atomic step: if the
+    /// client secret's and token's hashes match, the validation has not expired
+    /// and fewer than `max_failures` wrong secrets came before, it is marked
+    /// validated (the first time is kept) and returned; otherwise `None`,
+    /// and a mismatch counts one more failure. Checking and counting
+    /// together is what makes guesses sent in parallel count too. A new
+    /// `send_attempt` resets the failures.
+    async fn redeem_threepid_secret(
+        &self,
+        sid: &str,
+        client_secret: &ClientSecretHash,
+        token_hash: &TokenHash,
+        now: Timestamp,
+        max_failures: u32,
+    ) -> StoreResult<Option<ThreepidValidation>>;
+}
+
+/// User-interactive authentication sessions, and the policies (`m.login.terms`) accepted through them.
+#[async_trait]
+pub trait UiaSessions: Send + Sync + 'static {
     /// Stores a new UIA session, first expiring old ones (releasing the
     /// registration tokens they had reserved).
     async fn create_uia_session(
@@ -230,7 +301,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The `(policy, version)` pairs `user_id` has accepted, by policy.
     async fn accepted_policies(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>>;
+}
 
+/// Registration tokens and their counted uses.
+#[async_trait]
+pub trait RegistrationTokens: Send + Sync + 'static {
     /// Creates a registration token.
     async fn create_registration_token(
         &self,
@@ -252,33 +327,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives back a reserved use (a registration that did not happen).
     async fn release_registration_token(&self, token: &str) -> StoreResult<()>;
+}
 
-    /// Starts (or, for a repeated `send_attempt`, finds) a 3PID validation.
-    /// Returns the stored record: a repeated request gets the original `sid`.
-    async fn upsert_threepid_validation(
-        &self,
-        validation: &ThreepidValidation,
-    ) -> StoreResult<ThreepidValidation>;
-
-    /// A validation by session ID.
-    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>>;
-
-    /// Presents a secret for a validation, in one atomic step: if the
-    /// client secret's and token's hashes match, the validation has not expired
-    /// and fewer than `max_failures` wrong secrets came before, it is marked
-    /// validated (the first time is kept) and returned; otherwise `None`,
-    /// and a mismatch counts one more failure. Checking and counting
-    /// together is what makes guesses sent in parallel count too. A new
-    /// `send_attempt` resets the failures.
-    async fn redeem_threepid_secret(
-        &self,
-        sid: &str,
-        client_secret: &ClientSecretHash,
-        token_hash: &TokenHash,
-        now: Timestamp,
-        max_failures: u32,
-    ) -> StoreResult<Option<ThreepidValidation>>;
-
+/// Single-use login tokens (`m.login.token`).
+#[async_trait]
+pub trait LoginTokens: Send + Sync + 'static {
     /// Stores a login token for `user_id`, valid until `expires_at`.
     async fn create_login_token(
         &self,
@@ -287,12 +340,6 @@ pub trait Store: Send + Sync + 'static {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()>;
-
-    /// Deletes what can no longer be used: expired UIA sessions (giving
-    /// back their reserved registration-token uses), expired login tokens,
-    /// and 3PID validations a day past their expiry. Returns how many rows
-    /// it changed. Safe to run from every instance at once.
-    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64>;
 
     /// The owner of a valid, unexpired login token, leaving it unused (to
     /// check the login it would start before spending it).
@@ -309,7 +356,11 @@ pub trait Store: Send + Sync + 'static {
         hash: &TokenHash,
         now: Timestamp,
     ) -> StoreResult<Option<UserId>>;
+}
 
+/// Cross-signing keys.
+#[async_trait]
+pub trait Keys: Send + Sync + 'static {
     /// The user's cross-signing keys, as uploaded.
     async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>>;
 
@@ -320,29 +371,11 @@ pub trait Store: Send + Sync + 'static {
         keys: &serde_json::Value,
         now: Timestamp,
     ) -> StoreResult<()>;
+}
 
-    /// Locks or suspends an account (`on`), or lifts it; `NoSuchUser` if
-    /// absent. Sessions are kept either way: the spec wants a lifted lock
-    /// to find them intact.
-    async fn set_moderation(
-        &self,
-        user_id: &UserId,
-        moderation: Moderation,
-        on: bool,
-    ) -> StoreResult<()>;
-
-    /// Grants or revokes server administration; `NoSuchUser` if absent.
-    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()>;
-
-    /// Lifts a deactivation (its devices, 3PIDs and keys stay gone).
-    /// `NoSuchUser` if the account does not exist.
-    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
-
-    /// Adds accounts from another server in one transaction. Rows that
-    /// already exist (same user, 3PID, device or token) are left untouched,
-    /// so importing twice is harmless.
-    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts>;
-
+/// Changes the delegating homeserver must still be told about.
+#[async_trait]
+pub trait HomeserverSyncs: Send + Sync + 'static {
     /// Records that the homeserver must be told about this user's state
     /// (flags and deleted devices accumulate until the push succeeds), due
     /// for the background retries at `due` (`due_homeserver_syncs`).
@@ -374,7 +407,11 @@ pub trait Store: Send + Sync + 'static {
         localpart: &str,
         next_attempt_at: Timestamp,
     ) -> StoreResult<()>;
+}
 
+/// Browser sessions of the account page.
+#[async_trait]
+pub trait WebSessions: Send + Sync + 'static {
     /// Stores a browser session of the account page, by its cookie's hash.
     async fn create_web_session(&self, hash: &TokenHash, session: &WebSession) -> StoreResult<()>;
 
@@ -387,6 +424,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// Signs a browser out.
     async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()>;
+}
+
+/// Everything Gatehouse keeps: one repository per aggregate (each a
+/// trait above, of load and save calls), plus the operations that span
+/// several. Every method is one atomic unit: it either happens completely
+/// and durably before it returns `Ok`, or not at all.
+#[async_trait]
+pub trait Store:
+    Users
+    + Devices
+    + Threepids
+    + UiaSessions
+    + RegistrationTokens
+    + LoginTokens
+    + Keys
+    + HomeserverSyncs
+    + WebSessions
+{
+    /// Registers an account atomically: the user, its validated 3PIDs, the
+    /// registration token's use, and its first session.
+    async fn register(&self, registration: NewRegistration) -> StoreResult<()>;
+
+    /// Deletes what can no longer be used: expired UIA sessions (giving
+    /// back their reserved registration-token uses), expired login tokens,
+    /// and 3PID validations a day past their expiry. Returns how many rows
+    /// it changed. Safe to run from every instance at once.
+    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64>;
 
     /// Calls `revoked` for each session change made by any process on this
     /// database, for as long as the returned future is polled, so that an

@@ -3,6 +3,7 @@
 //! a ledger, and two pools (two instances) on one database.
 
 use gatehouse_store::postgres::testing::fresh_database;
+use gatehouse_store::prelude::*;
 use gatehouse_store::{PostgresOptions, PostgresStore};
 
 /// A new store on a database of its own (dropped with the cluster).
@@ -87,9 +88,7 @@ where
 async fn rules_hold_across_instances() {
     use gatehouse_core::token::hash;
     use gatehouse_core::user_id::UserId;
-    use gatehouse_store::{
-        NewSession, NewTokenPair, NewUser, RegistrationToken, Store, UiaSessionRecord,
-    };
+    use gatehouse_store::{NewSession, NewTokenPair, NewUser, RegistrationToken, UiaSessionRecord};
 
     let stores = two_instances().await;
     let [a, _] = &stores;

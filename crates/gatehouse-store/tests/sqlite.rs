@@ -3,8 +3,9 @@
 
 use gatehouse_core::token;
 use gatehouse_core::user_id::UserId;
+use gatehouse_store::prelude::*;
 use gatehouse_store::sqlite::Durability;
-use gatehouse_store::{NewSession, NewTokenPair, NewUser, SqliteStore, Store};
+use gatehouse_store::{NewSession, NewTokenPair, NewUser, SqliteStore};
 
 /// A new store on a file of its own; the directory goes with the guard.
 async fn fresh() -> (SqliteStore, tempfile::TempDir) {

@@ -16,15 +16,16 @@ use super::uia::{UIA_COLUMNS, uia_session_from_row};
 use super::{
     PostgresStore, accounts, backend, delegation, exec, from_ts, tokens, ts, uia, write_tx,
 };
+use crate::prelude::*;
 use crate::{
     AccessTokenRecord, ClientSecretHash, DeviceRecord, EndSessions, HomeserverChange,
     HomeserverSync, ImportCounts, ImportedUser, Moderation, NewRegistration, NewSession,
-    NewTokenPair, NewUser, RefreshedSession, RegistrationToken, Store, StoreResult, ThreepidRecord,
+    NewTokenPair, NewUser, RefreshedSession, RegistrationToken, StoreResult, ThreepidRecord,
     ThreepidValidation, UiaSessionRecord, UserRecord, WebSession,
 };
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Users for PostgresStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<()> {
         write_tx!(self, |tx| uia::create_user(&tx, &user).await?)
     }
@@ -112,42 +113,38 @@ impl Store for PostgresStore {
             .await?)
     }
 
-    async fn add_threepid(
+    async fn set_moderation(
         &self,
         user_id: &UserId,
-        threepid: &Threepid,
-        now: Timestamp,
+        moderation: Moderation,
+        on: bool,
     ) -> StoreResult<()> {
-        write_tx!(self, |tx| accounts::add_threepid(
+        write_tx!(self, |tx| accounts::set_moderation(
             &tx,
             user_id.as_str(),
-            threepid,
-            now
+            moderation,
+            on
         )
         .await?)
     }
 
-    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>> {
-        let rows = self
-            .read_all(
-                "SELECT medium, address, added_ts FROM threepids WHERE user_id = $1 ORDER BY medium, address",
-                &[&user_id.as_str()],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(ThreepidRecord {
-                    threepid: Threepid {
-                        medium: Medium::parse(&r.get::<_, String>(0))?,
-                        address: r.get(1),
-                    },
-                    added_at: from_ts(r.get(2)),
-                })
-            })
-            .collect())
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()> {
+        write_tx!(self, |tx| accounts::set_admin(&tx, user_id.as_str(), admin)
+            .await?)
     }
 
+    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
+        write_tx!(self, |tx| accounts::reactivate_user(&tx, user_id.as_str())
+            .await?)
+    }
+
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts> {
+        write_tx!(self, |tx| delegation::import_batch(&tx, &users).await?)
+    }
+}
+
+#[async_trait]
+impl Devices for PostgresStore {
     async fn create_session(&self, session: NewSession) -> StoreResult<()> {
         write_tx!(self, |tx| tokens::start_session(&tx, &session).await?)
     }
@@ -260,6 +257,45 @@ impl Store for PostgresStore {
         .await?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Threepids for PostgresStore {
+    async fn add_threepid(
+        &self,
+        user_id: &UserId,
+        threepid: &Threepid,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        write_tx!(self, |tx| accounts::add_threepid(
+            &tx,
+            user_id.as_str(),
+            threepid,
+            now
+        )
+        .await?)
+    }
+
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>> {
+        let rows = self
+            .read_all(
+                "SELECT medium, address, added_ts FROM threepids WHERE user_id = $1 ORDER BY medium, address",
+                &[&user_id.as_str()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(ThreepidRecord {
+                    threepid: Threepid {
+                        medium: Medium::parse(&r.get::<_, String>(0))?,
+                        address: r.get(1),
+                    },
+                    added_at: from_ts(r.get(2)),
+                })
+            })
+            .collect())
+    }
 
     async fn delete_threepid(&self, user_id: &UserId, threepid: &Threepid) -> StoreResult<bool> {
         let n = exec(
@@ -275,10 +311,46 @@ impl Store for PostgresStore {
         Ok(n > 0)
     }
 
-    async fn register(&self, registration: NewRegistration) -> StoreResult<()> {
-        write_tx!(self, |tx| uia::register(&tx, &registration).await?)
+    async fn upsert_threepid_validation(
+        &self,
+        validation: &ThreepidValidation,
+    ) -> StoreResult<ThreepidValidation> {
+        write_tx!(self, |tx| uia::upsert_threepid_validation(&tx, validation)
+            .await?)
     }
 
+    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>> {
+        self.read_opt(
+            &format!("SELECT {VALIDATION_COLUMNS} FROM threepid_validations WHERE sid = $1"),
+            &[&sid],
+        )
+        .await?
+        .map(|r| rows::validation(&r))
+        .transpose()
+    }
+
+    async fn redeem_threepid_secret(
+        &self,
+        sid: &str,
+        client_secret: &ClientSecretHash,
+        token_hash: &TokenHash,
+        now: Timestamp,
+        max_failures: u32,
+    ) -> StoreResult<Option<ThreepidValidation>> {
+        write_tx!(self, |tx| uia::redeem_threepid_secret(
+            &tx,
+            sid,
+            *client_secret,
+            *token_hash,
+            now,
+            max_failures
+        )
+        .await?)
+    }
+}
+
+#[async_trait]
+impl UiaSessions for PostgresStore {
     async fn create_uia_session(
         &self,
         session: &UiaSessionRecord,
@@ -371,7 +443,10 @@ impl Store for PostgresStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
+}
 
+#[async_trait]
+impl RegistrationTokens for PostgresStore {
     async fn create_registration_token(
         &self,
         token: &RegistrationToken,
@@ -423,44 +498,10 @@ impl Store for PostgresStore {
             uia::change_token_uses(&tx, token, Uses::release).await?;
         })
     }
+}
 
-    async fn upsert_threepid_validation(
-        &self,
-        validation: &ThreepidValidation,
-    ) -> StoreResult<ThreepidValidation> {
-        write_tx!(self, |tx| uia::upsert_threepid_validation(&tx, validation)
-            .await?)
-    }
-
-    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>> {
-        self.read_opt(
-            &format!("SELECT {VALIDATION_COLUMNS} FROM threepid_validations WHERE sid = $1"),
-            &[&sid],
-        )
-        .await?
-        .map(|r| rows::validation(&r))
-        .transpose()
-    }
-
-    async fn redeem_threepid_secret(
-        &self,
-        sid: &str,
-        client_secret: &ClientSecretHash,
-        token_hash: &TokenHash,
-        now: Timestamp,
-        max_failures: u32,
-    ) -> StoreResult<Option<ThreepidValidation>> {
-        write_tx!(self, |tx| uia::redeem_threepid_secret(
-            &tx,
-            sid,
-            *client_secret,
-            *token_hash,
-            now,
-            max_failures
-        )
-        .await?)
-    }
-
+#[async_trait]
+impl LoginTokens for PostgresStore {
     async fn create_login_token(
         &self,
         hash: &TokenHash,
@@ -476,10 +517,6 @@ impl Store for PostgresStore {
             now
         )
         .await?)
-    }
-
-    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        write_tx!(self, |tx| uia::prune_expired(&tx, now).await?)
     }
 
     async fn login_token_owner(
@@ -504,7 +541,10 @@ impl Store for PostgresStore {
         write_tx!(self, |tx| tokens::consume_login_token(&tx, *hash, now)
             .await?)
     }
+}
 
+#[async_trait]
+impl Keys for PostgresStore {
     async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>> {
         self.read_opt(
             "SELECT keys FROM cross_signing_keys WHERE user_id = $1",
@@ -530,36 +570,10 @@ impl Store for PostgresStore {
         )
         .await?)
     }
+}
 
-    async fn set_moderation(
-        &self,
-        user_id: &UserId,
-        moderation: Moderation,
-        on: bool,
-    ) -> StoreResult<()> {
-        write_tx!(self, |tx| accounts::set_moderation(
-            &tx,
-            user_id.as_str(),
-            moderation,
-            on
-        )
-        .await?)
-    }
-
-    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()> {
-        write_tx!(self, |tx| accounts::set_admin(&tx, user_id.as_str(), admin)
-            .await?)
-    }
-
-    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
-        write_tx!(self, |tx| accounts::reactivate_user(&tx, user_id.as_str())
-            .await?)
-    }
-
-    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts> {
-        write_tx!(self, |tx| delegation::import_batch(&tx, &users).await?)
-    }
-
+#[async_trait]
+impl HomeserverSyncs for PostgresStore {
     async fn request_homeserver_sync(
         &self,
         localpart: &str,
@@ -624,7 +638,10 @@ impl Store for PostgresStore {
         .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl WebSessions for PostgresStore {
     async fn create_web_session(&self, hash: &TokenHash, session: &WebSession) -> StoreResult<()> {
         write_tx!(self, |tx| delegation::create_web_session(
             &tx,
@@ -654,10 +671,6 @@ impl Store for PostgresStore {
             }))
     }
 
-    async fn watch_revocations(&self, revoked: crate::OnRevoked) -> StoreResult<()> {
-        self.listen(revoked).await
-    }
-
     async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()> {
         exec(
             &self.client().await?,
@@ -666,5 +679,20 @@ impl Store for PostgresStore {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn register(&self, registration: NewRegistration) -> StoreResult<()> {
+        write_tx!(self, |tx| uia::register(&tx, &registration).await?)
+    }
+
+    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        write_tx!(self, |tx| uia::prune_expired(&tx, now).await?)
+    }
+
+    async fn watch_revocations(&self, revoked: crate::OnRevoked) -> StoreResult<()> {
+        self.listen(revoked).await
     }
 }

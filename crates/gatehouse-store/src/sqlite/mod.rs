@@ -25,10 +25,11 @@ use gatehouse_core::uia::Binding;
 use gatehouse_core::user_id::UserId;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::prelude::*;
 use crate::{
     AccessTokenRecord, ClientSecretHash, DeviceRecord, EndSessions, HomeserverChange,
     HomeserverSync, ImportCounts, ImportedUser, Moderation, NewRegistration, NewSession,
-    NewTokenPair, NewUser, RefreshedSession, RegistrationToken, Store, StoreError, StoreResult,
+    NewTokenPair, NewUser, RefreshedSession, RegistrationToken, StoreError, StoreResult,
     ThreepidRecord, ThreepidValidation, UiaSessionRecord, UserRecord, WebSession,
 };
 use bulk::{SYNC_COLUMNS, StagedToken, import_batch, sync_from_row};
@@ -87,7 +88,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Users for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<()> {
         self.write(move |tx| {
             tx.execute(
@@ -185,23 +186,44 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn add_threepid(
-        &self,
-        user_id: &UserId,
-        threepid: &Threepid,
-        now: Timestamp,
-    ) -> StoreResult<()> {
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()> {
         let id = user_id.as_str().to_owned();
-        let (medium, address) = (threepid.medium.as_str(), threepid.address.clone());
-        self.write(move |tx| accounts::add_threepid(tx, id, medium, address, now))
+        self.write(move |tx| accounts::set_admin(tx, id, admin))
             .await
     }
 
-    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>> {
+    async fn set_moderation(
+        &self,
+        user_id: &UserId,
+        moderation: Moderation,
+        on: bool,
+    ) -> StoreResult<()> {
         let id = user_id.as_str().to_owned();
-        self.read(move |c| accounts::threepids(c, id)).await
+        self.write(move |tx| accounts::set_moderation(tx, id, moderation, on))
+            .await
     }
 
+    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
+        let id = user_id.as_str().to_owned();
+        self.write(move |tx| accounts::reactivate_user(tx, id))
+            .await
+    }
+
+    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts> {
+        let inner = self.inner.clone();
+        self.write(move |tx| {
+            let mut staged = inner
+                .staged_tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            import_batch(tx, &users, staged.as_mut()).map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Devices for SqliteStore {
     async fn create_session(&self, s: NewSession) -> StoreResult<()> {
         self.write(move |tx| start_session(tx, &s)).await
     }
@@ -317,6 +339,26 @@ impl Store for SqliteStore {
         self.write(move |tx| accounts::touch_device(tx, id, device, ip, now))
             .await
     }
+}
+
+#[async_trait]
+impl Threepids for SqliteStore {
+    async fn add_threepid(
+        &self,
+        user_id: &UserId,
+        threepid: &Threepid,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let id = user_id.as_str().to_owned();
+        let (medium, address) = (threepid.medium.as_str(), threepid.address.clone());
+        self.write(move |tx| accounts::add_threepid(tx, id, medium, address, now))
+            .await
+    }
+
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>> {
+        let id = user_id.as_str().to_owned();
+        self.read(move |c| accounts::threepids(c, id)).await
+    }
 
     async fn delete_threepid(&self, user_id: &UserId, threepid: &Threepid) -> StoreResult<bool> {
         let (id, medium, address) = (
@@ -328,10 +370,43 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn register(&self, r: NewRegistration) -> StoreResult<()> {
-        self.write(move |tx| uia::register(tx, r)).await
+    async fn upsert_threepid_validation(
+        &self,
+        v: &ThreepidValidation,
+    ) -> StoreResult<ThreepidValidation> {
+        let v = v.clone();
+        self.write(move |tx| uia::upsert_threepid_validation(tx, v))
+            .await
     }
 
+    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>> {
+        let sid = sid.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {VALIDATION_COLUMNS} FROM threepid_validations WHERE sid = ?1"
+            ))?
+            .query_row([sid], validation_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn redeem_threepid_secret(
+        &self,
+        sid: &str,
+        client_secret: &ClientSecretHash,
+        token_hash: &TokenHash,
+        now: Timestamp,
+        max_failures: u32,
+    ) -> StoreResult<Option<ThreepidValidation>> {
+        let (sid, secret, hash) = (sid.to_owned(), *client_secret, *token_hash);
+        self.write(move |tx| uia::redeem_threepid_secret(tx, sid, secret, hash, now, max_failures))
+            .await
+    }
+}
+
+#[async_trait]
+impl UiaSessions for SqliteStore {
     async fn create_uia_session(
         &self,
         session: &UiaSessionRecord,
@@ -457,7 +532,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl RegistrationTokens for SqliteStore {
     async fn create_registration_token(
         &self,
         t: &RegistrationToken,
@@ -511,41 +589,10 @@ impl Store for SqliteStore {
         self.write(move |tx| uia::change_token_uses(tx, &token, Uses::release).map(drop))
             .await
     }
+}
 
-    async fn upsert_threepid_validation(
-        &self,
-        v: &ThreepidValidation,
-    ) -> StoreResult<ThreepidValidation> {
-        let v = v.clone();
-        self.write(move |tx| uia::upsert_threepid_validation(tx, v))
-            .await
-    }
-
-    async fn threepid_validation(&self, sid: &str) -> StoreResult<Option<ThreepidValidation>> {
-        let sid = sid.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {VALIDATION_COLUMNS} FROM threepid_validations WHERE sid = ?1"
-            ))?
-            .query_row([sid], validation_from_row)
-            .optional()
-        })
-        .await
-    }
-
-    async fn redeem_threepid_secret(
-        &self,
-        sid: &str,
-        client_secret: &ClientSecretHash,
-        token_hash: &TokenHash,
-        now: Timestamp,
-        max_failures: u32,
-    ) -> StoreResult<Option<ThreepidValidation>> {
-        let (sid, secret, hash) = (sid.to_owned(), *client_secret, *token_hash);
-        self.write(move |tx| uia::redeem_threepid_secret(tx, sid, secret, hash, now, max_failures))
-            .await
-    }
-
+#[async_trait]
+impl LoginTokens for SqliteStore {
     async fn create_login_token(
         &self,
         hash: &TokenHash,
@@ -556,10 +603,6 @@ impl Store for SqliteStore {
         let (hash, id) = (*hash, user_id.as_str().to_owned());
         self.write(move |tx| tokens::create_login_token(tx, hash, id, expires_at, now))
             .await
-    }
-
-    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        self.write(move |tx| uia::prune_expired(tx, now)).await
     }
 
     async fn login_token_owner(
@@ -589,7 +632,10 @@ impl Store for SqliteStore {
         self.write(move |tx| tokens::consume_login_token(tx, hash, now))
             .await
     }
+}
 
+#[async_trait]
+impl Keys for SqliteStore {
     async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<Option<serde_json::Value>> {
         let id = user_id.as_str().to_owned();
         let text: Option<String> = self
@@ -613,42 +659,10 @@ impl Store for SqliteStore {
         self.write(move |tx| accounts::set_cross_signing_keys(tx, id, keys, now))
             .await
     }
+}
 
-    async fn set_admin(&self, user_id: &UserId, admin: bool) -> StoreResult<()> {
-        let id = user_id.as_str().to_owned();
-        self.write(move |tx| accounts::set_admin(tx, id, admin))
-            .await
-    }
-
-    async fn set_moderation(
-        &self,
-        user_id: &UserId,
-        moderation: Moderation,
-        on: bool,
-    ) -> StoreResult<()> {
-        let id = user_id.as_str().to_owned();
-        self.write(move |tx| accounts::set_moderation(tx, id, moderation, on))
-            .await
-    }
-
-    async fn reactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
-        let id = user_id.as_str().to_owned();
-        self.write(move |tx| accounts::reactivate_user(tx, id))
-            .await
-    }
-
-    async fn import_users(&self, users: Vec<ImportedUser>) -> StoreResult<ImportCounts> {
-        let inner = self.inner.clone();
-        self.write(move |tx| {
-            let mut staged = inner
-                .staged_tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            import_batch(tx, &users, staged.as_mut()).map_err(backend)
-        })
-        .await
-    }
-
+#[async_trait]
+impl HomeserverSyncs for SqliteStore {
     async fn request_homeserver_sync(
         &self,
         localpart: &str,
@@ -711,7 +725,10 @@ impl Store for SqliteStore {
         self.write(move |tx| bulk::postpone_homeserver_sync(tx, localpart, next_attempt_at))
             .await
     }
+}
 
+#[async_trait]
+impl WebSessions for SqliteStore {
     async fn create_web_session(&self, hash: &TokenHash, session: &WebSession) -> StoreResult<()> {
         let (hash, session) = (*hash, session.clone());
         self.write(move |tx| bulk::create_web_session(tx, hash, session))
@@ -735,5 +752,16 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn register(&self, r: NewRegistration) -> StoreResult<()> {
+        self.write(move |tx| uia::register(tx, r)).await
+    }
+
+    async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        self.write(move |tx| uia::prune_expired(tx, now)).await
     }
 }

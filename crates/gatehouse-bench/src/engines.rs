@@ -142,22 +142,23 @@ async fn setup(
     }
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let token = crate::login(addrs[0]).await?;
-    let whoami_cached = spread(&addrs, duration, |_| whoami(&token)).await?;
+    let whoami_cached = spread(&addrs, duration, |_, _| whoami(&token)).await?;
     let login_body = bytes::Bytes::from(
         serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bench"}, "password": "bench-password"})
             .to_string(),
     );
-    let login = spread(&addrs, duration, |_| FixedPost {
+    let login = spread(&addrs, duration, |_, _| FixedPost {
         path: "/_matrix/client/v3/login".into(),
         body: login_body.clone(),
     })
     .await?;
+    // A chain per connection and phase: the warm-up uses its chains up.
     let mut chains = Vec::new();
-    for i in 0..CONNECTIONS {
+    for i in 0..2 * CONNECTIONS {
         chains.push(login_refreshable(addrs[i % addrs.len()]).await?);
     }
-    let refresh = spread(&addrs, duration, |i| RefreshChain {
-        token: chains[i].clone(),
+    let refresh = spread(&addrs, duration, |phase, i| RefreshChain {
+        token: chains[phase * CONNECTIONS + i].clone(),
     })
     .await?;
     drop(servers);
@@ -166,7 +167,7 @@ async fn setup(
         servers.push(Process::spawn(gatehouse, &["serve"], &uncached)?);
     }
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let whoami_store = spread(&addrs, duration, |_| whoami(&token)).await?;
+    let whoami_store = spread(&addrs, duration, |_, _| whoami(&token)).await?;
     let name = match (url, instances) {
         (None, _) => "SQLite".to_owned(),
         (Some(_), n) => format!("PostgreSQL ×{n}"),
@@ -190,26 +191,29 @@ fn whoami(token: &str) -> FixedGet {
 }
 
 /// [`CONNECTIONS`] connections, dealt round-robin over `addrs`, all at
-/// once (after a one-second warm-up); the total rate.
+/// once, after a one-second warm-up; the total rate. `make(phase, i)`
+/// builds connection `i`'s workload for the warm-up (phase 0) and for the
+/// measured run (phase 1): a workload that uses up what it is given (a
+/// refresh chain) gets fresh state for each.
 async fn spread<W: load::Workload>(
     addrs: &[SocketAddr],
     duration: Duration,
-    make: impl Fn(usize) -> W,
+    make: impl Fn(usize, usize) -> W,
 ) -> Result<f64> {
-    for phase in [Duration::from_secs(1), duration] {
+    for (phase, length) in [Duration::from_secs(1), duration].into_iter().enumerate() {
         let mut runs = Vec::new();
         for (n, &addr) in addrs.iter().enumerate() {
             let work: Vec<W> = (0..CONNECTIONS)
                 .filter(|i| i % addrs.len() == n)
-                .map(&make)
+                .map(|i| make(phase, i))
                 .collect();
-            runs.push(load::run(addr, work, phase, None));
+            runs.push(load::run(addr, work, length, None));
         }
         let mut total = Report::default();
         for r in futures_join(runs).await {
             total.merge(r?);
         }
-        if phase == duration {
+        if phase == 1 {
             if total.errors > 0 {
                 println!("  ({} errors in this phase)", total.errors);
             }
@@ -255,11 +259,11 @@ async fn scale(
         tokens.push(crate::login(server.addr).await?);
     }
     fill(data, url, 0, SMALL_USERS).await?;
-    let small = spread(&[server.addr], duration, |i| whoami(&tokens[i])).await?;
+    let small = spread(&[server.addr], duration, |_, i| whoami(&tokens[i])).await?;
     let t0 = Instant::now();
     fill(data, url, SMALL_USERS, users).await?;
     let filled = t0.elapsed();
-    let large = spread(&[server.addr], duration, |i| whoami(&tokens[i])).await?;
+    let large = spread(&[server.addr], duration, |_, i| whoami(&tokens[i])).await?;
     let name = if url.is_some() {
         "PostgreSQL"
     } else {

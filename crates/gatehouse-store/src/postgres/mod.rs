@@ -141,7 +141,8 @@ async fn notify(tx: &Tx<'_>, user_id: &str) -> StoreResult<()> {
 
 /// The advisory-lock key of a device's token chain (length-prefixed:
 /// PostgreSQL's text has no NUL to separate with, and IDs may hold any
-/// other character).
+/// other character). `tokens::refresh_pair` builds the same key in SQL,
+/// with `octet_length`.
 fn device_key(user_id: &str, device_id: &str) -> String {
     format!("{}:{user_id}{device_id}", user_id.len())
 }

@@ -14,6 +14,9 @@ use crate::{
 
 /// Deletes refresh tokens (and every access token minted with them).
 async fn delete_refresh_tokens(tx: &Tx<'_>, ids: &[RefreshId]) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     exec(
         tx,
         "DELETE FROM access_tokens WHERE refresh_id = ANY($1)",
@@ -21,6 +24,22 @@ async fn delete_refresh_tokens(tx: &Tx<'_>, ids: &[RefreshId]) -> StoreResult<()
     )
     .await?;
     exec(tx, "DELETE FROM refresh_tokens WHERE id = ANY($1)", &[&ids]).await?;
+    Ok(())
+}
+
+/// Makes room for one more child of `parent`: deletes all but its newest
+/// `MAX_PENDING_CHILDREN - 1` children, with their access tokens, in one
+/// statement (a refresh's usual case deletes nothing).
+async fn cap_children(tx: &Tx<'_>, parent: RefreshId) -> StoreResult<()> {
+    exec(
+        tx,
+        "WITH older AS (SELECT id FROM refresh_tokens WHERE parent_id = $1
+                        ORDER BY id DESC OFFSET $2),
+              gone AS (DELETE FROM access_tokens WHERE refresh_id IN (SELECT id FROM older))
+         DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM older)",
+        &[&parent, &(refresh::MAX_PENDING_CHILDREN - 1)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -238,15 +257,16 @@ pub(super) async fn refresh_pair(
     now: Timestamp,
 ) -> StoreResult<Result<RefreshedSession, Rejection>> {
     let hash = &presented.0[..];
-    if let Some((user, device)) = refresh_owner(
+    // The device's chain lock (the key `lock(tx, "device", device_key(…))`
+    // takes), found and taken in one round trip.
+    exec(
         tx,
-        "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1",
-        &hash,
+        "SELECT pg_advisory_xact_lock(hashtextextended(
+                    'device:' || octet_length(user_id) || ':' || user_id || device_id, 0))
+         FROM refresh_tokens WHERE token_hash = $1",
+        &[&hash],
     )
-    .await?
-    {
-        lock(tx, "device", &device_key(&user, &device)).await?;
-    }
+    .await?;
     let row = query_opt(
         tx,
         "SELECT id, parent_id, expires_ts, user_id, device_id FROM refresh_tokens WHERE token_hash = $1",
@@ -274,13 +294,7 @@ pub(super) async fn refresh_pair(
         match effect {
             Effect::Mint { parent } => {
                 if let Some(parent) = parent {
-                    // Room for this child among the parent's newest.
-                    let older: Vec<RefreshId> = children(tx, parent)
-                        .await?
-                        .into_iter()
-                        .skip(usize::try_from(refresh::MAX_PENDING_CHILDREN - 1).unwrap_or(0))
-                        .collect();
-                    delete_refresh_tokens(tx, &older).await?;
+                    cap_children(tx, parent).await?;
                 }
                 insert_pair(tx, &user_id, &device_id, &pair, parent, now).await?
             }

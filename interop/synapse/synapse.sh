@@ -41,8 +41,10 @@ usage() {
   exit 2
 }
 
+# Synapse, and psycopg2 for its PostgreSQL support (synapse_port_db builds
+# the PostgreSQL Synapse that `gatehouse import synapse` is tested on).
 installed() {
-  [[ -x "$PY" ]] && "$PY" -c "import synapse, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" >/dev/null 2>&1
+  [[ -x "$PY" ]] && "$PY" -c "import synapse, psycopg2, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" >/dev/null 2>&1
 }
 
 cmd_install() {
@@ -57,7 +59,7 @@ cmd_install() {
     "$base" -m venv "$VENV" >&2
   fi
   log "installing matrix-synapse==$SYNAPSE_VERSION into $VENV (about a minute)"
-  "$PY" -m pip install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION" >&2
+  "$PY" -m pip install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION" "psycopg2-binary==2.9.13" >&2
   installed || die "matrix-synapse $SYNAPSE_VERSION still not importable from $VENV"
 }
 

@@ -29,7 +29,8 @@ use rusqlite::{Connection, OpenFlags, Row, Rows};
 
 #[derive(Subcommand)]
 pub enum ImportCommand {
-    /// Import the accounts of a Synapse homeserver from its SQLite database.
+    /// Import the accounts of a Synapse homeserver from its database
+    /// (SQLite or PostgreSQL).
     ///
     /// Users keep their ID, password (Synapse's bcrypt hash, upgraded to
     /// Argon2id at their next login), admin, guest and deactivated flags,
@@ -42,9 +43,10 @@ pub enum ImportCommand {
 
 #[derive(Args)]
 pub struct SynapseArgs {
-    /// Synapse's SQLite database (its homeserver.db), opened read-only.
-    /// PostgreSQL databases are not supported yet.
-    #[arg(long, value_name = "PATH")]
+    /// Synapse's database, only read: the path of its SQLite
+    /// `homeserver.db`, or the `postgres://…` URL of its PostgreSQL one
+    /// (read in one snapshot).
+    #[arg(long, value_name = "PATH|URL")]
     database: String,
     /// Also import the live access tokens (`syt_…`), so that clients logged
     /// in to Synapse stay logged in. Tokens with an expiry are not imported.
@@ -66,7 +68,17 @@ pub async fn run(config: &Config, command: ImportCommand) -> Result<(), String> 
 
 async fn synapse(config: &Config, args: SynapseArgs) -> Result<(), String> {
     let started = Instant::now();
-    let source = Source::open(&args.database, &config.server_name)?;
+    let lower = args.database.to_ascii_lowercase();
+    let staged = if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        eprintln!("gatehouse import: copying Synapse's tables out of PostgreSQL");
+        Some(crate::import_pg::stage(&args.database).await?)
+    } else {
+        None
+    };
+    let path = staged
+        .as_ref()
+        .map_or_else(|| args.database.clone(), |s| s.path().display().to_string());
+    let source = Source::open(&path, &config.server_name)?;
     let total = source.total_users;
     // Opened only once the source is known to be good: a wrong path must not
     // leave an empty data directory behind.
@@ -205,14 +217,6 @@ struct Columns {
 
 impl Source {
     fn open(database: &str, server_name: &str) -> Result<Self, String> {
-        let lower = database.to_ascii_lowercase();
-        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            return Err(
-                "PostgreSQL Synapse databases are not supported yet: only SQLite (the path of \
-                 Synapse's homeserver.db) can be imported"
-                    .into(),
-            );
-        }
         let path = Path::new(database);
         if !path.is_file() {
             return Err(format!(

@@ -5,6 +5,7 @@ mod admin;
 mod client_cli;
 mod db;
 mod import;
+mod import_pg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -25,6 +25,16 @@ use proc::{Process, rss_kib};
 
 pub const CONNECTIONS: usize = 64;
 
+/// How long each measured phase runs: `BENCH_SECONDS`, 5 s by default.
+fn phase() -> Duration {
+    Duration::from_secs(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -34,11 +44,7 @@ async fn main() -> Result<()> {
         // cluster and builds with `--features pg-drivers`).
         #[cfg(feature = "pg-drivers")]
         Some("pg-drivers") if args.len() == 3 => {
-            let secs = std::env::var("BENCH_SECONDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(5);
-            return pg_drivers::run(&args[2], Duration::from_secs(secs)).await;
+            return pg_drivers::run(&args[2], phase()).await;
         }
         #[cfg(not(feature = "pg-drivers"))]
         Some("pg-drivers") => {
@@ -46,18 +52,10 @@ async fn main() -> Result<()> {
         }
         // `gatehouse-bench engines URL` (bench/engines.sh starts a cluster).
         Some("engines") if args.len() == 3 => {
-            let secs = std::env::var("BENCH_SECONDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(5);
-            return engines::run(&args[2], Duration::from_secs(secs)).await;
+            return engines::run(&args[2], phase()).await;
         }
         Some("delegation") => {
-            let secs = std::env::var("BENCH_SECONDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(5);
-            return delegation::run(Duration::from_secs(secs)).await;
+            return delegation::run(phase()).await;
         }
         // `gatehouse-bench load ADDR TOKEN SECONDS`: whoami load on a running
         // server, for profiling it with perf.
@@ -76,11 +74,8 @@ async fn main() -> Result<()> {
         }
         _ => {}
     }
-    let secs: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let duration = Duration::from_secs(secs);
+    let duration = phase();
+    let secs = duration.as_secs();
     let gatehouse = proc::sibling_binary("gatehouse")?;
     let me = std::env::current_exe()?;
     let data = tempfile::tempdir()?;

@@ -5,7 +5,7 @@ use gatehouse_core::Timestamp;
 use gatehouse_core::identifier::Threepid;
 
 use super::tokens::{delete_device_tokens, delete_devices_but, delete_login_tokens};
-use super::{Tx, exec, notify, query_opt, ts, unique_or};
+use super::{Tx, exec, insert, notify, query_opt, ts};
 use crate::{EndSessions, Moderation, StoreError, StoreResult};
 
 /// `NoSuchUser` when an update touched no account.
@@ -86,19 +86,13 @@ pub(super) async fn insert_threepid(
     threepid: &Threepid,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let stmt = deadpool_postgres::GenericClient::prepare_cached(
+    insert(
         tx,
         "INSERT INTO threepids (medium, address, user_id, added_ts) VALUES ($1, $2, $3, $4)",
-    )
-    .await
-    .map_err(super::db)?;
-    tx.execute(
-        &stmt,
         &[&threepid.medium.as_str(), &threepid.address, &id, &ts(now)],
+        StoreError::ThreepidInUse,
     )
     .await
-    .map_err(unique_or(StoreError::ThreepidInUse))?;
-    Ok(())
 }
 
 pub(super) async fn delete_devices(tx: &Tx<'_>, id: &str, devices: &[String]) -> StoreResult<()> {

@@ -73,14 +73,18 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
-/// A unique violation as `conflict`, anything else as usual.
-fn unique_or(conflict: StoreError) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| {
-        if is_unique_violation(&e) {
-            conflict
-        } else {
-            db(e)
-        }
+/// Runs an `INSERT`; a unique violation is `conflict` (the row exists).
+async fn insert(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+    conflict: StoreError,
+) -> StoreResult<()> {
+    let stmt = c.prepare_cached(sql).await.map_err(db)?;
+    match c.execute(&stmt, params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(conflict),
+        Err(e) => Err(db(e)),
     }
 }
 

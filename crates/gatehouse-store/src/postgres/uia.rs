@@ -8,7 +8,7 @@ use gatehouse_core::uia::Binding;
 
 use super::rows::{self, TOKEN_COLUMNS, VALIDATION_COLUMNS};
 use super::tokens::start_session;
-use super::{Tx, backend, exec, from_ts, query, query_opt, ts, unique_or};
+use super::{Tx, backend, exec, from_ts, insert, query, query_opt, ts};
 use crate::{
     ClientSecretHash, NewRegistration, RegistrationToken, StoreError, StoreResult,
     ThreepidValidation, UiaSessionRecord,
@@ -47,14 +47,9 @@ async fn expire_uia_sessions(tx: &Tx<'_>, now: Timestamp) -> StoreResult<u64> {
 }
 
 pub(super) async fn create_user(tx: &Tx<'_>, user: &crate::NewUser) -> StoreResult<()> {
-    let stmt = deadpool_postgres::GenericClient::prepare_cached(
+    insert(
         tx,
         "INSERT INTO users (user_id, password_hash, is_admin, is_guest, created_ts) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .await
-    .map_err(super::db)?;
-    tx.execute(
-        &stmt,
         &[
             &user.user_id.as_str(),
             &user.password_hash,
@@ -62,10 +57,9 @@ pub(super) async fn create_user(tx: &Tx<'_>, user: &crate::NewUser) -> StoreResu
             &user.is_guest,
             &ts(user.created_at),
         ],
+        StoreError::UserExists,
     )
     .await
-    .map_err(unique_or(StoreError::UserExists))?;
-    Ok(())
 }
 
 pub(super) async fn register(tx: &Tx<'_>, r: &NewRegistration) -> StoreResult<()> {
@@ -310,25 +304,19 @@ pub(super) async fn create_registration_token(
     t: &RegistrationToken,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let stmt = deadpool_postgres::GenericClient::prepare_cached(
+    insert(
         tx,
         "INSERT INTO registration_tokens (token, uses_allowed, pending, completed, expiry_ts, created_ts)
          VALUES ($1, $2, 0, 0, $3, $4)",
-    )
-    .await
-    .map_err(super::db)?;
-    tx.execute(
-        &stmt,
         &[
             &t.token,
             &t.uses_allowed.map(i64::from),
             &super::ots(t.expiry),
             &ts(now),
         ],
+        StoreError::TokenExists,
     )
     .await
-    .map_err(unique_or(StoreError::TokenExists))?;
-    Ok(())
 }
 
 /// Applies a rule of `gatehouse_core::registration_token` to `token`'s

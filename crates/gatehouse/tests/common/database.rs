@@ -99,16 +99,12 @@ async fn postgres_client(dir: &Path) -> Option<tokio_postgres::Client> {
 
 /// Rows in `table` of the PostgreSQL database at `url`.
 pub async fn count_rows_at(url: &str, table: &str) -> usize {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(connection);
-    let n: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .expect("count rows")
-        .get(0);
-    usize::try_from(n).unwrap()
+    query_count_on(
+        Some(url),
+        Path::new(""),
+        &format!("SELECT count(*) FROM {table}"),
+    )
+    .await
 }
 
 /// Rows in `table` of the server on `dir`, read beside the running server.

@@ -261,6 +261,10 @@ fn secrets_never_reach_config_show() {
         ("GATEHOUSE_EMAIL__SMTP_PASSWORD", "smtp-password-value"),
         ("GATEHOUSE_SMS__WEBHOOK_TOKEN", "webhook-token-value"),
         ("GATEHOUSE_RECAPTCHA__SECRET_KEY", "recaptcha-secret-value"),
+        (
+            "GATEHOUSE_DATABASE__URL",
+            "postgres://gh:db-password-value@db.example.org/gh?sslmode=require",
+        ),
     ];
     let out = run(&["config", "show"], &env);
     let shown = String::from_utf8_lossy(&out.stdout);
@@ -270,10 +274,16 @@ fn secrets_never_reach_config_show() {
         "smtp-password-value",
         "webhook-token-value",
         "recaptcha-secret-value",
+        "db-password-value",
     ] {
         assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
     }
     assert!(shown.contains("<redacted>"), "{shown}");
+    // The database URL stays readable, its password does not.
+    assert!(
+        shown.contains("postgres://gh:***@db.example.org/gh?sslmode=require"),
+        "{shown}"
+    );
     // From a file: the path is shown, never the contents.
     let path = secret_file.path().to_str().unwrap();
     let out = run(

@@ -299,14 +299,21 @@ async fn scale(
 /// filling takes minutes, not hours; a lookup's cost is the same).
 async fn fill(data: &Path, url: Option<&str>, from: i64, to: i64) -> Result<()> {
     const BATCH: i64 = 200_000;
+    // One connection for the whole fill (SQLite: one per batch, on the
+    // blocking pool).
+    let client = match url {
+        Some(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Some(client)
+        }
+        None => None,
+    };
     let mut start = from;
     while start < to {
         let end = (start + BATCH).min(to);
-        match url {
-            Some(url) => {
-                let (client, connection) =
-                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
+        match &client {
+            Some(client) => {
                 client
                     .execute(
                         "INSERT INTO users (user_id, created_ts)
@@ -351,9 +358,7 @@ async fn fill(data: &Path, url: Option<&str>, from: i64, to: i64) -> Result<()> 
         }
         start = end;
     }
-    if let Some(url) = url {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
+    if let Some(client) = &client {
         client.batch_execute("VACUUM ANALYZE").await?;
     }
     Ok(())

@@ -32,13 +32,13 @@ pub enum DbCommand {
 
 pub async fn run(config: &Config, command: DbCommand) -> Result<(), String> {
     match (command, config.database.postgres()) {
-        (DbCommand::Copy { from, to }, _) => copy(&from, &to).await,
+        (DbCommand::Copy { from, to }, _) => copy(config, &from, &to).await,
         (command, Some(options)) => postgres(&options, command).await,
         (command, None) => sqlite(config, command),
     }
 }
 
-async fn copy(from: &str, to: &str) -> Result<(), String> {
+async fn copy(config: &Config, from: &str, to: &str) -> Result<(), String> {
     let path = PathBuf::from(
         from.strip_prefix("sqlite://")
             .ok_or("--from must be sqlite://PATH")?,
@@ -46,14 +46,15 @@ async fn copy(from: &str, to: &str) -> Result<(), String> {
     if !path.exists() {
         return Err(format!("{}: no such database", path.display()));
     }
-    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
-        return Err("--to must be a postgres:// URL".into());
-    }
+    // The configured pool, timeouts and TLS roots, for the target's URL.
+    let options = config
+        .database
+        .postgres_at(to)
+        .map_err(|e| format!("--to: {e}"))?;
     // Opening migrates the source to this build's schema: the copy reads
     // the tables as this build knows them.
     SqliteStore::open(&path, gatehouse_store::sqlite::Durability::Full)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let options = PostgresOptions::new(to);
     let target = PostgresStore::connect(&options)
         .await
         .map_err(|e| format!("{}: {e}", options.redacted_url()))?;

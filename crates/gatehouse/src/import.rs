@@ -71,7 +71,7 @@ async fn synapse(config: &Config, args: SynapseArgs) -> Result<(), String> {
     let lower = args.database.to_ascii_lowercase();
     let staged = if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
         eprintln!("gatehouse import: copying Synapse's tables out of PostgreSQL");
-        Some(crate::import_pg::stage(&args.database).await?)
+        Some(crate::import_pg::stage(&args.database, &config.database).await?)
     } else {
         None
     };

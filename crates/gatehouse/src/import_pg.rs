@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use gatehouse_server::config::DatabaseConfig;
 use rusqlite::types::Value;
 use tokio_postgres::types::Type;
 
@@ -28,17 +29,22 @@ impl Staged {
     }
 }
 
-/// Copies Synapse's tables from the PostgreSQL database at `url`.
-pub async fn stage(url: &str) -> Result<Staged, String> {
+/// Copies Synapse's tables from the PostgreSQL database at `url`
+/// (connected to like Gatehouse's own: TLS per its `sslmode`, with the
+/// configured certificate authorities).
+pub async fn stage(url: &str, config: &DatabaseConfig) -> Result<Staged, String> {
     let shown = gatehouse_store::postgres::redact(url);
     let fail = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) => format!("{shown}: {}", db.message()),
         None => format!("{shown}: {e}"),
     };
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let options = config
+        .postgres_at(url)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut client = options
+        .connect_one()
         .await
-        .map_err(fail)?;
-    tokio::spawn(connection);
+        .map_err(|e| format!("{shown}: {e}"))?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

@@ -56,12 +56,7 @@ async fn the_cli_covers_the_account_lifecycle() {
             r#"[["m.login.registration_token"]]"#,
         ),
     ]);
-    assert!(
-        server
-            .admin(&["registration-token", "create", "--token", "cli-token"])
-            .status
-            .success()
-    );
+    server.create_registration_token("cli-token");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 

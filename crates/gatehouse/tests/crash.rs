@@ -130,12 +130,7 @@ async fn crash_under_load(dir: &Path, database: &str) {
     settings.push(("GATEHOUSE_DATABASE__URL", database.to_owned()));
     let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut server = Server::start_in(dir, &pairs);
-    let out = server.admin(&["registration-token", "create", "--token", "invite"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.create_registration_token("invite");
     let load = Arc::new(Load {
         base: RwLock::new(server.base.clone()),
         http: reqwest::Client::new(),

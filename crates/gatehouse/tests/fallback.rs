@@ -190,12 +190,7 @@ async fn token_terms_recaptcha_and_email_fallbacks() {
     ]);
     let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start(&pairs);
-    assert!(
-        server
-            .admin(&["registration-token", "create", "--token", "tok"])
-            .status
-            .success()
-    );
+    server.create_registration_token("tok");
     let body = json!({"username": "webuser", "password": "pw"});
     let (_, c) = server
         .post("/_matrix/client/v3/register", body.clone())

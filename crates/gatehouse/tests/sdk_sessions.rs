@@ -110,12 +110,7 @@ async fn typed_interactive_auth_on_real_requests() {
             r#"[["m.login.registration_token"]]"#,
         ),
     ]);
-    assert!(
-        server
-            .admin(&["registration-token", "create", "--token", "sdk-token"])
-            .status
-            .success()
-    );
+    server.create_registration_token("sdk-token");
     let anon = Client::builder(&server.base).build().unwrap();
     // The token given as input: nothing is asked of the application.
     let c = anon.clone();

@@ -287,12 +287,7 @@ async fn fallback_urls_and_session_resume() {
             r#"[["m.login.registration_token"]]"#,
         ),
     ]);
-    assert!(
-        server
-            .admin(&["registration-token", "create", "--token", "resume-me"])
-            .status
-            .success()
-    );
+    server.create_registration_token("resume-me");
     let anon = Client::builder(&server.base).build().unwrap();
     assert!(anon.registration_token_validity("resume-me").await.unwrap());
     let body = json!({"username": "resumer", "password": "pw"});

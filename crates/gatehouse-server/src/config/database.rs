@@ -46,14 +46,26 @@ impl Default for DatabaseConfig {
 impl DatabaseConfig {
     /// The PostgreSQL connection settings, when a URL is configured.
     pub fn postgres(&self) -> Option<gatehouse_store::PostgresOptions> {
-        let url = self.url.as_ref()?;
-        let mut options = gatehouse_store::PostgresOptions::new(url.clone());
+        self.url.as_deref().map(|url| self.options(url))
+    }
+
+    /// These settings (pool, timeouts, TLS roots) for another database:
+    /// the target of `db copy`, a Synapse to import from.
+    pub fn postgres_at(&self, url: &str) -> Result<gatehouse_store::PostgresOptions, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("not a postgres:// URL".into());
+        }
+        Ok(self.options(url))
+    }
+
+    fn options(&self, url: &str) -> gatehouse_store::PostgresOptions {
+        let mut options = gatehouse_store::PostgresOptions::new(url);
         options.pool_size = self.pool_size;
         options.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
         options.pool_timeout = Duration::from_millis(self.pool_timeout_ms);
         options.statement_timeout = Duration::from_millis(self.statement_timeout_ms);
         options.ca_file.clone_from(&self.ca_file);
-        Some(options)
+        options
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

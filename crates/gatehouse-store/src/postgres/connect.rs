@@ -54,6 +54,19 @@ impl PostgresOptions {
         redact(&self.url)
     }
 
+    /// One connection outside any pool, with this configuration's TLS and
+    /// timeouts (for one-off work: reading a Synapse database to import).
+    /// Its connection task is spawned on the current runtime.
+    pub async fn connect_one(&self) -> StoreResult<tokio_postgres::Client> {
+        let (client, connection) = self
+            .pg_config()?
+            .connect(self.tls()?)
+            .await
+            .map_err(super::db)?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     pub(super) fn pg_config(&self) -> StoreResult<tokio_postgres::Config> {
         let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
             StoreError::Backend(format!("bad database URL {}: {e}", self.redacted_url()))

@@ -166,6 +166,16 @@ impl Server {
         );
     }
 
+    /// Creates a registration token (no use limit), panicking on failure.
+    pub fn create_registration_token(&self, token: &str) {
+        let out = self.admin(&["registration-token", "create", "--token", token]);
+        assert!(
+            out.status.success(),
+            "registration-token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

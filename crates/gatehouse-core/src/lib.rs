@@ -13,6 +13,7 @@ pub mod random;
 pub mod refresh;
 pub mod registration_token;
 pub mod signing;
+pub mod sso;
 pub mod token;
 pub mod uia;
 pub mod user_id;

@@ -17,6 +17,8 @@ pub const TERMS: &str = "m.login.terms";
 pub const EMAIL: &str = "m.login.email.identity";
 pub const MSISDN: &str = "m.login.msisdn";
 pub const RECAPTCHA: &str = "m.login.recaptcha";
+/// Re-authentication at the user's upstream provider, through its fallback page.
+pub const SSO: &str = "m.login.sso";
 
 /// Every stage type Gatehouse can check.
 pub const KNOWN_STAGES: &[&str] = &[
@@ -27,6 +29,7 @@ pub const KNOWN_STAGES: &[&str] = &[
     EMAIL,
     MSISDN,
     RECAPTCHA,
+    SSO,
 ];
 
 /// One way to authenticate: stages in order.

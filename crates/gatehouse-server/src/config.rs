@@ -12,12 +12,16 @@ use serde::{Deserialize, Serialize};
 
 mod database;
 mod rate_limits;
+mod sso;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use database::DatabaseConfig;
 pub use rate_limits::{Rate, RateLimitConfig};
+pub use sso::{
+    CasProviderConfig, LocalpartTaken, OidcProviderConfig, ProviderDisplay, SsoConfig, UserMapping,
+};
 
 /// The whole configuration of one server process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,7 @@ pub struct Config {
     pub recaptcha: RecaptchaConfig,
     pub homeserver: HomeserverConfig,
     pub appservices: AppservicesConfig,
+    pub sso: SsoConfig,
 }
 
 /// Application services (bridges) that may act for the users of their
@@ -407,6 +412,7 @@ impl Default for Config {
             recaptcha: RecaptchaConfig::default(),
             homeserver: HomeserverConfig::default(),
             appservices: AppservicesConfig::default(),
+            sso: SsoConfig::default(),
         }
     }
 }
@@ -554,6 +560,16 @@ impl Config {
             self.passwords.bcrypt_pepper_path.as_deref(),
         )? {
             self.passwords.bcrypt_pepper = s;
+        }
+        for p in &mut self.sso.oidc {
+            if let Some(s) = secret_file(
+                "sso.oidc.client_secret",
+                p.client_secret.is_some(),
+                "sso.oidc.client_secret_path",
+                p.client_secret_path.as_deref(),
+            )? {
+                p.client_secret = Some(s);
+            }
         }
         Ok(())
     }

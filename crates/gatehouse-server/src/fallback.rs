@@ -44,6 +44,7 @@ const STAGES: &[&str] = &[
     uia::REGISTRATION_TOKEN,
     uia::EMAIL,
     uia::MSISDN,
+    uia::SSO,
 ];
 
 /// Security headers for server-rendered pages: only this response's
@@ -273,6 +274,10 @@ pub async fn show(
                 "Something went wrong; please try again.",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
+            Ok(true) if stage == uia::SSO => {
+                crate::routes::sso_fallback(&state, &session_id, session.binding.user_id.as_deref())
+                    .await
+            }
             Ok(true) => {
                 let mut page = Page::new(&stage, &session_id, session.binding.user_id);
                 // A link or code already sent from this browser: its second step.

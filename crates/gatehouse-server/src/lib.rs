@@ -22,6 +22,7 @@ mod password_auth;
 pub mod ratelimit;
 mod routes;
 pub mod sessions;
+mod sso;
 pub mod state;
 pub mod uia;
 

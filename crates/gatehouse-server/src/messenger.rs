@@ -70,6 +70,7 @@ pub fn templates() -> Environment<'static> {
         "account.html",
         include_str!("../templates/account.html"),
     );
+    add(&mut env, "sso.html", include_str!("../templates/sso.html"));
     env
 }
 

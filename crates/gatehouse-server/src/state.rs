@@ -67,6 +67,7 @@ pub struct Shared {
     pub homeserver: Option<Arc<crate::homeserver::Homeserver>>,
     /// Registered application services (bridges).
     pub appservices: crate::appservice::Appservices,
+    pub sso: crate::sso::Providers,
 }
 
 impl AppState {
@@ -122,7 +123,9 @@ impl AppState {
             &config.server_name,
         )
         .expect("validated configuration");
+        let sso = crate::sso::Providers::new(&config.sso);
         Self(Arc::new(Shared {
+            sso,
             appservices,
             homeserver,
             messenger,

@@ -131,8 +131,16 @@ pub async fn subject_for_user(
                 .iter()
                 .any(|current| !accepted.contains(current))
     };
+    let sso_linked = state.config.sso.enabled()
+        && state
+            .store
+            .upstream_links(user_id)
+            .await?
+            .iter()
+            .any(|l| state.sso.get(&l.provider).is_some());
     Ok(Subject {
         user_id: Some(user_id.to_string()),
+        sso_linked,
         has_password: user.is_some_and(|u| u.password_hash.is_some()),
         terms_outdated,
         threepids: state
@@ -152,6 +160,8 @@ pub async fn subject_for_user(
 pub struct Subject {
     pub user_id: Option<String>,
     pub has_password: bool,
+    /// Linked to a configured upstream provider: `m.login.sso` is offered.
+    pub sso_linked: bool,
     pub threepids: Vec<Threepid>,
     /// Where the stage is answered from: a password stage counts against
     /// that address's login rate limit, like a login.
@@ -265,6 +275,22 @@ fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
         !matches!(op, Operation::Sensitive(_))
             || subject.threepids.iter().any(|t| t.medium == medium)
     };
+    // Whoever signs in through a provider can confirm through it, even
+    // where the operator listed only the other stages.
+    let with_sso: Vec<Flow>;
+    let configured = if matches!(op, Operation::Sensitive(_))
+        && subject.sso_linked
+        && !configured.iter().flatten().any(|s| s == uia::SSO)
+    {
+        with_sso = configured
+            .iter()
+            .cloned()
+            .chain(std::iter::once(vec![uia::SSO.to_owned()]))
+            .collect();
+        &with_sso[..]
+    } else {
+        configured
+    };
     // Changed policies are asked for again before anything sensitive.
     let with_terms: Vec<Flow>;
     let configured = if matches!(op, Operation::Sensitive(_)) && subject.terms_outdated {
@@ -286,6 +312,7 @@ fn flows_for(state: &AppState, op: Operation, subject: &Subject) -> Vec<Flow> {
         uia::MSISDN => state.config.sms.enabled && owns(Medium::Msisdn),
         uia::TERMS => !state.config.uia.terms.is_empty(),
         uia::RECAPTCHA => state.config.recaptcha.enabled,
+        uia::SSO => subject.user_id.is_some() && subject.sso_linked,
         uia::DUMMY | uia::REGISTRATION_TOKEN => true,
         _ => false,
     })
@@ -664,6 +691,10 @@ async fn check_stage(
                 ))
             }
         }
+        uia::SSO => Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            "m.login.sso is completed through its fallback page",
+        )),
         _ => Err(ApiError::new(
             ErrorKind::Unauthorized,
             format!("Stage {stage} is not available"),
@@ -672,7 +703,7 @@ async fn check_stage(
 }
 
 /// Who a stored session authenticates, and the flows offered to them.
-async fn session_flows(
+pub(crate) async fn session_flows(
     state: &AppState,
     session: &UiaSessionRecord,
 ) -> ApiResult<(Subject, Vec<Flow>)> {
@@ -734,7 +765,7 @@ pub async fn complete_stage(
 /// Stores what a stage proved, unless a concurrent request changed or used
 /// the session since it was read: then the stage's own effect (a reserved
 /// registration-token use) is given back, and the request is refused.
-async fn save_progress(
+pub(crate) async fn save_progress(
     state: &AppState,
     seen: &UiaSessionRecord,
     now: &UiaSessionRecord,

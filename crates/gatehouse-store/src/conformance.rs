@@ -18,6 +18,8 @@ pub mod delegation;
 pub mod tokens;
 #[doc(hidden)]
 pub mod uia;
+#[doc(hidden)]
+pub mod upstream;
 
 use crate::{NewSession, NewTokenPair, NewUser, Store};
 
@@ -56,6 +58,8 @@ macro_rules! conformance_tests {
                 delegation::homeserver_syncs_complete_only_their_version,
                 delegation::web_sessions_expire_and_end,
                 delegation::admin_and_reactivation,
+                upstream::upstream_links_belong_to_one_account,
+                upstream::sso_flows_are_single_use,
             ];
             shared: [
                 tokens::concurrent_refreshes_all_hand_out_live_tokens,

@@ -190,6 +190,26 @@ const TABLES: &[Table] = &[
             ("accepted_ts", Int),
         ],
     ),
+    (
+        "upstream_links",
+        false,
+        &[
+            ("provider", Text),
+            ("subject", Text),
+            ("user_id", Text),
+            ("created_ts", Int),
+        ],
+    ),
+    (
+        "sso_flows",
+        false,
+        &[
+            ("id_hash", Bytes),
+            ("data", Text),
+            ("created_ts", Int),
+            ("expires_ts", Int),
+        ],
+    ),
 ];
 
 /// Rows per `INSERT` (PostgreSQL takes at most 65 535 parameters).

@@ -1,6 +1,7 @@
 //! Storage for Gatehouse: one repository trait per aggregate ([`Users`],
 //! [`Devices`], [`Threepids`], [`UiaSessions`], [`RegistrationTokens`],
-//! [`LoginTokens`], [`Keys`], [`HomeserverSyncs`], [`WebSessions`]), their
+//! [`LoginTokens`], [`Keys`], [`HomeserverSyncs`], [`WebSessions`],
+//! [`UpstreamLinks`], [`SsoFlows`]), their
 //! sum [`Store`], its two backends (SQLite embedded, PostgreSQL for several
 //! instances), and the conformance suite both must pass.
 //!
@@ -26,8 +27,8 @@ pub use model::*;
 /// The repositories, for calling them on a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        Devices, HomeserverSyncs, Keys, LoginTokens, RegistrationTokens, Store, Threepids,
-        UiaSessions, Users, WebSessions,
+        Devices, HomeserverSyncs, Keys, LoginTokens, RegistrationTokens, SsoFlows, Store,
+        Threepids, UiaSessions, UpstreamLinks, Users, WebSessions,
     };
 }
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -57,6 +58,9 @@ pub enum StoreError {
     TokenExists,
     #[error("registration token is not usable")]
     TokenUnusable,
+    /// The upstream identity is already linked to an account.
+    #[error("upstream identity already linked")]
+    LinkInUse,
     /// The database kept aborting the transaction for a concurrent one
     /// (a deadlock), more times than it is retried.
     #[error("the database kept aborting the transaction for a concurrent one")]
@@ -426,6 +430,57 @@ pub trait WebSessions: Send + Sync + 'static {
     async fn delete_web_session(&self, hash: &TokenHash) -> StoreResult<()>;
 }
 
+/// Identities at upstream providers (OpenID Connect, CAS) that sign in to
+/// an account: any number per account, one account per identity.
+#[async_trait]
+pub trait UpstreamLinks: Send + Sync + 'static {
+    /// The account `subject` at `provider` signs in to.
+    async fn upstream_link_owner(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> StoreResult<Option<UserId>>;
+
+    /// The account's links, oldest first.
+    async fn upstream_links(&self, user_id: &UserId) -> StoreResult<Vec<UpstreamLink>>;
+
+    /// Links an identity; [`StoreError::LinkInUse`] when it already signs
+    /// in to an account (this one or another).
+    async fn add_upstream_link(&self, link: &UpstreamLink) -> StoreResult<()>;
+
+    /// Unlinks an identity of `user_id`, unless it is the account's last
+    /// way in (no password and no other link), atomically with that check.
+    async fn remove_upstream_link(
+        &self,
+        user_id: &UserId,
+        provider: &str,
+        subject: &str,
+    ) -> StoreResult<Unlinked>;
+}
+
+/// Single sign-on attempts in flight: what was asked before the browser
+/// went to the provider (or to the username page), found again by the
+/// hash of a random key when it comes back. Single use, and short-lived.
+#[async_trait]
+pub trait SsoFlows: Send + Sync + 'static {
+    /// Stores a flow's state under `hash`, until `expires_at`.
+    async fn create_sso_flow(
+        &self,
+        hash: &TokenHash,
+        data: &serde_json::Value,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Takes an unexpired flow: it is gone afterwards, and of concurrent
+    /// takers at most one gets it.
+    async fn take_sso_flow(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<serde_json::Value>>;
+}
+
 /// Everything Gatehouse keeps: one repository per aggregate (each a
 /// trait above, of load and save calls), plus the operations that span
 /// several. Every method is one atomic unit: it either happens completely
@@ -441,14 +496,16 @@ pub trait Store:
     + Keys
     + HomeserverSyncs
     + WebSessions
+    + UpstreamLinks
+    + SsoFlows
 {
     /// Registers an account atomically: the user, its validated 3PIDs, the
-    /// registration token's use, and its first session.
+    /// registration token's use, its upstream identity, and its first session.
     async fn register(&self, registration: NewRegistration) -> StoreResult<()>;
 
     /// Deletes what can no longer be used: expired UIA sessions (giving
-    /// back their reserved registration-token uses), expired login tokens,
-    /// and 3PID validations a day past their expiry. Returns how many rows
+    /// back their reserved registration-token uses), expired login tokens
+    /// and SSO flows, and 3PID validations a day past their expiry. Returns how many rows
     /// it changed. Safe to run from every instance at once.
     async fn prune_expired(&self, now: Timestamp) -> StoreResult<u64>;
 

@@ -166,6 +166,29 @@ pub struct NewRegistration {
     pub registration_token: Option<String>,
     /// `None` with `inhibit_login`.
     pub session: Option<NewSession>,
+    /// The identity at an upstream provider the account was made for
+    /// (single sign-on's just-in-time registration).
+    pub upstream_link: Option<UpstreamLink>,
+}
+
+/// An account's identity at an upstream provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamLink {
+    pub user_id: UserId,
+    /// The provider's `idp_id` in the configuration.
+    pub provider: String,
+    /// The provider's stable name for the person (OIDC `sub`, CAS user).
+    pub subject: String,
+    pub created_at: Timestamp,
+}
+
+/// What [`crate::UpstreamLinks::remove_upstream_link`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlinked {
+    Removed,
+    /// It is the account's only way to sign in: kept.
+    LastWayIn,
+    NotFound,
 }
 
 /// A request to prove ownership of an email address or phone number.

@@ -185,6 +185,9 @@ fn toml_of(config: &Config) -> String {
         .map(gatehouse_store::postgres::redact);
     c.email.smtp_password = c.email.smtp_password.as_ref().map(|_| redacted());
     c.sms.webhook_token = c.sms.webhook_token.as_ref().map(|_| redacted());
+    for p in &mut c.sso.oidc {
+        p.client_secret = p.client_secret.as_ref().map(|_| redacted());
+    }
     if !c.recaptcha.secret_key.is_empty() {
         c.recaptcha.secret_key = redacted();
     }

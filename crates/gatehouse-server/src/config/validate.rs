@@ -31,6 +31,7 @@ impl Config {
             }
         }
         self.database.validate()?;
+        self.sso.validate()?;
         if self.max_request_body_bytes < 1024 {
             return invalid("max_request_body_bytes", "must be at least 1024");
         }

@@ -136,7 +136,7 @@ impl Homeserver {
             .map_err(local)?
             .is_some_and(|u| u.locked);
         self.client
-            .provision_user(user.localpart(), &emails, locked)
+            .provision_user(user.localpart(), &emails, locked, None)
             .await
     }
 
@@ -150,7 +150,7 @@ impl Homeserver {
         device: Option<(&str, Option<&str>)>,
     ) -> Result<(), HomeserverError> {
         self.client
-            .provision_user(user.localpart(), emails, false)
+            .provision_user(user.localpart(), emails, false, None)
             .await?;
         if let Some((device_id, name)) = device {
             self.client
@@ -158,6 +158,19 @@ impl Homeserver {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Creates a user made through single sign-on, with the display name
+    /// the provider gave (Synapse keeps profiles).
+    pub async fn provision_new_user(
+        &self,
+        user: &UserId,
+        emails: &[String],
+        display_name: Option<&str>,
+    ) -> Result<(), HomeserverError> {
+        self.client
+            .provision_user(user.localpart(), emails, false, display_name)
+            .await
     }
 
     /// Cleans up after a session that was announced to the homeserver but

@@ -146,8 +146,12 @@ impl SynapseClient {
         localpart: &str,
         emails: &[String],
         locked: bool,
+        display_name: Option<&str>,
     ) -> Result<(), HomeserverError> {
-        let body = json!({ "localpart": localpart, "set_emails": emails, "locked": locked });
+        let mut body = json!({ "localpart": localpart, "set_emails": emails, "locked": locked });
+        if let Some(name) = display_name {
+            body["set_displayname"] = json!(name);
+        }
         self.call(Method::POST, "provision_user", &[], Some(body))
             .await
             .map(drop)

@@ -31,6 +31,15 @@ pub async fn flows(State(state): State<AppState>) -> Json<Value> {
     if !state.appservices.is_empty() {
         flows.push(json!({ "type": crate::appservice::LOGIN_TYPE }));
     }
+    if state.config.sso.enabled() {
+        flows.push(json!({
+            "type": "m.login.sso",
+            "identity_providers": crate::sso::advertised(&state.config.sso),
+        }));
+    }
+    if !state.config.sso.cas.is_empty() {
+        flows.push(json!({ "type": "m.login.cas" }));
+    }
     Json(json!({ "flows": flows }))
 }
 

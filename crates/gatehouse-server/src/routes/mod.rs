@@ -11,11 +11,14 @@ mod legacy;
 pub(crate) mod login;
 mod logout;
 mod refresh;
-mod register;
+pub(crate) mod register;
+mod sso;
 pub(crate) mod threepid;
 
 /// A random URL-safe string (session IDs, nonces, CSRF tokens): the core's
 /// one generator, [`gatehouse_core::token::random_alphanumeric`].
+pub(crate) use sso::fallback_page as sso_fallback;
+
 pub fn threepid_random(len: usize) -> String {
     gatehouse_core::token::random_alphanumeric(len)
 }
@@ -39,6 +42,9 @@ use crate::state::AppState;
 fn client_api(router: Router<AppState>) -> Router<AppState> {
     let endpoints = [
         ("/login", get(login::flows).post(login::post_login)),
+        ("/login/sso/redirect", get(sso::redirect)),
+        ("/login/sso/redirect/{idp_id}", get(sso::redirect_to)),
+        ("/login/cas/redirect", get(sso::cas_redirect)),
         ("/refresh", post(refresh::refresh)),
         ("/logout", post(logout::logout)),
         ("/logout/all", post(logout::logout_all)),
@@ -145,6 +151,9 @@ pub fn router(state: AppState) -> Router {
             "/_gatehouse/account",
             get(crate::account_page::show).post(crate::account_page::act),
         )
+        .route("/_gatehouse/sso/callback/{idp_id}", get(sso::callback))
+        .route("/_gatehouse/sso/username", post(sso::username))
+        .route("/_gatehouse/sso/reauth/{idp_id}", get(sso::reauth))
         .route(
             "/_gatehouse/threepid/validate",
             get(threepid::validate_link),

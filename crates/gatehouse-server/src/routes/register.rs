@@ -106,7 +106,7 @@ fn generated_localpart() -> String {
 }
 
 /// Checks a wanted localpart: grammar, reservation, availability.
-async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
+pub(crate) async fn check_username(state: &AppState, username: &str) -> ApiResult<UserId> {
     check_username_for(state, username, None).await
 }
 
@@ -332,6 +332,7 @@ pub async fn register(
             tokens: m.pair,
             now,
         }),
+        upstream_link: None,
     };
     if let Some(homeserver) = &state.homeserver {
         let emails = registration
@@ -422,6 +423,7 @@ async fn register_appservice(
             tokens: m.pair,
             now,
         }),
+        upstream_link: None,
     };
     if let Some(homeserver) = &state.homeserver {
         let device = registration
@@ -502,6 +504,7 @@ async fn register_guest(
             tokens: minted.pair,
             now,
         }),
+        upstream_link: None,
     };
     if let Some(homeserver) = &state.homeserver {
         homeserver

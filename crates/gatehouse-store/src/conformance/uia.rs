@@ -84,6 +84,7 @@ pub async fn registration_is_atomic(store: impl Store) {
             tokens: pair(&format!("at-{local}"), None),
             now: 3,
         }),
+        upstream_link: None,
     };
     store.register(reg("newbie", Some("tok"))).await.unwrap();
     assert!(alive(&store, "at-newbie").await);
@@ -277,6 +278,7 @@ pub async fn token_uses_of_cut_off_registrations_come_back(store: impl Store) {
             threepids: Vec::new(),
             registration_token: Some("tok".into()),
             session: None,
+            upstream_link: None,
         })
         .await
         .unwrap();

@@ -7,7 +7,10 @@ use deadpool_postgres::GenericClient;
 use super::{db, exec, query};
 use crate::{StoreError, StoreResult};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0002_single_sign_on.sql"),
+];
 
 /// The schema version this build migrates to.
 pub(super) fn latest() -> usize {

@@ -23,6 +23,7 @@ mod store;
 pub mod testing;
 mod tokens;
 mod uia;
+mod upstream;
 
 pub use connect::{PostgresOptions, redact};
 

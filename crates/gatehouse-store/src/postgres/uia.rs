@@ -97,6 +97,9 @@ pub(super) async fn register(tx: &Tx<'_>, r: &NewRegistration) -> StoreResult<()
             .await?;
         }
     }
+    if let Some(link) = &r.upstream_link {
+        super::upstream::add_link(tx, link).await?;
+    }
     if let Some(session) = &r.session {
         start_session(tx, session).await?;
     }
@@ -288,7 +291,7 @@ pub(super) async fn prune_expired(tx: &Tx<'_>, now: Timestamp) -> StoreResult<u6
         &[&cutoff],
     )
     .await?;
-    for table in ["login_tokens", "web_sessions"] {
+    for table in ["login_tokens", "web_sessions", "sso_flows"] {
         changed += exec(
             tx,
             &format!("DELETE FROM {table} WHERE expires_ts <= $1"),

@@ -214,6 +214,25 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, policy)
     );
     ",
+    // 10: single sign-on: identities at upstream providers linked to
+    // accounts, and sign-in attempts between redirect and callback.
+    r"
+    CREATE TABLE upstream_links (
+        provider   TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        created_ts INTEGER NOT NULL,
+        PRIMARY KEY (provider, subject)
+    );
+    CREATE INDEX upstream_links_user ON upstream_links (user_id);
+    CREATE TABLE sso_flows (
+        id_hash    BLOB PRIMARY KEY,
+        data       TEXT NOT NULL,
+        created_ts INTEGER NOT NULL,
+        expires_ts INTEGER NOT NULL
+    );
+    CREATE INDEX sso_flows_expiry ON sso_flows (expires_ts);
+    ",
 ];
 
 /// Brings the schema up to date, each step in its own transaction.

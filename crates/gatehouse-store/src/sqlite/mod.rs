@@ -12,6 +12,7 @@ mod pool;
 mod rows;
 mod tokens;
 mod uia;
+mod upstream;
 
 use std::sync::{Arc, Mutex};
 

@@ -84,6 +84,9 @@ pub(super) fn register(tx: &Transaction<'_>, r: NewRegistration) -> StoreResult<
         )
         .map_err(backend)?;
     }
+    if let Some(link) = &r.upstream_link {
+        super::upstream::add_link(tx, link)?;
+    }
     if let Some(session) = &r.session {
         start_session(tx, session)?;
     }
@@ -257,7 +260,7 @@ pub(super) fn prune_expired(tx: &Transaction<'_>, now: Timestamp) -> StoreResult
         [cutoff],
     )
     .map_err(backend)?;
-    for table in ["login_tokens", "web_sessions"] {
+    for table in ["login_tokens", "web_sessions", "sso_flows"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE expires_ts <= ?1"),
             [ts(Some(now))],

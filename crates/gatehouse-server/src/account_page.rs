@@ -41,6 +41,9 @@ const SESSION_LIFETIME_MS: u64 = 60 * 60 * 1000;
 pub struct PageQuery {
     action: Option<String>,
     device_id: Option<String>,
+    /// `action=link`: the provider, and the page's form token.
+    idp: Option<String>,
+    csrf: Option<String>,
 }
 
 /// Which part of the page to show, from the spec's `action` values.
@@ -130,6 +133,11 @@ async fn render(
         "Sign in"
     };
     let (pending_sid, pending_secret, pending_email) = view.pending.unwrap_or_default();
+    let (linked, linkable) = match session {
+        Some(s) if view.view == "profile" => crate::account_links::listed(state, &s.user_id).await,
+        _ => (Vec::new(), Vec::new()),
+    };
+    let sso_sign_in = crate::account_links::sign_in_options(state);
     let html = state
         .messenger
         .templates()
@@ -144,7 +152,7 @@ async fn render(
                 device_id => view.device_id.unwrap_or_default(), username => view.username,
                 message => view.message, message_class => if view.ok { "ok" } else { "error" },
                 devices, emails, email_enabled => state.config.email.enabled,
-                pending_sid, pending_secret, pending_email,
+                pending_sid, pending_secret, pending_email, linked, linkable, sso_sign_in,
             })
         });
     match html {
@@ -175,6 +183,9 @@ pub async fn show(
         ..View::default()
     };
     match signed_in(&state, &headers).await {
+        Some((_, session)) if q.action.as_deref() == Some("link") => {
+            crate::account_links::start_link(&state, &headers, &session, q.idp, q.csrf).await
+        }
         Some((_, session)) => {
             let csrf = session.csrf_token.clone();
             let mut view = view;
@@ -225,6 +236,8 @@ pub struct ActForm {
     sid: Option<String>,
     client_secret: Option<String>,
     current_password: Option<crate::routes::login::Secret>,
+    provider: Option<String>,
+    subject: Option<String>,
     new_password: Option<crate::routes::login::Secret>,
     new_password_confirm: Option<crate::routes::login::Secret>,
     logout_devices: Option<String>,
@@ -377,9 +390,34 @@ async fn sign_in(state: &AppState, ip: std::net::IpAddr, form: ActForm) -> Respo
             return sign_in_page(state, view, status).await;
         }
     };
+    // Back to where the client sent its user, now signed in.
+    let mut target = format!("{PATH}?action={return_action}");
+    if let Some(d) = &device {
+        target.push_str("&device_id=");
+        target.push_str(&crate::routes::threepid::urlencode(d));
+    }
+    match open_session(state, account.user_id, &target).await {
+        Ok(response) => response,
+        Err(()) => {
+            let (view, status) = failed(
+                "Something went wrong; try again.".into(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            );
+            sign_in_page(state, view, status).await
+        }
+    }
+}
+
+/// Signs this browser in to the page as `user_id` (after a password, or
+/// single sign-on) and sends it to `target`.
+pub(crate) async fn open_session(
+    state: &AppState,
+    user_id: gatehouse_core::user_id::UserId,
+    target: &str,
+) -> Result<Response, ()> {
     let id = crate::routes::threepid_random(30);
     let session = WebSession {
-        user_id: account.user_id,
+        user_id,
         csrf_token: crate::routes::threepid_random(30),
         expires_at: state.clock.now_ms().saturating_add(SESSION_LIFETIME_MS),
     };
@@ -389,26 +427,16 @@ async fn sign_in(state: &AppState, ip: std::net::IpAddr, form: ActForm) -> Respo
         .await
     {
         tracing::error!(error = %e, "could not store an account-page session");
-        let (view, status) = failed(
-            "Something went wrong; try again.".into(),
-            StatusCode::INTERNAL_SERVER_ERROR,
-        );
-        return sign_in_page(state, view, status).await;
+        return Err(());
     }
-    // Back to where the client sent its user, now signed in.
-    let mut target = format!("{PATH}?action={return_action}");
-    if let Some(d) = &device {
-        target.push_str("&device_id=");
-        target.push_str(&crate::routes::threepid::urlencode(d));
-    }
-    let mut response = Redirect::to(&target).into_response();
+    let mut response = Redirect::to(target).into_response();
     let headers = response.headers_mut();
     headers.append(
         SET_COOKIE,
         set_cookie(state, SESSION_COOKIE, &id, SESSION_LIFETIME_MS / 1000),
     );
     headers.append(SET_COOKIE, set_cookie(state, CSRF_COOKIE, "", 0));
-    response
+    Ok(response)
 }
 
 /// The `action` that shows a view (the inverse of [`view_of`]).
@@ -485,6 +513,17 @@ async fn perform(
 ) -> Outcome {
     let user = &session.user_id;
     match form.action.as_str() {
+        "unlink" => match crate::account_links::unlink(
+            state,
+            user,
+            form.provider.as_deref().unwrap_or_default(),
+            form.subject.as_deref().unwrap_or_default(),
+        )
+        .await
+        {
+            Ok(message) => shown("profile", message),
+            Err(message) => refused("profile", message),
+        },
         "sign_out" => {
             state
                 .store

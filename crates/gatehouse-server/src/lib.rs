@@ -4,6 +4,7 @@
 //! [`router`] builds the service so it can be embedded or tested without a
 //! socket; [`serve`] is what `gatehouse serve` runs.
 
+mod account_links;
 mod account_page;
 pub mod appservice;
 pub mod config;

@@ -96,6 +96,34 @@ pub enum UserCommand {
         #[arg(long, conflicts_with = "email")]
         phone: Option<String>,
     },
+    /// List the identities at upstream providers (single sign-on) that
+    /// sign in to an account.
+    Links {
+        /// Localpart (e.g. alice) or full user ID.
+        name: String,
+    },
+    /// Link an identity at an upstream provider to an account: signing in
+    /// there then signs in to it.
+    Link {
+        /// Localpart (e.g. alice) or full user ID.
+        name: String,
+        /// The provider's `idp_id` in `[sso]`.
+        #[arg(long)]
+        provider: String,
+        /// The provider's name for the person (OIDC `sub`, CAS user).
+        #[arg(long)]
+        subject: String,
+    },
+    /// Unlink an identity; refused when it is the account's last way to
+    /// sign in (no password, no other link).
+    Unlink {
+        /// Localpart (e.g. alice) or full user ID.
+        name: String,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        subject: String,
+    },
 }
 
 fn user_id(config: &Config, name: &str) -> Result<UserId, String> {
@@ -336,6 +364,60 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot bind {}: {e}", tp.address))?;
             println!("bound {}:{} to {id}", tp.medium.as_str(), tp.address);
+        }
+        UserCommand::Links { name } => {
+            let id = user_id(config, &name)?;
+            for link in store.upstream_links(&id).await.map_err(|e| e.to_string())? {
+                println!("{}\t{}", link.provider, link.subject);
+            }
+        }
+        UserCommand::Link {
+            name,
+            provider,
+            subject,
+        } => {
+            let id = user_id(config, &name)?;
+            if store.user(&id).await.map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("{id}: no such user"));
+            }
+            if !config.sso.providers().any(|p| p.idp_id == provider) {
+                return Err(format!("{provider}: no such provider in [sso]"));
+            }
+            let link = gatehouse_store::UpstreamLink {
+                user_id: id.clone(),
+                provider: provider.clone(),
+                subject: subject.clone(),
+                created_at: now,
+            };
+            match store.add_upstream_link(&link).await {
+                Ok(()) => println!("linked {provider}:{subject} to {id}"),
+                Err(gatehouse_store::StoreError::LinkInUse) => {
+                    return Err(format!("{provider}:{subject} is already linked to an account"));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        UserCommand::Unlink {
+            name,
+            provider,
+            subject,
+        } => {
+            let id = user_id(config, &name)?;
+            match store
+                .remove_upstream_link(&id, &provider, &subject)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                gatehouse_store::Unlinked::Removed => println!("unlinked {provider}:{subject} from {id}"),
+                gatehouse_store::Unlinked::LastWayIn => {
+                    return Err(format!(
+                        "{provider}:{subject} is {id}'s only way to sign in: set a password or link another identity first"
+                    ));
+                }
+                gatehouse_store::Unlinked::NotFound => {
+                    return Err(format!("{provider}:{subject} is not linked to {id}"));
+                }
+            }
         }
     }
     Ok(())

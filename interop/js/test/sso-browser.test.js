@@ -10,9 +10,13 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 
 import { launchChromium, watchCsp } from "../lib/browser.js";
-import { freePort, rawJson, startServer } from "../lib/harness.js";
+import { freePort, gatehouseBin, rawJson, startServer } from "../lib/harness.js";
 import { startOidcProvider } from "../lib/oidc.js";
 import { startRogueProvider } from "../lib/rogue-oidc.js";
 import * as sdk from "../lib/sdk.js";
@@ -30,6 +34,8 @@ const ACCOUNTS = {
   bob: { sub: "bob-sub", password: "bob-pw", preferred_username: "bob", name: "Bob", email: "robert@example.org", email_verified: false },
   // A verified address an existing account has: signs in to it.
   dora: { sub: "dora-sub", password: "dora-pw", preferred_username: "dora", name: "Dora", email: "dorothy@example.org", email_verified: true },
+  // Linked to an existing account from its account page.
+  erin: { sub: "erin-sub", password: "erin-pw", preferred_username: "erin", name: "Erin", email: "erin@example.org", email_verified: true },
 };
 
 const whoami = (server, token) =>
@@ -324,6 +330,76 @@ describe("single sign-on with an OpenID provider, in Chromium", () => {
       assert.equal(attacked.delivered, false);
     });
   }
+
+  it("the account page lists, adds and removes sign-in providers, never the last way in; admin commands too", async () => {
+    // Robert has a password; he links his Acme identity (Erin's login there).
+    const { context, page } = await newPage();
+    await page.goto(`${server.baseUrl}/_gatehouse/account`);
+    await page.getByLabel("Username").fill("robert");
+    await page.getByLabel("Password").fill("pw");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Sign-in providers" }).waitFor();
+    await page.getByRole("link", { name: "Link Acme ID" }).click();
+    await providerSignIn(page, "erin", ACCOUNTS.erin.password);
+    await page.getByText("Your Acme ID account is now linked").waitFor();
+    await page.getByRole("link", { name: "Back to your account" }).click();
+    await page.getByText("(erin-sub)").waitFor();
+    assert.match((await server.admin(["user", "links", "robert"])).stdout, /acme\terin-sub/);
+    // Signing in through Acme now reaches Robert's account.
+    const other = await newPage();
+    const login = await tokenLogin(server, await ssoLogin(other.page, "erin", { callback: trustedApp }));
+    assert.match(login.body.user_id, /^@robert:/);
+    await other.context.close();
+    // He has a password: the link may go.
+    await page.getByRole("button", { name: "Unlink Acme ID" }).click();
+    assert.match(await page.getByRole("status").textContent(), /no longer signs in/);
+    assert.deepEqual(violations, []);
+    await context.close();
+
+    // Alice has only her Acme identity: she signs in to the page with it, and may not unlink it.
+    const sso = await newPage();
+    await sso.page.goto(`${server.baseUrl}/_gatehouse/account`);
+    await sso.page.getByRole("link", { name: "Sign in with Acme ID" }).click();
+    await providerSignIn(sso.page, "alice", ACCOUNTS.alice.password);
+    await sso.page.getByText(/Signed in as @alice:/).waitFor();
+    await sso.page.getByRole("button", { name: "Unlink Acme ID" }).click();
+    assert.match(await sso.page.getByRole("alert").textContent(), /only way to sign in/);
+    assert.deepEqual(violations, []);
+    await sso.context.close();
+    await assert.rejects(server.admin(["user", "unlink", "alice", "--provider", "acme", "--subject", "alice-sub"]), /only way to sign in/);
+    await server.admin(["user", "link", "alice", "--provider", "rogue", "--subject", "alice-at-rogue"]);
+    await server.admin(["user", "unlink", "alice", "--provider", "rogue", "--subject", "alice-at-rogue"]);
+  });
+
+  it("gatehouse client login --sso: the URL it prints, the provider, its loopback callback, a stored session", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "gatehouse-cli-sso-"));
+    const env = { ...process.env, GATEHOUSE_CLIENT_DIR: dir };
+    const cli = spawn(gatehouseBin(), ["client", "login", "--homeserver", server.baseUrl, "--sso", "--idp", "acme"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    cli.stdout.on("data", (d) => (stdout += d));
+    const url = await new Promise((resolve, reject) => {
+      cli.stderr.on("data", (d) => {
+        stderr += d;
+        const found = stderr.match(/^(http\S+login\/sso\/redirect\S+)$/m);
+        if (found) resolve(found[1]);
+      });
+      cli.on("exit", () => reject(new Error(`the CLI exited: ${stderr}`)));
+    });
+    const exited = new Promise((resolve) => cli.on("exit", resolve));
+    const { context, page } = await newPage();
+    await page.goto(url);
+    await providerSignIn(page, "alice", ACCOUNTS.alice.password);
+    await page.getByRole("link", { name: /Continue to 127\.0\.0\.1/ }).click();
+    assert.equal(await exited, 0, stderr);
+    assert.match(stdout, /@alice:/);
+    const whoamiOut = await new Promise((resolve, reject) =>
+      execFile(gatehouseBin(), ["client", "whoami"], { env }, (e, out, err) => (e ? reject(new Error(err)) : resolve(out))),
+    );
+    assert.match(whoamiOut, /@alice:/);
+    await context.close();
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it("bad redirect URLs, actions and providers get Matrix errors", async () => {
     const get = (q, idp = "/acme") => rawJson(server.baseUrl, `/_matrix/client/v3/login/sso/redirect${idp}?${q}`, { redirect: "manual" });

@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_gatehouse/sso/callback/{idp_id}", get(sso::callback))
         .route("/_gatehouse/sso/username", post(sso::username))
         .route("/_gatehouse/sso/reauth/{idp_id}", get(sso::reauth))
+        .route("/_gatehouse/sso/account/{idp_id}", get(sso::account))
         .route(
             "/_gatehouse/threepid/validate",
             get(threepid::validate_link),

@@ -280,6 +280,23 @@ pub async fn reauth(
     .await
 }
 
+/// `GET /_gatehouse/sso/account/{idp}`: signing in to the account page
+/// through a provider.
+pub async fn account(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Some(provider) = path.ok().and_then(|Path(idp)| state.sso.get(&idp)) else {
+        return pages::error(&state, "Unknown identity provider.", StatusCode::NOT_FOUND);
+    };
+    if let Err(e) = crate::routes::login::check_address_limit(&state, ip) {
+        return pages::error(&state, &e.message, StatusCode::TOO_MANY_REQUESTS);
+    }
+    sso::start(&state, &headers, provider, Purpose::Account).await
+}
+
 /// The `m.login.sso` fallback page for a session of `user_id`: the
 /// providers their account is linked to.
 pub async fn fallback_page(state: &AppState, session: &str, user_id: Option<&str>) -> Response {

@@ -41,6 +41,17 @@ pub async fn finish(
             None => first_login(state, provider, identity, redirect_url, browser).await,
         },
         Purpose::Link { user_id } => link(state, provider, &identity, owner, &user_id).await,
+        Purpose::Account => match owner {
+            Some(user) => match crate::account_page::open_session(state, user, "/_gatehouse/account").await {
+                Ok(response) => response,
+                Err(()) => pages::error(state, "Something went wrong; please try again.", StatusCode::SERVICE_UNAVAILABLE),
+            },
+            None => pages::error(
+                state,
+                &format!("No account here is linked to your {} account.", provider.name()),
+                StatusCode::FORBIDDEN,
+            ),
+        },
         Purpose::Reauth { session, user_id } => {
             if owner.as_ref().map(UserId::as_str) != Some(user_id.as_str()) {
                 return pages::error(

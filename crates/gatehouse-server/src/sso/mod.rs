@@ -170,6 +170,8 @@ pub enum Purpose {
     Link { user_id: String },
     /// A UIA session's `m.login.sso` stage, for `user_id`.
     Reauth { session: String, user_id: String },
+    /// Signing in to the account page.
+    Account,
 }
 
 /// What waits in the database while the browser is away.

@@ -90,7 +90,11 @@ pub(crate) async fn unlink(
         .sso
         .get(provider)
         .map_or_else(|| provider.to_owned(), |p| p.name().to_owned());
-    match state.store.remove_upstream_link(user, provider, subject).await {
+    match state
+        .store
+        .remove_upstream_link(user, provider, subject)
+        .await
+    {
         Ok(Unlinked::Removed) => Ok(format!("{name} no longer signs in to your account.")),
         Ok(Unlinked::LastWayIn) => Err(format!(
             "{name} is your only way to sign in. Link another provider first."

@@ -38,6 +38,10 @@ pub struct Config {
     pub public_baseurl: Option<String>,
     /// Identity server base URL announced in `.well-known`.
     pub identity_server: Option<String>,
+    /// A directory of templates replacing the built-in ones of the same
+    /// name (`page.html`, `sso.html`, `account.html`, `fallback.html`,
+    /// `login_fallback.html`, `validation_email.txt`, `validation_sms.txt`).
+    pub templates_dir: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_request_body_bytes: usize,
     /// `human` or `json`.
@@ -394,6 +398,7 @@ impl Default for Config {
             data_dir: PathBuf::from("gatehouse-data"),
             public_baseurl: None,
             identity_server: None,
+            templates_dir: None,
             max_request_body_bytes: 64 * 1024,
             log_format: LogFormat::Human,
             log_filter: "info".into(),
@@ -628,7 +633,15 @@ fn known_top_level_keys() -> Vec<String> {
         _ => Vec::new(),
     };
     // Optional keys are absent from a serialised default.
-    keys.extend(["public_baseurl", "identity_server", "metrics_listen"].map(str::to_owned));
+    keys.extend(
+        [
+            "public_baseurl",
+            "identity_server",
+            "metrics_listen",
+            "templates_dir",
+        ]
+        .map(str::to_owned),
+    );
     keys
 }
 

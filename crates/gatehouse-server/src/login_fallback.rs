@@ -22,8 +22,6 @@
 //! `/login` parameters in the query (`device_id`,
 //! `initial_device_display_name`, `refresh_token`) go with the login.
 
-use std::sync::LazyLock;
-
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -31,7 +29,7 @@ use axum::http::header::{CACHE_CONTROL, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use gatehouse_core::ErrorKind;
-use minijinja::{Environment, context};
+use minijinja::context;
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -48,17 +46,6 @@ const CSRF_COOKIE: &str = "gatehouse_login_csrf";
 const COOKIE_PATH: &str = "/_matrix/static/client/login";
 /// How long a shown form can be submitted.
 const FORM_LIFETIME_S: u64 = 3600;
-
-/// The built-in templates and this page's own.
-static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = crate::messenger::templates();
-    env.add_template(
-        "login_fallback.html",
-        include_str!("../templates/login_fallback.html"),
-    )
-    .expect("built-in templates parse");
-    env
-});
 
 /// The non-credential `/login` parameters a client may put in the query.
 #[derive(Deserialize, Default, Clone)]
@@ -123,7 +110,7 @@ fn render(state: &AppState, view: View, status: StatusCode) -> Response {
     } else {
         format!("Sign in to {}", state.config.server_name)
     };
-    let html = TEMPLATES.get_template("login_fallback.html").and_then(|t| {
+    let html = state.messenger.templates().get_template("login_fallback.html").and_then(|t| {
         t.render(context! {
             title, nonce => &nonce, action => minijinja::Value::from_safe_string(PATH.into()), csrf => &csrf,
             message => view.message, message_class => "error", invalid => view.invalid.to_vec(),

@@ -38,40 +38,54 @@ pub struct Messenger {
     server_name: String,
 }
 
-/// The templates, compiled into the binary.
-pub fn templates() -> Environment<'static> {
-    let mut env = Environment::new();
-    let add = |env: &mut Environment<'static>, name: &'static str, src: &'static str| {
-        env.add_template(name, src)
-            .expect("built-in templates parse");
-    };
-    add(
-        &mut env,
+/// Every template's name, and its built-in text.
+const BUILT_IN: &[(&str, &str)] = &[
+    (
         "validation_email.txt",
         include_str!("../templates/validation_email.txt"),
-    );
-    add(
-        &mut env,
+    ),
+    (
         "validation_sms.txt",
         include_str!("../templates/validation_sms.txt"),
-    );
-    add(
-        &mut env,
-        "page.html",
-        include_str!("../templates/page.html"),
-    );
-    add(
-        &mut env,
-        "fallback.html",
-        include_str!("../templates/fallback.html"),
-    );
-    add(
-        &mut env,
-        "account.html",
-        include_str!("../templates/account.html"),
-    );
-    add(&mut env, "sso.html", include_str!("../templates/sso.html"));
-    env
+    ),
+    ("page.html", include_str!("../templates/page.html")),
+    ("fallback.html", include_str!("../templates/fallback.html")),
+    ("account.html", include_str!("../templates/account.html")),
+    ("sso.html", include_str!("../templates/sso.html")),
+    (
+        "login_fallback.html",
+        include_str!("../templates/login_fallback.html"),
+    ),
+];
+
+/// The templates: the built-in ones, each replaced by the file of the same
+/// name in `dir` when there is one (`templates_dir`: an operator's own
+/// wording, branding or language). A file that does not parse is an
+/// error at startup, not on the first page that uses it.
+pub fn load_templates(dir: Option<&std::path::Path>) -> Result<Environment<'static>, String> {
+    let mut env = Environment::new();
+    for (name, built_in) in BUILT_IN {
+        let custom = match dir.map(|d| d.join(name)) {
+            Some(path) if path.exists() => Some(
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            _ => None,
+        };
+        match custom {
+            Some(text) => env
+                .add_template_owned(*name, text)
+                .map_err(|e| format!("templates_dir/{name}: {e}"))?,
+            None => env
+                .add_template(name, built_in)
+                .map_err(|e| format!("built-in {name}: {e}"))?,
+        }
+    }
+    Ok(env)
+}
+
+/// The built-in templates.
+pub fn templates() -> Environment<'static> {
+    load_templates(None).expect("built-in templates parse")
 }
 
 impl Messenger {
@@ -111,7 +125,9 @@ impl Messenger {
                 )
             }),
             http: std::sync::Arc::default(),
-            templates: std::sync::Arc::new(templates()),
+            templates: std::sync::Arc::new(
+                load_templates(config.templates_dir.as_deref()).unwrap_or_else(|_| templates()),
+            ),
             server_name: config.server_name.clone(),
         }
     }

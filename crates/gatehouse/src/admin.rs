@@ -392,7 +392,9 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
             match store.add_upstream_link(&link).await {
                 Ok(()) => println!("linked {provider}:{subject} to {id}"),
                 Err(gatehouse_store::StoreError::LinkInUse) => {
-                    return Err(format!("{provider}:{subject} is already linked to an account"));
+                    return Err(format!(
+                        "{provider}:{subject} is already linked to an account"
+                    ));
                 }
                 Err(e) => return Err(e.to_string()),
             }
@@ -408,7 +410,9 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?
             {
-                gatehouse_store::Unlinked::Removed => println!("unlinked {provider}:{subject} from {id}"),
+                gatehouse_store::Unlinked::Removed => {
+                    println!("unlinked {provider}:{subject} from {id}")
+                }
                 gatehouse_store::Unlinked::LastWayIn => {
                     return Err(format!(
                         "{provider}:{subject} is {id}'s only way to sign in: set a password or link another identity first"

@@ -238,12 +238,6 @@ impl SsoConfig {
                     "use client_secret_basic or client_secret_post".into(),
                 );
             }
-            if p.client_secret.is_some() && p.client_secret_path.is_some() {
-                return invalid(
-                    "sso.oidc.client_secret",
-                    "set client_secret or client_secret_path, not both".into(),
-                );
-            }
         }
         for p in &self.cas {
             if !(p.server_url.starts_with("https://") || p.server_url.starts_with("http://")) {

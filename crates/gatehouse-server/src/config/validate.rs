@@ -32,6 +32,9 @@ impl Config {
         }
         self.database.validate()?;
         self.sso.validate()?;
+        if let Err(reason) = crate::messenger::load_templates(self.templates_dir.as_deref()) {
+            return invalid("templates_dir", &reason);
+        }
         if self.max_request_body_bytes < 1024 {
             return invalid("max_request_body_bytes", "must be at least 1024");
         }

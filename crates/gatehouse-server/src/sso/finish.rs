@@ -42,13 +42,22 @@ pub async fn finish(
         },
         Purpose::Link { user_id } => link(state, provider, &identity, owner, &user_id).await,
         Purpose::Account => match owner {
-            Some(user) => match crate::account_page::open_session(state, user, "/_gatehouse/account").await {
-                Ok(response) => response,
-                Err(()) => pages::error(state, "Something went wrong; please try again.", StatusCode::SERVICE_UNAVAILABLE),
-            },
+            Some(user) => {
+                match crate::account_page::open_session(state, user, "/_gatehouse/account").await {
+                    Ok(response) => response,
+                    Err(()) => pages::error(
+                        state,
+                        "Something went wrong; please try again.",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    ),
+                }
+            }
             None => pages::error(
                 state,
-                &format!("No account here is linked to your {} account.", provider.name()),
+                &format!(
+                    "No account here is linked to your {} account.",
+                    provider.name()
+                ),
                 StatusCode::FORBIDDEN,
             ),
         },

@@ -43,6 +43,11 @@ fn config_example_is_complete_and_loads() {
         "durability",
         "log_format",
         "trust_x_forwarded_for",
+        "templates_dir",
+        "client_allowlist",
+        "client_secret_path",
+        "on_localpart_taken",
+        "link_by_email",
     ] {
         assert!(example.contains(key), "example lacks {key}");
     }

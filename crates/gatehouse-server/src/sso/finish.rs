@@ -107,8 +107,23 @@ async fn first_login(
             Ok(Some(account)) if !account.deactivated => {
                 let link = new_link(state, &account.user_id, &identity);
                 return match state.store.add_upstream_link(&link).await {
-                    Ok(()) | Err(StoreError::LinkInUse) => {
-                        login_token(state, &account.user_id, &redirect_url, false).await
+                    Ok(()) => login_token(state, &account.user_id, &redirect_url, false).await,
+                    // Linked meanwhile (the same person, signing in twice
+                    // at once): to whichever account won.
+                    Err(StoreError::LinkInUse) => {
+                        match state
+                            .store
+                            .upstream_link_owner(&identity.provider, &identity.subject)
+                            .await
+                        {
+                            Ok(Some(owner)) => {
+                                login_token(state, &owner, &redirect_url, false).await
+                            }
+                            Ok(None) => {
+                                pages::error(state, "Please try again.", StatusCode::CONFLICT)
+                            }
+                            Err(e) => pages::unavailable(state, &e),
+                        }
                     }
                     Err(e) => pages::unavailable(state, &e),
                 };
@@ -323,6 +338,12 @@ async fn register(
             Ok(user_id)
         }
         Err(StoreError::UserExists) => Err(Registered::Taken),
+        // The same person finished signing up in another window meanwhile.
+        Err(StoreError::LinkInUse) => Err(Registered::Failed(pages::error(
+            state,
+            "Your account was just created in another window. Please sign in again from your application.",
+            StatusCode::CONFLICT,
+        ))),
         Err(e) => Err(Registered::Failed(pages::unavailable(state, &e))),
     }
 }

@@ -1,8 +1,10 @@
 // Single sign-on through a real CAS 3.0 server (django-cas-server, started
 // on loopback by interop/cas/cas.sh) in headless Chromium: matrix-js-sdk's
 // getCasLoginUrl (`/login/cas/redirect`), CAS's own login page, the ticket
-// checked at /p3/serviceValidate, a new account named after the CAS user,
-// the loginToken exchanged with m.login.token; a ticket replayed is refused.
+// checked at /p3/serviceValidate, a new account named after the CAS user
+// (with a numbered suffix: the name is taken here, and this provider is set
+// to `suffix`), the loginToken exchanged with m.login.token; a ticket
+// replayed is refused.
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -48,11 +50,16 @@ describe("single sign-on with a CAS server, in Chromium", () => {
     server = await startServer({
       env: {
         GATEHOUSE_SSO__CAS: toml([
-          { idp_id: "campus", idp_name: "Campus CAS", server_url: casUrl, email_is_verified: true },
+          {
+            idp_id: "campus", idp_name: "Campus CAS", server_url: casUrl, email_is_verified: true,
+            user_mapping: { on_localpart_taken: "suffix" },
+          },
         ]),
         GATEHOUSE_SSO__CLIENT_ALLOWLIST: toml([new URL(app.url).origin]),
       },
     });
+    // Someone here already has the CAS user's name.
+    await server.createUser("alice", { password: "pw" });
   });
   after(async () => {
     await browser?.close();
@@ -87,7 +94,7 @@ describe("single sign-on with a CAS server, in Chromium", () => {
     await casSignIn(page, "alice", "alice-pw");
     const loginToken = await arrived;
     const login = await client.loginRequest({ type: "m.login.token", token: loginToken });
-    assert.match(login.user_id, /^@alice:/);
+    assert.match(login.user_id, /^@alice1:/, "the taken name with a suffix");
     const me = await rawJson(server.baseUrl, "/_matrix/client/v3/account/whoami", {
       headers: { authorization: `Bearer ${login.access_token}` },
     });

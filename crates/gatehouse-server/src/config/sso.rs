@@ -38,9 +38,15 @@ pub struct ProviderDisplay {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UserMapping {
-    pub localpart_template: String,
-    pub display_name_template: String,
-    pub email_template: String,
+    /// Default: `{{ user.preferred_username }}` (OIDC), `{{ user.user }}` (CAS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localpart_template: Option<String>,
+    /// Default: `{{ user.name }}` (OIDC), `{{ user.first_name }}` (CAS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name_template: Option<String>,
+    /// Default: `{{ user.email }}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_template: Option<String>,
     /// When the localpart is taken by another account: `choose` (a page
     /// where the person picks another name) or `suffix` (append 1, 2, …).
     pub on_localpart_taken: LocalpartTaken,
@@ -60,12 +66,38 @@ pub enum LocalpartTaken {
     Suffix,
 }
 
+/// A mapping's three templates, each the configured one or the kind's
+/// default (set per key: an operator who changes one keeps the others).
+pub struct Templates<'a> {
+    pub localpart: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+}
+
+impl UserMapping {
+    pub fn templates(&self, cas: bool) -> Templates<'_> {
+        let (localpart, display_name) = if cas {
+            ("{{ user.user }}", "{{ user.first_name }}")
+        } else {
+            ("{{ user.preferred_username }}", "{{ user.name }}")
+        };
+        Templates {
+            localpart: self.localpart_template.as_deref().unwrap_or(localpart),
+            display_name: self
+                .display_name_template
+                .as_deref()
+                .unwrap_or(display_name),
+            email: self.email_template.as_deref().unwrap_or("{{ user.email }}"),
+        }
+    }
+}
+
 impl Default for UserMapping {
     fn default() -> Self {
         Self {
-            localpart_template: "{{ user.preferred_username }}".into(),
-            display_name_template: "{{ user.name }}".into(),
-            email_template: "{{ user.email }}".into(),
+            localpart_template: None,
+            display_name_template: None,
+            email_template: None,
             on_localpart_taken: LocalpartTaken::Choose,
             link_by_email: false,
             allow_registration: true,
@@ -134,7 +166,7 @@ pub struct CasProviderConfig {
     /// server's `email` attribute is one the organisation vouches for.
     #[serde(default)]
     pub email_is_verified: bool,
-    #[serde(default = "cas_mapping")]
+    #[serde(default)]
     pub user_mapping: UserMapping,
 }
 
@@ -163,14 +195,6 @@ fn yes() -> bool {
 
 fn default_cas_version() -> u8 {
     3
-}
-
-fn cas_mapping() -> UserMapping {
-    UserMapping {
-        localpart_template: "{{ user.user }}".into(),
-        display_name_template: "{{ user.first_name }}".into(),
-        ..UserMapping::default()
-    }
 }
 
 macro_rules! display {
@@ -256,11 +280,8 @@ impl SsoConfig {
             .map(|p| &p.user_mapping)
             .chain(self.cas.iter().map(|p| &p.user_mapping));
         for m in mappings {
-            for t in [
-                &m.localpart_template,
-                &m.display_name_template,
-                &m.email_template,
-            ] {
+            let t = m.templates(false);
+            for t in [t.localpart, t.display_name, t.email] {
                 if let Err(e) = minijinja::Environment::new().template_from_str(t) {
                     return invalid("sso.*.user_mapping", format!("{t:?}: {e}"));
                 }

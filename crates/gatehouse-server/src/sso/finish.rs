@@ -89,7 +89,7 @@ async fn first_login(
     browser: String,
 ) -> Response {
     let mapping = provider.mapping();
-    let mapped = mapping::map(mapping, &identity.claims);
+    let mapped = mapping::map(mapping, provider.is_cas(), &identity.claims);
     // An existing account with the same address, when the provider vouches
     // for the address and the operator asked for it.
     if mapping.link_by_email
@@ -236,7 +236,7 @@ pub async fn chosen_username(
         claims,
         email_verified,
     };
-    let mapped = mapping::map(provider.mapping(), &identity.claims);
+    let mapped = mapping::map(provider.mapping(), provider.is_cas(), &identity.claims);
     let wanted = username.trim().to_ascii_lowercase();
     let refusal = match register(state, &wanted, &identity, &mapped).await {
         Ok(user) => return login_token(state, &user, &redirect_url, true).await,

@@ -30,12 +30,14 @@ fn render(template: &str, claims: &Value) -> Option<String> {
     (!out.is_empty()).then(|| out.to_owned())
 }
 
-pub fn map(mapping: &UserMapping, claims: &Value) -> Mapped {
+/// `cas`: the provider is a CAS server (its defaults differ).
+pub fn map(mapping: &UserMapping, cas: bool, claims: &Value) -> Mapped {
+    let t = mapping.templates(cas);
     Mapped {
-        localpart: render(&mapping.localpart_template, claims)
+        localpart: render(t.localpart, claims)
             .and_then(|u| gatehouse_core::sso::localpart_from_username(&u)),
-        display_name: render(&mapping.display_name_template, claims),
-        email: render(&mapping.email_template, claims)
+        display_name: render(t.display_name, claims),
+        email: render(t.email, claims)
             .and_then(|e| canonical_threepid(Medium::Email, &e).ok())
             .map(|t| t.address),
     }
@@ -51,14 +53,28 @@ mod tests {
         let claims = json!({
             "sub": "1", "preferred_username": "Alice L", "name": "Alice", "email": "Alice@Example.org"
         });
-        let m = map(&UserMapping::default(), &claims);
+        let m = map(&UserMapping::default(), false, &claims);
         assert_eq!(m.localpart.as_deref(), Some("alice=20l"));
         assert_eq!(m.display_name.as_deref(), Some("Alice"));
         assert_eq!(m.email.as_deref(), Some("alice@example.org"));
         let none = map(
             &UserMapping::default(),
+            false,
             &json!({ "sub": "1", "email": "not an address" }),
         );
         assert_eq!(none, Mapped::default());
+        // CAS's own defaults, kept for the keys an operator leaves out.
+        let cas = UserMapping {
+            email_template: Some("{{ user.user }}@campus.example".into()),
+            ..UserMapping::default()
+        };
+        let m = map(
+            &cas,
+            true,
+            &json!({ "user": "Dave", "first_name": "Dave B" }),
+        );
+        assert_eq!(m.localpart.as_deref(), Some("dave"));
+        assert_eq!(m.display_name.as_deref(), Some("Dave B"));
+        assert_eq!(m.email.as_deref(), Some("dave@campus.example"));
     }
 }

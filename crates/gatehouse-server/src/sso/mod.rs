@@ -84,6 +84,10 @@ impl Provider<'_> {
         }
     }
 
+    pub fn is_cas(&self) -> bool {
+        matches!(self, Self::Cas(_))
+    }
+
     pub fn mapping(&self) -> &UserMapping {
         match self {
             Self::Oidc(p) => &p.config.user_mapping,

@@ -10,7 +10,14 @@ pub enum RedirectError {
     NotAbsolute,
     #[error("redirectUrl may not use this scheme")]
     Scheme,
+    #[error("redirectUrl must be percent-encoded printable ASCII")]
+    Characters,
+    #[error("redirectUrl is too long")]
+    TooLong,
 }
+
+/// The longest `redirectUrl` accepted (it is stored with the flow).
+pub const MAX_REDIRECT_URL_LEN: usize = 2048;
 
 /// Schemes a browser would run or read locally instead of navigating.
 const REFUSED_SCHEMES: &[&str] = &["javascript", "data", "vbscript", "file", "blob"];
@@ -19,6 +26,15 @@ const REFUSED_SCHEMES: &[&str] = &["javascript", "data", "vbscript", "file", "bl
 /// browser navigates to (native apps use their own schemes), never one
 /// that runs script.
 pub fn check_redirect_url(url: &str) -> Result<(), RedirectError> {
+    if url.len() > MAX_REDIRECT_URL_LEN {
+        return Err(RedirectError::TooLong);
+    }
+    // Browsers read `\` as `/` in http(s) URLs, and other characters are
+    // read differently by different parsers: a URL that reads as one host
+    // on the confirmation page must not take the token to another.
+    if !url.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return Err(RedirectError::Characters);
+    }
     let Some((scheme, rest)) = url.split_once(':') else {
         return Err(RedirectError::NotAbsolute);
     };
@@ -29,7 +45,7 @@ pub fn check_redirect_url(url: &str) -> Result<(), RedirectError> {
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    if !scheme_ok || rest.is_empty() || url.chars().any(char::is_control) {
+    if !scheme_ok || rest.is_empty() {
         return Err(RedirectError::NotAbsolute);
     }
     if REFUSED_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
@@ -138,7 +154,19 @@ mod tests {
         );
         assert_eq!(
             check_redirect_url("https://a\n.example/"),
-            Err(RedirectError::NotAbsolute)
+            Err(RedirectError::Characters)
+        );
+        assert_eq!(
+            check_redirect_url("https://evil.example\\@app.example/"),
+            Err(RedirectError::Characters)
+        );
+        assert_eq!(
+            check_redirect_url("https://app.example/é"),
+            Err(RedirectError::Characters)
+        );
+        assert_eq!(
+            check_redirect_url(&format!("https://a/{}", "x".repeat(MAX_REDIRECT_URL_LEN))),
+            Err(RedirectError::TooLong)
         );
     }
 

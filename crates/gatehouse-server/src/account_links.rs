@@ -90,6 +90,29 @@ pub(crate) async fn unlink(
         .sso
         .get(provider)
         .map_or_else(|| provider.to_owned(), |p| p.name().to_owned());
+    // Links to providers no longer configured are no way in: the store's
+    // own check counts every link, so the configured ones are counted here.
+    let has_password = match state.store.user(user).await {
+        Ok(account) => account.is_some_and(|a| a.password_hash.is_some()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read an account");
+            return Err("Something went wrong; nothing was changed. Try again shortly.".into());
+        }
+    };
+    let others = state
+        .store
+        .upstream_links(user)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| !(l.provider == provider && l.subject == subject))
+        .filter(|l| state.sso.get(&l.provider).is_some())
+        .count();
+    if !has_password && others == 0 {
+        return Err(format!(
+            "{name} is your only way to sign in. Link another provider first."
+        ));
+    }
     match state
         .store
         .remove_upstream_link(user, provider, subject)

@@ -275,8 +275,7 @@ pub async fn show(
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             Ok(true) if stage == uia::SSO => {
-                crate::routes::sso_fallback(&state, &session_id, session.binding.user_id.as_deref())
-                    .await
+                crate::routes::sso_fallback(&state, &session_id, &session).await
             }
             Ok(true) => {
                 let mut page = Page::new(&stage, &session_id, session.binding.user_id);

@@ -84,6 +84,22 @@ impl Operation {
     }
 }
 
+/// What a stored session's operation does, in words a person recognises
+/// (the `m.login.sso` fallback page says what it is about to approve).
+pub fn operation_described(session: &UiaSessionRecord) -> &'static str {
+    match session.data["op"].as_str().and_then(Operation::parse) {
+        Some(Operation::Sensitive(Sensitive::PasswordChange)) => "change your password",
+        Some(Operation::Sensitive(Sensitive::DeviceDeletion)) => "sign out one of your devices",
+        Some(Operation::Sensitive(Sensitive::Deactivation)) => "deactivate your account",
+        Some(Operation::Sensitive(Sensitive::CrossSigningReset)) => "reset your encryption keys",
+        Some(Operation::Sensitive(Sensitive::ThreepidChange)) => {
+            "change your email addresses or phone numbers"
+        }
+        Some(Operation::Sensitive(Sensitive::LoginToken)) => "sign in on another device",
+        _ => "make a change to your account",
+    }
+}
+
 /// Re-authenticates a logged-in requester for `kind`, with the flows
 /// they can complete.
 pub async fn reauthenticate(

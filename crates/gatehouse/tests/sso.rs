@@ -1,7 +1,7 @@
 //! Single sign-on at the HTTP level, on both engines: what `GET /login`
 //! advertises, the redirect endpoints' Matrix errors and rate limit, the
 //! redirect to a CAS provider (the flow it stores, the browser cookie it
-//! binds), forged callbacks, the configuration (secrets from files,
+//! binds and reuses), forged callbacks, the configuration (secrets from files,
 //! redacted in `config show`, bad settings refused) and operator templates.
 //! The browser journeys against real providers are in
 //! interop/js/test/sso-*.test.js.
@@ -92,11 +92,32 @@ async fn redirect_endpoints_answer_matrix_errors() {
             404,
             "M_NOT_FOUND",
         ),
+        // Read as evil.example by browsers, as app.example by naive parsers.
+        (
+            "/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fevil.example%5C%40app.example%2F",
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fapp.example%2F%C3%A9",
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fapp.example%2F%20x",
+            400,
+            "M_INVALID_PARAM",
+        ),
     ];
     for (path, status, errcode) in cases {
         let got = server.get(path, None).await;
         assert_error(&got, status, errcode);
     }
+    let long = format!(
+        "/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fa%2F{}",
+        "x".repeat(2100)
+    );
+    assert_error(&server.get(&long, None).await, 400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
@@ -128,13 +149,29 @@ async fn the_redirect_binds_a_flow_to_the_browser_and_the_callback_checks_it() {
     assert_eq!(state.len(), 32);
     // The browser's own cookie: for the SSO pages only, never for script.
     assert!(cookie.starts_with("gatehouse_sso_browser="), "{cookie}");
-    for attr in ["Path=/_gatehouse/sso", "HttpOnly", "SameSite=Lax"] {
+    // Sent back to every path, so that a second flow started from the
+    // client API reuses it rather than replacing it.
+    for attr in ["Path=/; ", "HttpOnly", "SameSite=Lax"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
     let browser = cookie.split(';').next().unwrap().to_owned();
     assert_eq!(
         common::database::count_rows(&server.data_dir, "sso_flows").await,
         1
+    );
+    // A second flow from the same browser keeps its cookie.
+    let second = http
+        .get(server.url(
+            "/_matrix/client/v3/login/cas/redirect?redirectUrl=http%3A%2F%2F127.0.0.1%3A5%2Fcb",
+        ))
+        .header("cookie", &browser)
+        .send()
+        .await
+        .unwrap();
+    let kept = second.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        kept.starts_with(&format!("{browser};")),
+        "{kept} vs {browser}"
     );
 
     // The ticket coming back to another browser: refused, and the flow is spent.

@@ -2,7 +2,8 @@
 // the protocol (discovery, keys, an authorization endpoint that sends the
 // browser straight back, a token endpoint) to hand Gatehouse ID tokens that
 // a real provider would never sign: the wrong nonce, another issuer or
-// audience, a key it does not publish, an expired token. `mode = "honest"`
+// audience, a key it does not publish, an expired token, a sign-in from an
+// hour ago passed off as a fresh one. `mode = "honest"`
 // makes every token right, so each attack test can show the same path works
 // when nothing is wrong. Not a stand-in for a real provider: the real one
 // is oidc-provider (oidc.js).
@@ -23,7 +24,8 @@ function sign(claims, privateKey, kid) {
 /**
  * Starts the hostile provider on loopback.
  * Returns { issuer, setMode(mode), codesIssued(), close() }; modes:
- * honest, nonce, issuer, audience, key, expired, unverified-email.
+ * honest, nonce, issuer, audience, key, expired, unverified-email,
+ * stale-auth (a re-authentication answered from an hour-old session).
  */
 export async function startRogueProvider({ clientId, sub = "rogue-sub-1", claims = {} }) {
   const published = generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -74,6 +76,9 @@ export async function startRogueProvider({ clientId, sub = "rogue-sub-1", claims
           nonce: mode === "nonce" ? "not-the-nonce" : nonce,
           iat: now,
           exp: mode === "expired" ? now - 600 : now + 300,
+          // When the person last typed their password: an hour ago for a
+          // provider that only reuses its session.
+          auth_time: mode === "stale-auth" ? now - 3600 : now,
           preferred_username: "rogue",
           email: "victim@example.org",
           email_verified: mode === "unverified-email" ? false : true,

@@ -152,7 +152,7 @@ pub async fn callback(
             StatusCode::BAD_REQUEST,
         )
     };
-    let (idp_id, purpose, browser, nonce, pkce_verifier) =
+    let (idp_id, purpose, browser, nonce, pkce_verifier, started_at) =
         match sso::take(&state, &flow_state).await {
             Ok(Some(Stored::Authorization {
                 idp_id,
@@ -160,7 +160,8 @@ pub async fn callback(
                 browser,
                 nonce,
                 pkce_verifier,
-            })) => (idp_id, purpose, browser, nonce, pkce_verifier),
+                started_at,
+            })) => (idp_id, purpose, browser, nonce, pkce_verifier, started_at),
             Ok(_) => return stale(),
             Err(e) => return pages::unavailable(&state, &e),
         };
@@ -196,6 +197,7 @@ pub async fn callback(
         &answer,
         nonce.as_deref(),
         pkce_verifier.as_deref(),
+        matches!(purpose, Purpose::Reauth { .. }).then_some(started_at),
     )
     .await
     {
@@ -299,7 +301,12 @@ pub async fn account(
 
 /// The `m.login.sso` fallback page for a session of `user_id`: the
 /// providers their account is linked to.
-pub async fn fallback_page(state: &AppState, session: &str, user_id: Option<&str>) -> Response {
+pub async fn fallback_page(
+    state: &AppState,
+    session: &str,
+    record: &gatehouse_store::UiaSessionRecord,
+) -> Response {
+    let user_id = record.binding.user_id.as_deref();
     let Some(user_id) = user_id else {
         return pages::error(
             state,
@@ -312,7 +319,8 @@ pub async fn fallback_page(state: &AppState, session: &str, user_id: Option<&str
         Ok(links) => {
             let mut ids: Vec<String> = links.into_iter().map(|l| l.provider).collect();
             ids.dedup();
-            pages::reauth(state, session, Some(user_id), &ids)
+            let what = crate::uia::operation_described(record);
+            pages::reauth(state, session, Some(user_id), what, &ids)
         }
         Err(e) => pages::unavailable(state, &e),
     }

@@ -27,6 +27,7 @@ pub async fn validate(
     provider: &CasProviderConfig,
     service: &str,
     ticket: &str,
+    renew: bool,
 ) -> Result<Identity, SsoError> {
     let path = if provider.protocol_version == 3 {
         "p3/serviceValidate"
@@ -34,9 +35,15 @@ pub async fn validate(
         "serviceValidate"
     };
     let url = format!("{}/{path}", provider.server_url.trim_end_matches('/'));
+    let mut query = vec![("service", service), ("ticket", ticket)];
+    // The server then refuses a ticket that came from an existing CAS
+    // session rather than from the person typing their password.
+    if renew {
+        query.push(("renew", "true"));
+    }
     let response = http
         .get(&url)
-        .query(&[("service", service), ("ticket", ticket)])
+        .query(&query)
         .send()
         .await
         .map_err(|e| SsoError::Provider(format!("CAS server unreachable: {e}")))?;

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use gatehouse_core::ErrorKind;
-use gatehouse_core::identifier::{Medium, Threepid};
+use gatehouse_core::identifier::{Medium, Threepid, canonical_threepid};
 use gatehouse_core::token;
 use gatehouse_core::uia;
 use gatehouse_core::user_id::UserId;
@@ -43,6 +43,9 @@ pub async fn finish(
         Purpose::Link { user_id } => link(state, provider, &identity, owner, &user_id).await,
         Purpose::Account => match owner {
             Some(user) => {
+                if let Some(refused) = refusal(state, &user).await {
+                    return refused;
+                }
                 match crate::account_page::open_session(state, user, "/_gatehouse/account").await {
                     Ok(response) => response,
                     Err(()) => pages::error(
@@ -93,18 +96,27 @@ async fn first_login(
     // An existing account with the same address, when the provider vouches
     // for the address and the operator asked for it.
     if mapping.link_by_email
-        && identity.email_verified
-        && let Some(email) = &mapped.email
+        && let Some(email) = verified_email(&identity, &mapped)
     {
         let owner = state
             .store
             .user_by_threepid(&Threepid {
                 medium: Medium::Email,
-                address: email.clone(),
+                address: email,
             })
             .await;
+        // An account already linked to someone at this provider is theirs:
+        // an address the provider has since given a new person (recycled)
+        // does not hand it over.
+        let linked_here = match &owner {
+            Ok(Some(account)) => match state.store.upstream_links(&account.user_id).await {
+                Ok(links) => links.iter().any(|l| l.provider == identity.provider),
+                Err(e) => return pages::unavailable(state, &e),
+            },
+            _ => false,
+        };
         match owner {
-            Ok(Some(account)) if !account.deactivated => {
+            Ok(Some(account)) if !account.deactivated && !linked_here => {
                 let link = new_link(state, &account.user_id, &identity);
                 return match state.store.add_upstream_link(&link).await {
                     Ok(()) => login_token(state, &account.user_id, &redirect_url, false).await,
@@ -294,12 +306,10 @@ async fn register(
         }
     };
     let mut threepids = Vec::new();
-    if identity.email_verified
-        && let Some(email) = &mapped.email
-    {
+    if let Some(email) = verified_email(identity, mapped) {
         let tp = Threepid {
             medium: Medium::Email,
-            address: email.clone(),
+            address: email,
         };
         if matches!(state.store.user_by_threepid(&tp).await, Ok(None)) {
             threepids.push(tp);
@@ -357,6 +367,30 @@ fn new_link(state: &AppState, user_id: &UserId, identity: &Identity) -> Upstream
     }
 }
 
+/// Why `user` may not sign in (deactivated, locked), as the page to show;
+/// `None` when they may.
+async fn refusal(state: &AppState, user: &UserId) -> Option<Response> {
+    let refused = |message| Some(pages::error(state, message, StatusCode::FORBIDDEN));
+    match state.store.user(user).await {
+        Ok(Some(account)) if account.deactivated => refused("This account has been deactivated."),
+        Ok(Some(account)) if account.locked => refused("This account has been locked."),
+        Ok(Some(_)) => None,
+        Ok(None) => refused("This account no longer exists."),
+        Err(e) => Some(pages::unavailable(state, &e)),
+    }
+}
+
+/// The mapped address, when the provider vouches for exactly it: its
+/// `email` claim (or attribute) is verified and is the address the
+/// template made. An address built from other claims (a username the
+/// person chose) is never taken as verified.
+fn verified_email(identity: &Identity, mapped: &Mapped) -> Option<String> {
+    let claimed = identity.claims["email"].as_str()?;
+    let claimed = canonical_threepid(Medium::Email, claimed).ok()?;
+    (identity.email_verified && mapped.email.as_deref() == Some(claimed.address.as_str()))
+        .then_some(claimed.address)
+}
+
 /// Hands a login token to the client at `redirect_url`: straight away when
 /// the URL is on the allow-list, otherwise after a page that names where
 /// it goes. `after_form` when answering a form post (whose redirects the
@@ -367,30 +401,8 @@ pub async fn login_token(
     redirect_url: &str,
     after_form: bool,
 ) -> Response {
-    match state.store.user(user).await {
-        Ok(Some(account)) if account.deactivated => {
-            return pages::error(
-                state,
-                "This account has been deactivated.",
-                StatusCode::FORBIDDEN,
-            );
-        }
-        Ok(Some(account)) if account.locked => {
-            return pages::error(
-                state,
-                "This account has been locked.",
-                StatusCode::FORBIDDEN,
-            );
-        }
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return pages::error(
-                state,
-                "This account no longer exists.",
-                StatusCode::FORBIDDEN,
-            );
-        }
-        Err(e) => return pages::unavailable(state, &e),
+    if let Some(refused) = refusal(state, user).await {
+        return refused;
     }
     let minted = token::generate(token::TokenKind::Login);
     let now = state.clock.now_ms();
@@ -492,4 +504,45 @@ async fn complete_stage(
     let seen = session.clone();
     uia::record(&mut session.completed, uia::SSO);
     crate::uia::save_progress(state, &seen, &session).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn identity(email: &str, verified: bool) -> Identity {
+        Identity {
+            provider: "acme".into(),
+            subject: "1".into(),
+            claims: json!({ "email": email, "preferred_username": "ceo" }),
+            email_verified: verified,
+        }
+    }
+
+    fn mapped(email: &str) -> Mapped {
+        Mapped {
+            email: Some(email.into()),
+            ..Mapped::default()
+        }
+    }
+
+    #[test]
+    fn only_the_address_the_provider_verified_counts() {
+        let verified = identity("Ann@Corp.example", true);
+        assert_eq!(
+            verified_email(&verified, &mapped("ann@corp.example")).as_deref(),
+            Some("ann@corp.example")
+        );
+        // Made from another claim (a name the person chose): not verified.
+        assert_eq!(verified_email(&verified, &mapped("ceo@corp.example")), None);
+        assert_eq!(
+            verified_email(
+                &identity("ann@corp.example", false),
+                &mapped("ann@corp.example")
+            ),
+            None
+        );
+    }
 }

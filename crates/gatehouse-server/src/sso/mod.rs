@@ -189,6 +189,10 @@ pub enum Stored {
         browser: String,
         nonce: Option<String>,
         pkce_verifier: Option<String>,
+        /// When the browser left for the provider: a re-authentication
+        /// must have happened after it.
+        #[serde(default)]
+        started_at: u64,
     },
     /// On the username page, under the hash of the form's key: a new
     /// person whose name was taken.
@@ -317,6 +321,7 @@ pub async fn start(
         browser: browser_hash(&cookie),
         nonce,
         pkce_verifier,
+        started_at: state.clock.now_ms(),
     };
     if let Err(e) = keep(state, &flow_state, &stored).await {
         tracing::error!(error = %e, "could not store an SSO flow");
@@ -334,7 +339,10 @@ pub async fn start(
     }
     h.append(
         SET_COOKIE,
-        crate::fallback::set_cookie(state, BROWSER_COOKIE, &cookie, PATH, max_age.max(60)),
+        // Sent to every path, so that each flow this browser starts (from
+        // the client API or the account page) reuses it and none cancels
+        // another; only the SSO pages read it.
+        crate::fallback::set_cookie(state, BROWSER_COOKIE, &cookie, "/", max_age.max(60)),
     );
     response
 }
@@ -347,6 +355,7 @@ pub async fn identify(
     code_or_ticket: &str,
     nonce: Option<&str>,
     pkce_verifier: Option<&str>,
+    reauth_since: Option<u64>,
 ) -> Result<Identity, SsoError> {
     match provider {
         Provider::Oidc(p) => {
@@ -355,9 +364,12 @@ pub async fn identify(
                 &state.sso.http,
                 &state.clock,
                 &callback_url(state, provider.id()),
-                code_or_ticket,
-                nonce,
-                pkce_verifier,
+                oidc::Answer {
+                    code: code_or_ticket,
+                    nonce,
+                    pkce_verifier,
+                    reauth_since,
+                },
             )
             .await
         }
@@ -367,6 +379,7 @@ pub async fn identify(
                 p,
                 &cas_service(state, provider.id(), flow_state),
                 code_or_ticket,
+                reauth_since.is_some(),
             )
             .await
         }

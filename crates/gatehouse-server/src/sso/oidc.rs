@@ -27,6 +27,15 @@ pub struct OidcProvider {
     metadata: Mutex<Option<Arc<CoreProviderMetadata>>>,
 }
 
+/// The provider's answer at the callback, with what the flow kept.
+pub struct Answer<'a> {
+    pub code: &'a str,
+    pub nonce: &'a str,
+    pub pkce_verifier: Option<&'a str>,
+    /// For a re-authentication: when the browser left for the provider.
+    pub reauth_since: Option<u64>,
+}
+
 /// What the authorization request committed to, kept until the callback.
 pub struct Authorization {
     pub url: String,
@@ -123,7 +132,9 @@ impl OidcProvider {
             pkce_verifier = Some(verifier.secret().clone());
         }
         if reauth {
-            request = request.add_prompt(CoreAuthPrompt::Login);
+            request = request
+                .add_prompt(CoreAuthPrompt::Login)
+                .add_extra_param("max_age", "0");
         }
         let (url, _, _) = request.url();
         Ok(Authorization {
@@ -139,10 +150,14 @@ impl OidcProvider {
         http: &reqwest::Client,
         clock: &Arc<dyn Clock>,
         redirect_uri: &str,
-        code: &str,
-        nonce: &str,
-        pkce_verifier: Option<&str>,
+        answer: Answer<'_>,
     ) -> Result<Identity, SsoError> {
+        let Answer {
+            code,
+            nonce,
+            pkce_verifier,
+            reauth_since,
+        } = answer;
         let metadata = self.metadata(http, false).await?;
         let client = self.client(&metadata, redirect_uri)?;
         let mut exchange = client
@@ -184,6 +199,17 @@ impl OidcProvider {
             }
             Err(e) => return Err(SsoError::Refused(format!("ID token refused: {e}"))),
         };
+        // A re-authentication must be one: the person signed in at the
+        // provider after the browser left (a minute's grace for clocks),
+        // not a session the provider already had.
+        if let Some(since) = reauth_since {
+            let signed_in_at = claims["auth_time"].as_u64().map(|s| s.saturating_mul(1000));
+            if signed_in_at.is_none_or(|at| at.saturating_add(60_000) < since) {
+                return Err(SsoError::Refused(
+                    "the provider did not check the person again (auth_time)".into(),
+                ));
+            }
+        }
         let subject = claims["sub"]
             .as_str()
             .ok_or_else(|| SsoError::Refused("the ID token has no subject".into()))?

@@ -124,6 +124,7 @@ pub fn reauth(
     state: &AppState,
     session: &str,
     user_id: Option<&str>,
+    what: &str,
     idp_ids: &[String],
 ) -> Response {
     let providers: Vec<minijinja::Value> = idp_ids
@@ -146,7 +147,7 @@ pub fn reauth(
     render(
         state,
         "Confirm it is you",
-        context! { view => "reauth", providers, user_id },
+        context! { view => "reauth", providers, user_id, what },
         StatusCode::OK,
     )
 }
@@ -189,17 +190,20 @@ pub fn confirm(
     )
 }
 
-/// The part of a URL a person recognises: its host, or the whole scheme
-/// and path for a native app's own scheme.
+/// The part of a URL a person recognises, as a browser parses it: the
+/// host and port, or, for a native app's own scheme, the URL without its
+/// query.
 fn host_of(url: &str) -> String {
-    let Some((_, after_scheme)) = url.split_once("://") else {
-        return url.split(['?', '#']).next().unwrap_or(url).to_owned();
-    };
-    let host = after_scheme
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or(after_scheme);
-    host.rsplit('@').next().unwrap_or(host).to_owned()
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
+            let host = u.host_str().unwrap_or_default();
+            match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            }
+        }
+        _ => url.split(['?', '#']).next().unwrap_or(url).to_owned(),
+    }
 }
 
 /// An identity was linked (or already was).
@@ -247,5 +251,9 @@ mod tests {
             "evil.example"
         );
         assert_eq!(super::host_of("im.app:/callback?x"), "im.app:/callback");
+        assert_eq!(
+            super::host_of("https://evil.example\\@app.example/"),
+            "evil.example"
+        );
     }
 }

@@ -217,6 +217,7 @@ pub async fn chosen_username(
         }
         Err(e) => return pages::unavailable(state, &e),
     };
+    // Kept whole: a refused name asks again under a new key.
     let Stored::Pending {
         idp_id,
         subject,
@@ -226,7 +227,11 @@ pub async fn chosen_username(
         browser,
     } = pending.clone()
     else {
-        unreachable!("matched above");
+        return pages::error(
+            state,
+            "This sign-in cannot continue.",
+            StatusCode::BAD_REQUEST,
+        );
     };
     if !super::same_browser(headers, &browser) {
         return pages::error(
